@@ -1,0 +1,1 @@
+"""StreamScore models: DQN recommender, XGBoost propensity and value models, registry and inference engine."""

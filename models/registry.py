@@ -1,0 +1,81 @@
+"""Model registry on disk: versioned directories, manifest.json and an atomic `active` pointer."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REGISTRY_ENV = "STREAMSCORE_MODEL_REGISTRY"
+PACKAGE_REGISTRY = Path(__file__).resolve().parent / "registry"
+POINTER = "active"
+MANIFEST = "manifest.json"
+
+
+def default_root() -> Path:
+    """Registry root: $STREAMSCORE_MODEL_REGISTRY, else the package's models/registry."""
+    env = os.environ.get(REGISTRY_ENV)
+    return Path(env) if env else PACKAGE_REGISTRY
+
+
+def new_version_name(now: datetime | None = None) -> str:
+    """Version name from the UTC time, e.g. `v20250101-120000`."""
+    return (now or datetime.now(UTC)).strftime("v%Y%m%d-%H%M%S")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write text to a temporary file in the same directory, then os.replace it over path."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Registry:
+    """Versions under root/<version>/ (manifest.json + artifacts) and root/active naming the one in use."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+
+    def versions(self) -> list[str]:
+        """Sorted names of complete versions (directories holding a manifest.json)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+
+    def path(self, version: str) -> Path:
+        """Directory of a version; raises KeyError when it is not a complete version."""
+        if "/" in version or "\\" in version or version.startswith(".") or version not in self.versions():
+            raise KeyError(f"unknown model version {version!r}; known: {', '.join(self.versions()) or 'none'}")
+        return self.root / version
+
+    def active_version(self) -> str:
+        """Version named by the pointer file."""
+        pointer = self.root / POINTER
+        if not pointer.is_file():
+            raise FileNotFoundError(f"no active model version: {pointer} is missing")
+        return pointer.read_text(encoding="utf-8").strip()
+
+    def activate(self, version: str) -> None:
+        """Point `active` at an existing version (atomic: temporary file + os.replace)."""
+        self.path(version)
+        _atomic_write(self.root / POINTER, version + "\n")
+
+    def manifest(self, version: str | None = None) -> dict[str, Any]:
+        """The manifest of a version (default: the active one)."""
+        name = version or self.active_version()
+        data: dict[str, Any] = json.loads((self.path(name) / MANIFEST).read_text(encoding="utf-8"))
+        return data
+
+    def write_manifest(self, directory: Path, manifest: dict[str, Any]) -> None:
+        """Write manifest.json last, which makes a staged version directory complete."""
+        _atomic_write(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,95 @@
+"""Kafka message contracts: feature events, predictions and dead-letter records (schema version 1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from schemas.features import FeatureVector
+
+SCHEMA_VERSION = 1
+"""Bumped only for breaking changes; additive fields keep the version (see docs/consumers.md)."""
+
+CustomerId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"),
+]
+"""1–64 characters of letters, digits, `_ . @ -`, starting with a letter or digit (safe inside Redis keys)."""
+
+Source = Literal["event", "batch", "sync"]
+SegmentLabel = Literal["high", "medium", "low"]
+
+
+def utc_now() -> datetime:
+    """Timezone-aware current time in UTC."""
+    return datetime.now(UTC)
+
+
+class Contract(BaseModel):
+    """Base of every message: frozen, unknown fields rejected, schema version stamped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Message schema version.")
+
+
+class FeatureEvent(Contract):
+    """A customer's 86 feature values, published on `customer-features.v1` or `batch-rows.v1`."""
+
+    event_id: UUID = Field(default_factory=uuid4, description="Unique id; the sink deduplicates on it.")
+    customer_id: CustomerId
+    features: FeatureVector
+    occurred_at: datetime = Field(default_factory=utc_now)
+    source: Source = "event"
+    batch_id: UUID | None = Field(default=None, description="Set when the row came from a CSV batch.")
+
+
+class Recommendation(BaseModel):
+    """One recommended product with its calibrated purchase probability."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    product_id: str
+    name: str
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class Segment(BaseModel):
+    """Value segment: label and 0–100 percentile score of the predicted annual premium."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: SegmentLabel
+    score: float = Field(ge=0.0, le=100.0)
+
+
+class Prediction(Contract):
+    """A scored event, published on `predictions.v1` keyed by customer_id (the public contract)."""
+
+    event_id: UUID
+    customer_id: CustomerId
+    model_version: str
+    recommendations: Annotated[list[Recommendation], Field(min_length=3, max_length=3)]
+    propensity: float = Field(ge=0.0, le=1.0, description="Probability of buying a caravan policy.")
+    segment: Segment
+    scored_at: datetime
+    source: Source
+    batch_id: UUID | None = None
+
+
+class DeadLetter(Contract):
+    """A record that could not be processed, with why and where it came from (`dead-letter.v1`)."""
+
+    payload: str = Field(description="The original message value (UTF-8, undecodable bytes replaced).")
+    reason: str
+    stage: Literal["decode", "validation", "inference", "publish"]
+    topic: str
+    partition: int
+    offset: int
+    event_id: UUID | None = None
+    customer_id: str | None = None
+    batch_id: UUID | None = None
+    failed_at: datetime = Field(default_factory=utc_now)

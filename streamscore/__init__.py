@@ -1,0 +1,1 @@
+"""StreamScore: shared plumbing (CLI, tables, database and Kafka helpers) for the services."""

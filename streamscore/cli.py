@@ -1,0 +1,35 @@
+"""The `streamscore` console script: one entry point for every service and tool."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="streamscore",
+    help="StreamScore: streaming customer scoring on Kafka, Postgres and Redis.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+
+def _register() -> None:
+    """Attach each package's commands; heavy imports stay inside the commands themselves."""
+    from models.cli import register as register_models
+    from streamscore.services import register as register_services
+
+    register_services(app)
+    register_models(app)
+    for optional in ("ingest_api.cli", "streamscore.ops"):
+        try:
+            module = __import__(optional, fromlist=["register"])
+        except ModuleNotFoundError as missing:
+            if missing.name != optional:
+                raise
+            continue
+        module.register(app)
+
+
+def main() -> None:
+    """Run the CLI."""
+    _register()
+    app()

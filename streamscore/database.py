@@ -1,0 +1,22 @@
+"""Async SQLAlchemy engine and session factory, built in a service's lifespan (never at import)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from streamscore.settings import DatabaseSettings
+
+
+def create_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """An asyncpg engine with a bounded pool and pre-ping, so a restarted Postgres is survived."""
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that never expire on commit; the boundary (request or batch) commits."""
+    return async_sessionmaker(engine, expire_on_commit=False)

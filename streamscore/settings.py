@@ -1,0 +1,43 @@
+"""Settings shared by every service; each service subclasses with its own fields (prefix STREAMSCORE_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Broker connection and topic layout."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore")
+
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_partitions: int = Field(default=6, ge=1, description="Partitions for topics created at start-up.")
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_idempotent: bool = Field(
+        default=True,
+        description="Idempotent producer (acks=all either way). Tansu lacks InitProducerId, so the "
+        "embedded broker turns this off.",
+    )
+    topic_prefix: str = Field(default="", description="Prepended to every topic name (tests isolate with it).")
+
+
+class DatabaseSettings(BaseSettings):
+    """Postgres connection."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/streamscore",
+        description="SQLAlchemy async URL (postgresql+asyncpg://…).",
+    )
+    database_pool_size: int = Field(default=10, ge=1)
+
+
+class RedisSettings(BaseSettings):
+    """Redis connection."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore")
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    redis_ttl_seconds: int = Field(default=86_400, ge=1)

@@ -1,0 +1,164 @@
+"""SQLAlchemy 2 table mappings: the system of record shared by the sink and the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base; Alembic migrations are written against this metadata."""
+
+
+class Prediction(Base):
+    """Every stored prediction, exactly one row per event_id."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), unique=True, nullable=False)
+    customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    source: Mapped[str] = mapped_column(String(16), nullable=False)
+    batch_id: Mapped[UUID | None] = mapped_column(PG_UUID(as_uuid=True), nullable=True)
+    recommendations: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    propensity: Mapped[float] = mapped_column(Float, nullable=False)
+    segment_label: Mapped[str] = mapped_column(String(8), nullable=False)
+    segment_score: Mapped[float] = mapped_column(Float, nullable=False)
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    stored_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (
+        Index("ix_predictions_customer_scored", "customer_id", "scored_at"),
+        Index("ix_predictions_batch", "batch_id", "id", postgresql_where="batch_id IS NOT NULL"),
+    )
+
+
+class Customer(Base):
+    """One row per customer: the latest prediction's headline figures."""
+
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_event_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    propensity: Mapped[float] = mapped_column(Float, nullable=False)
+    last_scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    first_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    predictions_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+
+
+class Segment(Base):
+    """A customer's current value segment under one model version."""
+
+    __tablename__ = "segments"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(8), nullable=False)
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (Index("ix_segments_model_label", "model_version", "label"),)
+
+
+class BatchJob(Base):
+    """One uploaded CSV batch and its progress through the pipeline."""
+
+    __tablename__ = "batch_jobs"
+
+    task_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # queued|processing|completed|failed
+    filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    rows_total: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    rows_valid: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    rows_invalid: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    rows_scored: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    rows_dead: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    published: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, server_default="[]")
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_batch_jobs_created", "created_at"),)
+
+
+class DeadLetterRecord(Base):
+    """A dead-lettered record, stored once per origin (topic, partition, offset)."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    source_topic: Mapped[str] = mapped_column(String(255), nullable=False)
+    source_partition: Mapped[int] = mapped_column(Integer, nullable=False)
+    source_offset: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    stage: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
+    event_id: Mapped[UUID | None] = mapped_column(PG_UUID(as_uuid=True), nullable=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    batch_id: Mapped[UUID | None] = mapped_column(PG_UUID(as_uuid=True), nullable=True)
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("source_topic", "source_partition", "source_offset", name="uq_dead_letters_origin"),
+        Index("ix_dead_letters_batch", "batch_id", postgresql_where="batch_id IS NOT NULL"),
+    )
+
+
+class User(Base):
+    """A person who signs in with the OAuth2 password flow."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)  # admin|client|reader
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class ApiKey(Base):
+    """A machine client's key, stored only as a hash."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)), nullable=False)
+    revoked: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

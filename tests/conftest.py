@@ -1,0 +1,81 @@
+"""Session fixtures for real engines (broker, Postgres, Redis) and per-test isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from streamscore.migrations import upgrade_head
+from streamscore.settings import KafkaSettings
+from tests import engines
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("STREAMSCORE_DATA_DIR", REPO_ROOT.parent / "shared" / "datasets" / "caravan"))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap address of a real Kafka-compatible broker."""
+    with engines.kafka_bootstrap() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    """Broker settings with a per-test topic prefix, so each test has its own topics and groups."""
+    return KafkaSettings(
+        kafka_bootstrap=kafka_bootstrap,
+        kafka_partitions=3,
+        kafka_idempotent=engines.docker_available(),
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """URL of a Postgres server where tests may create databases."""
+    with engines.postgres_admin_url() as url:
+        yield url
+
+
+def _asyncpg_dsn(sqlalchemy_url: str) -> str:
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test, dropped afterwards."""
+    name = f"ss_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(_asyncpg_dsn(postgres_admin_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    await asyncio.to_thread(upgrade_head, url)
+    yield url
+    admin = await asyncpg.connect(_asyncpg_dsn(postgres_admin_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis; tests isolate by using unique customer ids."""
+    with engines.redis_url() as url:
+        yield url
+
+
+@pytest.fixture
+def unique_id() -> str:
+    """A short unique token for customer ids and names in one test."""
+    return uuid.uuid4().hex[:10]
