@@ -1,0 +1,60 @@
+"""Per-process clients (built in the lifespan) and the `Annotated` dependency aliases routes use."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ingest_api.settings import ApiSettings
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
+
+    from models.engine import InferenceEngine
+
+
+@dataclass
+class Services:
+    """Clients owned by one API process; created in the lifespan, closed on shutdown."""
+
+    settings: ApiSettings
+    db_engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: Redis
+    producer: AIOKafkaProducer
+    engine: InferenceEngine
+
+
+def get_services(request: Request) -> Services:
+    """The process's clients, stored on app.state by the lifespan."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> ApiSettings:
+    """The process settings."""
+    return services.settings
+
+
+async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    """A session per request; the route (the boundary) commits, repositories never do."""
+    async with services.sessionmaker() as session:
+        yield session
+
+
+def get_redis(services: ServicesDep) -> Redis:
+    """The shared Redis client."""
+    return services.redis
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+RedisDep = Annotated[Redis, Depends(get_redis)]

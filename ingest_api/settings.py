@@ -1,0 +1,39 @@
+"""Settings of the ingest/scoring API (environment variables with prefix STREAMSCORE_)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from streamscore.settings import DatabaseSettings, KafkaSettings, RedisSettings
+
+
+class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
+    """Everything the API process needs; one instance per process, built in the lifespan."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore")
+
+    dev_mode: bool = Field(
+        default=False, description="Embedded dev mode: a missing JWT secret is generated (and said so)."
+    )
+    jwt_secret: str | None = Field(default=None, description="HS256 secret, at least 32 bytes.")
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_private_key: str | None = Field(default=None, description="PEM private key when RS256.")
+    jwt_public_key: str | None = Field(default=None, description="PEM public key when RS256.")
+    jwt_issuer: str = "streamscore"
+    jwt_audience: str = "streamscore-api"
+    jwt_ttl_seconds: int = Field(default=3600, ge=60)
+    rate_limit: int = Field(default=60_000, ge=0, description="Requests per minute per principal; 0 disables.")
+    cors_origins: list[str] = Field(default_factory=list, description="CORS allow-list; none by default.")
+    max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_events_per_request: int = Field(default=10_000, ge=1)
+    batch_max_rows: int = Field(default=100_000, ge=1)
+    batch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    batch_errors_kept: int = Field(default=100, ge=0, description="Row errors kept per batch task.")
+    dynamic_batching: bool = Field(default=True, description="Coalesce concurrent /predict/single calls.")
+    dynamic_batch_window_ms: float = Field(default=1.0, ge=0.0, le=2.0)
+    dynamic_batch_max: int = Field(default=64, ge=1)
+    model_registry: str | None = Field(default=None, description="Registry dir; default: the packaged one.")
+    model_refresh_seconds: float = Field(default=5.0, gt=0)

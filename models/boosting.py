@@ -1,0 +1,131 @@
+"""XGBoost models: caravan propensity (classifier), annual-premium value (regressor), multi-class baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from models.data import PROPENSITY_COLUMNS, VALUE_COLUMNS
+
+THREADS = 2
+PROPENSITY_GRID: dict[str, tuple[Any, ...]] = {
+    "max_depth": (1, 2, 3),
+    "min_child_weight": (1, 10),
+}
+PROPENSITY_BASE: dict[str, Any] = {
+    "objective": "binary:logistic",
+    "eval_metric": "auc",
+    "eta": 0.03,
+    "subsample": 0.8,
+    "colsample_bytree": 0.5,
+    "reg_lambda": 10.0,
+    "nthread": THREADS,
+}
+VALUE_PARAMS: dict[str, Any] = {
+    "objective": "reg:squarederror",
+    "eta": 0.05,
+    "max_depth": 4,
+    "min_child_weight": 5,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 5.0,
+    "nthread": THREADS,
+}
+VALUE_ROUNDS = 400
+
+
+@dataclass(frozen=True)
+class PropensityChoice:
+    """Hyper-parameters picked by stratified k-fold CV on the training part."""
+
+    params: dict[str, Any]
+    rounds: int
+    cv_auc: float
+    grid: list[dict[str, Any]]
+
+
+def select_propensity(x: np.ndarray, y: np.ndarray, seed: int, folds: int = 5) -> PropensityChoice:
+    """Pick depth/min_child_weight and the number of rounds by k-fold CV AUC (early stopping)."""
+    matrix = xgb.DMatrix(x[:, list(PROPENSITY_COLUMNS)].astype(np.float32), label=y)
+    best: tuple[float, dict[str, Any], int] | None = None
+    grid: list[dict[str, Any]] = []
+    for values in product(*PROPENSITY_GRID.values()):
+        params = {**PROPENSITY_BASE, **dict(zip(PROPENSITY_GRID, values, strict=True)), "seed": seed}
+        result = xgb.cv(params, matrix, num_boost_round=800, nfold=folds, stratified=True,
+                        early_stopping_rounds=100, seed=seed)
+        auc, rounds = float(result["test-auc-mean"].iloc[-1]), len(result)
+        grid.append({**dict(zip(PROPENSITY_GRID, values, strict=True)), "rounds": rounds, "cv_auc": round(auc, 5)})
+        if best is None or auc > best[0]:
+            best = (auc, params, rounds)
+    assert best is not None
+    return PropensityChoice(params=best[1], rounds=best[2], cv_auc=best[0], grid=grid)
+
+
+def fit_propensity(x: np.ndarray, y: np.ndarray, choice: PropensityChoice, seeds: list[int]) -> list[xgb.Booster]:
+    """Train one booster per seed (averaged at prediction time) on columns 1-85."""
+    matrix = xgb.DMatrix(x[:, list(PROPENSITY_COLUMNS)].astype(np.float32), label=y)
+    return [xgb.train({**choice.params, "seed": s}, matrix, num_boost_round=choice.rounds) for s in seeds]
+
+
+def value_target(premium: np.ndarray) -> np.ndarray:
+    """Regression target: log1p of the annual premium (the score is rank-based, logs tame the tail)."""
+    return np.log1p(premium)
+
+
+def fit_value(x: np.ndarray, premium: np.ndarray, seed: int, rounds: int = VALUE_ROUNDS) -> xgb.Booster:
+    """Train the annual-premium regressor on columns 1-43 and 65-86."""
+    matrix = xgb.DMatrix(x[:, list(VALUE_COLUMNS)].astype(np.float32), label=value_target(premium))
+    return xgb.train({**VALUE_PARAMS, "seed": seed}, matrix, num_boost_round=rounds)
+
+
+def fit_multiclass(x: np.ndarray, labels: np.ndarray, seed: int, rounds: int = 150) -> xgb.Booster:
+    """Baseline recommender: softmax over the 22 products from the (hidden-product) state."""
+    params = {"objective": "multi:softprob", "num_class": 22, "eta": 0.1, "max_depth": 4,
+              "subsample": 0.8, "colsample_bytree": 0.8, "nthread": THREADS, "seed": seed}
+    return xgb.train(params, xgb.DMatrix(x.astype(np.float32), label=labels), num_boost_round=rounds)
+
+
+def predict(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
+    """Fast in-place prediction on a float32 matrix."""
+    return np.asarray(booster.inplace_predict(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64)
+
+
+def predict_propensity(boosters: list[xgb.Booster], features: np.ndarray) -> np.ndarray:
+    """Mean P(caravan) over the seed ensemble from the full 86-column matrix (column 86 ignored)."""
+    x = features[:, : len(PROPENSITY_COLUMNS)]
+    return np.mean([predict(b, x) for b in boosters], axis=0)
+
+
+def predict_value(booster: xgb.Booster, features: np.ndarray) -> np.ndarray:
+    """Predicted log1p premium from the full 86-column matrix."""
+    return predict(booster, features[:, list(VALUE_COLUMNS)])
+
+
+def percentile_score(prediction: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """0-100 mid-rank percentile of predictions against the sorted training-prediction quantile grid."""
+    low = np.searchsorted(grid, prediction, side="left")
+    high = np.searchsorted(grid, prediction, side="right")
+    return np.clip(100.0 * (low + high) / (2.0 * len(grid)), 0.0, 100.0)
+
+
+def quantile_grid(train_prediction: np.ndarray, points: int = 1001) -> np.ndarray:
+    """Quantiles of the training predictions at `points` evenly spaced levels."""
+    return np.quantile(train_prediction, np.linspace(0.0, 1.0, points))
+
+
+def save(booster: xgb.Booster, path: Path) -> None:
+    """Save in native UBJ format (never pickle)."""
+    booster.save_model(str(path))
+
+
+def load(path: Path) -> xgb.Booster:
+    """Load a native model and pin it to the serving thread count."""
+    booster = xgb.Booster()
+    booster.load_model(str(path))
+    booster.set_param({"nthread": THREADS})
+    return booster
