@@ -1,0 +1,43 @@
+# StreamScore developer entry points. Needs only Python 3.11 and access to PyPI.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install dev demo test lint docs compose-up compose-down clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install StreamScore with the dev extras
+
+dev: $(STAMP)  ## run the whole stack, score the demo data, keep running (Ctrl-C stops)
+	$(BIN)/streamscore dev --demo --keep
+
+demo: $(STAMP)  ## run the whole stack, score the demo data, print a summary and stop
+	$(BIN)/streamscore dev --demo
+
+test: $(STAMP)  ## run the test suite
+	$(BIN)/pytest
+
+lint: $(STAMP)  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+
+docs: $(STAMP)  ## export the AsyncAPI document to asyncapi.json
+	$(BIN)/streamscore docs asyncapi --output asyncapi.json
+
+compose-up:  ## run on Docker Compose (needs STREAMSCORE_JWT_SECRET)
+	docker compose up --build -d
+
+compose-down:  ## stop the Compose stack
+	docker compose down
+
+clean:  ## remove dev state (.streamscore: embedded database, logs) and artifacts
+	rm -rf .streamscore artifacts

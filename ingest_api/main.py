@@ -1,0 +1,219 @@
+"""The FastAPI app factory: lifespan-built clients, middleware, error handlers, routers, and `run()`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ingest_api.batching import DirectScorer, DynamicBatcher
+from ingest_api.deps import Services
+from ingest_api.errors import error_response, install_error_handlers
+from ingest_api.metrics import ApiMetrics, MetricsMiddleware
+from ingest_api.publisher import BackgroundPublisher
+from ingest_api.routes import batch, dashboard, events, health, models, predictions, scoring
+from ingest_api.settings import ApiSettings
+from streamscore.database import create_engine, create_sessionmaker
+from streamscore.kafka import ensure_topics, producer_options
+from streamscore.logging import configure_logging
+
+if TYPE_CHECKING:
+    from models.engine import InferenceEngine
+
+log = logging.getLogger(__name__)
+
+BATCH_UPLOAD_PATH = "/api/v1/predict/batch"
+DESCRIPTION = """\
+Ingest customer feature events, upload CSV batches and score customers synchronously.
+
+* **Events** (`POST /api/v1/events`) go to Kafka (`customer-features.v1`); the scorer and sink store
+  each event exactly once (by `event_id`) in Postgres and Redis.
+* **Batches** (`POST /api/v1/predict/batch`) are CSV uploads, parsed as a stream; follow progress at
+  `GET /api/v1/predict/batch/{task_id}` and fetch results as JSON lines or CSV.
+* **Sync scoring** (`POST /api/v1/predict/single`, `POST /api/v1/segment`) scores in-process.
+
+Every route except `/health`, `/ready` and `/metrics` needs a Bearer JWT (`POST /api/v1/auth/token`) or
+an `X-API-Key`, holding the route's scope. Errors always look like
+`{"error": {"status", "code", "message", "details": [{"field", "message"}]}}`.
+"""
+TAGS = [
+    {"name": "events", "description": "Feature events onto the event stream."},
+    {"name": "batch", "description": "CSV batch uploads and their results."},
+    {"name": "predictions", "description": "Stored predictions and in-process scoring."},
+    {"name": "models", "description": "Model registry: versions, metrics, activation."},
+    {"name": "auth", "description": "Tokens for users (OAuth2 password flow)."},
+    {"name": "ops", "description": "Liveness, readiness and Prometheus metrics."},
+]
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """The request body passed its size limit while being read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, detail=f"request body exceeds the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """Bounds request bodies: Content-Length is checked up front, and bytes are counted as they arrive.
+
+    The CSV upload path gets its own (larger) limit; the route reads it as a stream, so the 413 comes
+    as soon as the limit is passed, not after the whole body was received.
+    """
+
+    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
+        self.app = app
+        self.json_limit = json_limit
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Reject or count the body, then run the app."""
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.upload_limit if scope["path"] == BATCH_UPLOAD_PATH else self.json_limit
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                with contextlib.suppress(ValueError):
+                    if int(value) > limit:
+                        response = error_response(413, f"request body exceeds the limit of {limit} bytes")
+                        await response(scope, receive, send)
+                        return
+                break
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _registry_dir(settings: ApiSettings) -> Path | None:
+    return Path(settings.model_registry) if settings.model_registry else None
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Build every client of this process, publish them on app.state, and close them on shutdown."""
+    from ingest_api.security import build_security
+    from models.engine import InferenceEngine
+
+    settings: ApiSettings = app.state.settings
+    async with contextlib.AsyncExitStack() as stack:
+        db_engine = create_engine(settings)
+        stack.push_async_callback(db_engine.dispose)
+        redis = Redis.from_url(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        await ensure_topics(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **producer_options(settings))
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        engine = app.state.preloaded_engine or await asyncio.to_thread(InferenceEngine.load,
+                                                                       _registry_dir(settings))
+        metrics: ApiMetrics = app.state.metrics
+        services = Services(
+            settings=settings,
+            db_engine=db_engine,
+            sessionmaker=create_sessionmaker(db_engine),
+            redis=redis,
+            producer=producer,
+            engine=engine,
+            security=build_security(settings, redis),
+            metrics=metrics,
+        )
+        if settings.dynamic_batching:
+            services.sync_scorer = DynamicBatcher(
+                engine.score,
+                settings.dynamic_batch_window_ms / 1000,
+                settings.dynamic_batch_max,
+                metrics.batch_size.observe,
+            )
+        else:
+            services.sync_scorer = DirectScorer(engine.score)
+        services.background = BackgroundPublisher(producer)
+        # Registered after producer.stop, so it runs before it: in-flight predictions get their acks first.
+        stack.push_async_callback(services.background.drain)
+        stack.push_async_callback(services.sync_scorer.close)
+        watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
+        stack.push_async_callback(_cancel, watcher)
+        app.state.services = services
+        log.info("api ready", extra={"model_version": engine.model_version})
+        yield
+        log.info("api stopping")
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine | None = None) -> FastAPI:
+    """A configured API app; its lifespan connects to the broker, Postgres and Redis and loads the model.
+
+    Pass `engine` to share an already loaded InferenceEngine (tests, in-process pipelines).
+    """
+    from ingest_api.routes import auth
+
+    settings = settings or ApiSettings()
+    app = FastAPI(
+        title="StreamScore API",
+        version="1.0.0",
+        summary="Streaming next-product and propensity scoring for insurance customers.",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.preloaded_engine = engine
+    app.state.metrics = ApiMetrics()
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware, json_limit=settings.max_json_bytes, upload_limit=settings.batch_max_bytes
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
+                   models.router, health.router):
+        app.include_router(router)
+    app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats, /asyncapi
+    return app
+
+
+def run(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the API with uvicorn: one worker, uvloop and httptools, no per-request access log."""
+    import uvicorn
+
+    settings = ApiSettings()
+    configure_logging("INFO", service="api")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+    )

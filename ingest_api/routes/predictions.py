@@ -1,0 +1,72 @@
+"""`GET /api/v1/predictions/{customer_id}`: the latest prediction, from Redis, else from Postgres."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from ingest_api import repository
+from ingest_api.deps import Services, ServicesDep
+from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
+from ingest_api.security import ReadPrincipal
+from schemas.messages import Prediction
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1", tags=["predictions"])
+
+CUSTOMER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"
+CustomerPath = Annotated[str, Path(min_length=1, max_length=64, pattern=CUSTOMER_PATTERN,
+                                   description="The customer's id.", examples=["c-1001"])]
+
+
+def cache_key(customer_id: str, model_version: str) -> str:
+    """Redis key the sink writes the latest prediction under (per model version)."""
+    return f"predict:{customer_id}:{model_version}"
+
+
+async def cached_prediction(services: Services, customer_id: str) -> Prediction | None:
+    """The latest prediction under the active model version from Redis; None on a miss or a Redis error."""
+    try:
+        raw = await services.redis.get(cache_key(customer_id, services.engine.model_version))
+    except RedisError as error:
+        log.warning("redis read failed; falling back to Postgres", extra={"error": repr(error)})
+        return None
+    if raw is None:
+        return None
+    try:
+        return Prediction.model_validate_json(raw)
+    except ValidationError:
+        log.warning("unreadable cached prediction", extra={"customer_id": customer_id})
+        return None
+
+
+async def latest_prediction(services: Services, customer_id: str) -> Prediction:
+    """Redis for the active version first, then the newest stored row in Postgres; 404 when none."""
+    cached = await cached_prediction(services, customer_id)
+    if cached is not None:
+        return cached
+    async with services.sessionmaker() as session:
+        row = await repository.latest_prediction(session, customer_id)
+    if row is None:
+        raise ApiError(404, f"no prediction for customer {customer_id!r}",
+                       details=[ErrorDetail(field="customer_id", message="no stored prediction")])
+    return Prediction.model_validate(repository.prediction_payload(row))
+
+
+@router.get(
+    "/predictions/{customer_id}",
+    summary="Latest prediction of a customer",
+    description=(
+        "The customer's latest prediction: Redis (`predict:{customer_id}:{model_version}` for the active "
+        "model version) first, then Postgres (newest by `scored_at`, any version). 404 when the customer "
+        "has never been scored."
+    ),
+    responses=error_responses(*AUTH_ERRORS, 404, 422),
+)
+async def get_prediction(customer_id: CustomerPath, services: ServicesDep, _: ReadPrincipal) -> Prediction:
+    """Look up the latest prediction."""
+    return await latest_prediction(services, customer_id)

@@ -1,0 +1,79 @@
+"""In-process scoring: `POST /api/v1/predict/single` and `POST /api/v1/segment` on the shared engine."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from fastapi import APIRouter
+
+from ingest_api.deps import Services, ServicesDep
+from ingest_api.errors import AUTH_ERRORS, ApiError, error_responses
+from ingest_api.models_api import ScoreRequest, SegmentOut, SegmentRequest
+from ingest_api.routes.predictions import latest_prediction
+from ingest_api.security import PredictPrincipal
+from schemas import topics
+from schemas.messages import Prediction
+from streamscore.kafka import topic_name
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1", tags=["predictions"])
+
+
+async def score_one(services: Services, features: tuple[int, ...]) -> dict[str, Any]:
+    """One row through the (dynamically batched) engine; a model failure becomes 503, not a crash."""
+    if services.sync_scorer is None:
+        raise ApiError(503, "the scorer is not ready")
+    try:
+        return await services.sync_scorer.score(features)
+    except Exception as error:
+        log.exception("sync scoring failed")
+        raise ApiError(503, f"scoring failed: {type(error).__name__}", code="inference_failed") from None
+
+
+@router.post(
+    "/predict/single",
+    summary="Score one customer now",
+    description=(
+        "With `features`: scores in this process on the shared engine (concurrent requests share one "
+        "engine call when dynamic batching is on) and returns the full Prediction (`source` sync). The "
+        "prediction is also published to `predictions.v1` in the background, so it is stored like any "
+        "other; the answer does not wait for that. With only `customer_id`: the latest stored "
+        "prediction, or 404."
+    ),
+    responses=error_responses(*AUTH_ERRORS, 404, 422, 503),
+)
+async def predict_single(body: ScoreRequest, services: ServicesDep, _: PredictPrincipal) -> Prediction:
+    """Score now, or look up the latest prediction."""
+    if body.features is None:
+        return await latest_prediction(services, body.customer_id)
+    record = await score_one(services, body.features)
+    # record holds model_version, recommendations, propensity and segment.
+    prediction = Prediction.model_validate({
+        **record, "event_id": uuid4(), "customer_id": body.customer_id, "scored_at": datetime.now(UTC),
+        "source": "sync",
+    })
+    if services.background is not None:
+        await services.background.publish(
+            topic_name(services.settings, topics.PREDICTIONS),
+            body.customer_id.encode(),
+            prediction.model_dump_json().encode(),
+        )
+    return prediction
+
+
+@router.post(
+    "/segment",
+    summary="Value segment of one customer",
+    description="Scores the features in-process and returns only the value segment (label and 0–100 score).",
+    responses=error_responses(*AUTH_ERRORS, 422, 503),
+)
+async def segment(body: SegmentRequest, services: ServicesDep, _: PredictPrincipal) -> SegmentOut:
+    """Score and keep the segment."""
+    record = await score_one(services, body.features)
+    seg = record["segment"]
+    assert isinstance(seg, dict)
+    return SegmentOut(customer_id=body.customer_id, label=seg["label"], score=seg["score"],
+                      model_version=str(record["model_version"]))

@@ -1,0 +1,232 @@
+// StreamScore dashboard: polls /api/v1/dashboard/stats with X-API-Key and draws plain SVG/canvas charts.
+"use strict";
+
+const POLL_MS = 1000;
+const HISTORY = 90;
+const KEY_STORE = "streamscore.apiKey";
+const SVG_NS = "http://www.w3.org/2000/svg";
+const rates = { in: [], out: [] };
+let timer = null;
+
+const $ = (id) => document.getElementById(id);
+const fmt = (n, digits = 0) => (n === null || n === undefined || Number.isNaN(n)) ? "–"
+  : Number(n).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+const pct = (n) => (n === null || n === undefined) ? "–" : `${(100 * n).toFixed(1)} %`;
+
+function takeKeyFromUrl() {
+  // The key travels in the fragment (never sent to the server); keep it for this tab only.
+  const match = location.hash.match(/key=([^&]+)/);
+  if (match) {
+    sessionStorage.setItem(KEY_STORE, decodeURIComponent(match[1]));
+    window.history.replaceState(null, "", location.pathname);
+  }
+  return sessionStorage.getItem(KEY_STORE);
+}
+
+function setStatus(state, text) {
+  const el = $("status");
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+function askForKey(message) {
+  clearTimeout(timer);
+  $("board").hidden = true;
+  $("key-form").hidden = false;
+  $("key-error").textContent = message || "";
+  setStatus("error", "API key needed");
+  $("key-input").focus();
+}
+
+async function poll() {
+  const key = sessionStorage.getItem(KEY_STORE);
+  if (!key) { askForKey(""); return; }
+  try {
+    const response = await fetch("/api/v1/dashboard/stats", { headers: { "X-API-Key": key }, cache: "no-store" });
+    if (response.status === 401 || response.status === 403) {
+      const body = await response.json().catch(() => ({}));
+      sessionStorage.removeItem(KEY_STORE);
+      askForKey((body.error && body.error.message) || `the API answered ${response.status}`);
+      return;
+    }
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    render(await response.json());
+    setStatus("live", `live · ${new Date().toLocaleTimeString()}`);
+  } catch (error) {
+    setStatus("error", `cannot load stats: ${error.message}`);
+  }
+  timer = setTimeout(poll, POLL_MS);
+}
+
+function render(stats) {
+  $("board").hidden = false;
+  $("key-form").hidden = true;
+  const { scorer, sink } = stats;
+  $("rate-in").textContent = fmt(scorer.rate_in);
+  $("rate-out").textContent = fmt(sink.rate_out);
+  $("events-in").textContent = fmt(scorer.events_in);
+  $("events-out").textContent = fmt(sink.events_out);
+  $("lag").textContent = fmt(scorer.lag + sink.lag);
+  $("lag-scorer").textContent = fmt(scorer.lag);
+  $("lag-sink").textContent = fmt(sink.lag);
+  $("p50").textContent = fmt(scorer.p50_ms, 2);
+  $("p99").textContent = fmt(scorer.p99_ms, 2);
+  $("sink-p99").textContent = fmt(sink.p99_ms, 2);
+  $("dlq").textContent = fmt(scorer.dlq + sink.dlq);
+  $("instances").textContent = `${scorer.instances} scorer · ${sink.instances} sink instance(s)`;
+  push(rates.in, scorer.rate_in);
+  push(rates.out, sink.rate_out);
+  spark($("spark-in"), rates.in, "#4cc2ff");
+  spark($("spark-out"), rates.out, "#3fb950");
+  renderSegments(stats.segments, stats.model.version);
+  renderModel(stats.model);
+  renderPredictions(stats.recent_predictions);
+  renderBatches(stats.batches);
+}
+
+function push(series, value) {
+  series.push(value || 0);
+  if (series.length > HISTORY) series.shift();
+}
+
+function spark(canvas, series, color) {
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  ctx.clearRect(0, 0, width, height);
+  const max = Math.max(1, ...series);
+  ctx.strokeStyle = color;
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  series.forEach((v, i) => {
+    const x = (i / (HISTORY - 1)) * width;
+    const y = height - 2 - (v / max) * (height - 4);
+    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+}
+
+function svg(tag, attrs, text) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function renderSegments(segments, version) {
+  const root = $("segments");
+  root.replaceChildren();
+  $("segments-version").textContent = version ? `· ${version}` : "";
+  const labels = ["high", "medium", "low"];
+  const total = labels.reduce((s, l) => s + (segments[l] || 0), 0);
+  const colors = { high: "#3fb950", medium: "#d29922", low: "#6e7f91" };
+  labels.forEach((label, i) => {
+    const n = segments[label] || 0;
+    const y = 10 + i * 36;
+    const w = total ? (n / total) * 200 : 0;
+    root.append(svg("text", { x: 0, y: y + 14 }, label));
+    root.append(svg("rect", { x: 50, y, width: 200, height: 20, rx: 3, fill: "#263341" }));
+    root.append(svg("rect", { x: 50, y, width: w, height: 20, rx: 3, fill: colors[label], "data-segment": label }));
+    root.append(svg("text", { x: 256, y: y + 14, id: `segment-${label}` },
+      `${fmt(n)}${total ? ` (${Math.round((100 * n) / total)}%)` : ""}`));
+  });
+}
+
+function renderModel(model) {
+  $("model-version").textContent = model.version || "–";
+  const m = model.metrics || {};
+  const rows = [
+    ["AUC (propensity)", fmt(m.auc, 3)], ["precision", pct(m.precision)], ["recall", pct(m.recall)],
+    ["F1", fmt(m.f1, 3)], ["accuracy", pct(m.accuracy)], ["buyers in top 20 %", pct(m.top20_recall)],
+    ["HR@3 DQN", pct(m.hr3_dqn)], ["HR@3 popularity", pct(m.hr3_popularity)],
+    ["value Spearman", fmt(m.value_spearman, 3)],
+  ];
+  const dl = $("model-metrics");
+  dl.replaceChildren();
+  for (const [k, v] of rows) {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = v;
+    dl.append(dt, dd);
+  }
+  renderGains(model.gains || []);
+}
+
+function renderGains(points) {
+  const root = $("gains-chart");
+  root.replaceChildren();
+  const L = 34, T = 8, W = 276, H = 160;
+  const x = (s) => L + s * W, y = (g) => T + H - g * H;
+  root.append(svg("rect", { x: L, y: T, width: W, height: H, fill: "none", stroke: "#263341" }));
+  for (const t of [0, 0.5, 1]) {
+    root.append(svg("text", { x: x(t) - 8, y: T + H + 14 }, `${t * 100}%`));
+    root.append(svg("text", { x: 2, y: y(t) + 3 }, `${t * 100}%`));
+  }
+  root.append(svg("line", { x1: x(0), y1: y(0), x2: x(1), y2: y(1), stroke: "#6e7f91", "stroke-dasharray": "4 4" }));
+  if (!points.length) {
+    root.append(svg("text", { x: L + 60, y: T + H / 2 }, "no validation data for this version"));
+    $("lift-note").textContent = "";
+    return;
+  }
+  const path = [[0, 0], ...points.map((p) => [p.share, p.gains])]
+    .map(([s, g]) => `${x(s).toFixed(1)},${y(g).toFixed(1)}`).join(" ");
+  root.append(svg("polyline", { points: path, fill: "none", stroke: "#4cc2ff", "stroke-width": 2, id: "gains-line" }));
+  const at20 = points.reduce((best, p) => Math.abs(p.share - 0.2) < Math.abs(best.share - 0.2) ? p : best);
+  $("lift-note").textContent =
+    `Contacting the top ${Math.round(at20.share * 100)} % finds ${Math.round(at20.gains * 100)} % of buyers ` +
+    `(lift ${fmt(at20.lift, 2)}); dashed line = random.`;
+}
+
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  if (cls) td.className = cls;
+  if (text instanceof Node) td.append(text); else td.textContent = text;
+  tr.append(td);
+}
+
+function renderPredictions(predictions) {
+  const body = $("predictions").querySelector("tbody");
+  body.replaceChildren();
+  for (const p of predictions) {
+    const tr = document.createElement("tr");
+    cell(tr, p.customer_id);
+    cell(tr, p.top && p.top.product_id ? `${p.top.product_id} (${fmt(p.top.probability, 2)})` : "–");
+    cell(tr, fmt(p.propensity, 3), "num");
+    const seg = document.createElement("span");
+    seg.className = `seg ${p.segment}`;
+    seg.textContent = `${p.segment} ${fmt(p.segment_score)}`;
+    cell(tr, seg);
+    cell(tr, p.source);
+    cell(tr, p.scored_at ? new Date(p.scored_at).toLocaleTimeString() : "–");
+    body.append(tr);
+  }
+}
+
+function renderBatches(batches) {
+  const body = $("batches").querySelector("tbody");
+  body.replaceChildren();
+  for (const b of batches) {
+    const tr = document.createElement("tr");
+    cell(tr, b.task_id.slice(0, 8));
+    cell(tr, b.status);
+    const wrap = document.createElement("span");
+    const bar = document.createElement("span");
+    bar.className = `bar ${b.status}`;
+    const fill = document.createElement("span");
+    fill.style.width = `${Math.min(100, Math.round(100 * b.progress))}%`;
+    bar.append(fill);
+    wrap.append(bar, document.createTextNode(`${Math.round(100 * b.progress)}%`));
+    cell(tr, wrap);
+    cell(tr, `${fmt(b.rows_scored)}/${fmt(b.rows_valid)}${b.rows_invalid ? ` (+${fmt(b.rows_invalid)} invalid)` : ""}`, "num");
+    cell(tr, b.created_at ? new Date(b.created_at).toLocaleTimeString() : "–");
+    body.append(tr);
+  }
+}
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_STORE, $("key-input").value.trim());
+  $("key-input").value = "";
+  poll();
+});
+
+takeKeyFromUrl();
+poll();

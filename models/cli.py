@@ -1,0 +1,177 @@
+"""Typer commands: train, predict, evaluate and `models list|activate` (heavy imports inside commands)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+models_app = typer.Typer(help="Model registry: list versions, activate one.", no_args_is_help=True)
+PREDICT_CHUNK = 2000
+
+
+class RowError(ValueError):
+    """A bad input row, with the 1-based file line and the column named."""
+
+
+def read_scoring_csv(path: Path) -> tuple[list[Any], Any]:
+    """Read and validate a scoring CSV: (customer ids, (n, 86) int64 matrix); raises RowError naming line/column."""
+    import numpy as np
+    import pandas as pd
+
+    from schemas.features import FEATURE_NAMES, FEATURE_RANGES, TARGET_NAME
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    columns = [str(c).strip() for c in frame.columns]
+    if columns and all(c.lstrip("-").replace(".", "", 1).isdigit() for c in columns):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, header=None)  # headerless file
+        columns = list(FEATURE_NAMES[: frame.shape[1]]) if frame.shape[1] in (85, 86) else columns
+        if frame.shape[1] not in (85, 86):
+            raise RowError(f"{path}: no header and {frame.shape[1]} columns (expected 85 or 86)")
+        header_lines = 0
+    else:
+        header_lines = 1
+    frame.columns = columns
+    missing = [n for n in FEATURE_NAMES if n not in columns and n != TARGET_NAME]
+    if missing:
+        raise RowError(f"{path}: missing column(s): {', '.join(missing[:8])}")
+    n = len(frame)
+    ids: list[Any] = frame["customer_id"].tolist() if "customer_id" in columns else list(range(1, n + 1))
+    ids = [cid if cid != "" else i + 1 for i, cid in enumerate(ids)]
+    matrix = np.zeros((n, len(FEATURE_NAMES)), dtype=np.int64)
+    errors: list[str] = []
+    for j, name in enumerate(FEATURE_NAMES):
+        if name not in columns:
+            continue  # CARAVAN absent counts as 0
+        raw = frame[name].str.strip()
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        low, high = FEATURE_RANGES[j]
+        bad = ~np.isfinite(values) | (values != np.round(values)) | (values < low) | (values > high)
+        for i in np.flatnonzero(bad)[:5]:
+            errors.append(f"line {i + 1 + header_lines}, column {name}: got {raw.iloc[i]!r}, "
+                          f"expected an integer {low}–{high}")
+        matrix[~bad, j] = values[~bad].astype(np.int64)
+    if errors:
+        raise RowError("\n".join(sorted(errors, key=lambda e: int(e.split(",")[0][5:]))[:20]))
+    return ids, matrix
+
+
+def train(
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same models."),
+    output: Path | None = typer.Option(None, help="Registry directory (default: models/registry)."),
+    data: Path | None = typer.Option(None, help="train.csv (default: $STREAMSCORE_TRAIN_DATA or shared data)."),
+    subsample: int | None = typer.Option(None, help="Train on this many random rows (quick runs)."),
+    dqn_rounds: int | None = typer.Option(None, help="Override the number of DQN collection rounds."),
+    final_fit: str = typer.Option("all", help="Refit XGBoost models on 'all' rows or keep the 'train' split."),
+    segment_high: float = typer.Option(67.0, help="Value score at or above which the label is high."),
+    segment_medium: float = typer.Option(34.0, help="Value score at or above which the label is medium."),
+    activate: bool = typer.Option(True, help="Point `active` at the new version."),
+) -> None:
+    """Train the DQN recommender and XGBoost models and write a new registry version."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from models import train as training
+    from models.dqn import DQNConfig
+
+    overrides: dict[str, Any] = {"rounds": dqn_rounds} if dqn_rounds else {}
+    total = (dqn_rounds or DQNConfig().rounds) + 5
+    thresholds = {"segment_high_min": segment_high, "segment_medium_min": segment_medium}
+    with Progress(TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn()) as bar:
+        task = bar.add_task("train", total=total)
+        version = training.train(
+            data_path=data, seed=seed, registry_dir=output, subsample=subsample, dqn_overrides=overrides,
+            final_fit=final_fit, activate=activate, thresholds=thresholds,
+            progress=lambda stage, n: bar.update(task, advance=n, description=stage))
+    from models.registry import Registry
+
+    metrics = Registry(output).manifest(version)["metrics"]
+    pm, rec = metrics["propensity"], metrics["recommender"]["dqn"]
+    typer.echo(f"version {version}{' (active)' if activate else ''}: AUC {pm['auc']:.3f}, "
+               f"top-20% buyers {pm['top20_buyers']}/{pm['buyers']}, HR@3 {rec['hr3']:.3f} "
+               f"(outside top-3 {rec['hr3_outside_top3']:.3f}), value Spearman {metrics['value']['spearman']:.3f}")
+
+
+def predict(
+    input: Path = typer.Option(..., "--input", "-i", exists=True, dir_okay=False, help="CSV to score."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSON Lines output file."),
+    registry: Path | None = typer.Option(None, help="Registry directory (default: models/registry)."),
+) -> None:
+    """Score a CSV offline with the inference engine; a bad row fails the run with exit code 2."""
+    import orjson
+
+    from models.engine import InferenceEngine
+
+    try:
+        ids, matrix = read_scoring_csv(input)
+    except RowError as error:
+        typer.echo(f"error: invalid input {input}:\n{error}", err=True)
+        raise typer.Exit(2) from error
+    engine = InferenceEngine.load(registry)
+    with output.open("wb") as handle:
+        for start in range(0, len(ids), PREDICT_CHUNK):
+            batch = engine.score(matrix[start : start + PREDICT_CHUNK])
+            for cid, record in zip(ids[start : start + PREDICT_CHUNK], batch.records(), strict=True):
+                handle.write(orjson.dumps({"customer_id": cid, **record}) + b"\n")
+    typer.echo(f"scored {len(ids)} rows with model {engine.model_version} -> {output}", err=True)
+
+
+def evaluate(
+    output: Path = typer.Option(Path("artifacts/report"), help="Report directory."),
+    registry: Path | None = typer.Option(None, help="Registry directory (default: models/registry)."),
+    version: str | None = typer.Option(None, help="Version to report on (default: active)."),
+) -> None:
+    """Write the markdown report with gains/lift, ROC and HR@3-by-product plots for a version."""
+    from models.evaluate import load_validation, write_report
+    from models.registry import Registry
+
+    reg = Registry(registry)
+    name = version or reg.active_version()
+    path = write_report(reg.manifest(name), load_validation(reg.path(name)), output)
+    typer.echo(f"report written to {path}")
+
+
+@models_app.command("list")
+def list_versions(registry: Path | None = typer.Option(None, help="Registry directory.")) -> None:
+    """List registry versions; the active one is marked with *."""
+    from models.registry import Registry
+
+    reg = Registry(registry)
+    try:
+        active = reg.active_version()
+    except FileNotFoundError:
+        active = ""
+    for name in reg.versions():
+        m = reg.manifest(name).get("metrics", {})
+        auc = m.get("propensity", {}).get("auc", float("nan"))
+        hr3 = m.get("recommender", {}).get("dqn", {}).get("hr3", float("nan"))
+        typer.echo(f"{'*' if name == active else ' '} {name}  auc={auc:.3f} hr3={hr3:.3f}")
+
+
+@models_app.command("activate")
+def activate_version(version: str, registry: Path | None = typer.Option(None, help="Registry directory.")) -> None:
+    """Point `active` at VERSION (running engines pick it up on their next refresh)."""
+    from models.registry import Registry
+
+    try:
+        Registry(registry).activate(version)
+    except KeyError as error:
+        typer.echo(f"error: {error.args[0]}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(f"active version: {version}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the model commands to the root `streamscore` app."""
+    app.command("train")(train)
+    app.command("predict")(predict)
+    app.command("evaluate")(evaluate)
+    app.add_typer(models_app, name="models")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    root = typer.Typer()
+    register(root)
+    sys.exit(root())

@@ -1,0 +1,179 @@
+"""Inference engine: one per process, serves the active registry version with NumPy/XGBoost fast paths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import boosting, dqn
+from models.registry import Registry
+from schemas.features import FEATURE_COUNT, PRODUCTS
+
+log = logging.getLogger(__name__)
+CHUNK_ROWS = 4096
+_IDS = np.array([p.product_id for p in PRODUCTS], dtype=object)
+_NAMES = np.array([p.name for p in PRODUCTS], dtype=object)
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """Predictions for n rows, all from one model version."""
+
+    model_version: str
+    product_index: np.ndarray
+    product_probability: np.ndarray
+    propensity: np.ndarray
+    segment_score: np.ndarray
+    segment_label: np.ndarray
+
+    def __len__(self) -> int:
+        """Number of rows."""
+        return int(self.propensity.shape[0])
+
+    def records(self) -> list[dict[str, Any]]:
+        """Per row JSON-ready dict matching the fields of schemas.messages.Prediction."""
+        ids, names = _IDS[self.product_index].tolist(), _NAMES[self.product_index].tolist()
+        probs, prop = self.product_probability.tolist(), self.propensity.tolist()
+        scores, labels = self.segment_score.tolist(), self.segment_label.tolist()
+        return [
+            {
+                "model_version": self.model_version,
+                "recommendations": [
+                    {"product_id": ids[i][j], "name": names[i][j], "probability": probs[i][j]} for j in range(3)
+                ],
+                "propensity": prop[i],
+                "segment": {"label": labels[i], "score": scores[i]},
+            }
+            for i in range(len(prop))
+        ]
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """Every artifact of one version, fully loaded; immutable so a swap is one reference assignment."""
+
+    version: str
+    q_weights: list[tuple[np.ndarray, np.ndarray]]
+    calibrator: dict[str, list[float]]
+    propensity: list[Any]
+    value: Any
+    value_grid: np.ndarray
+    high_min: float
+    medium_min: float
+
+    @classmethod
+    def load(cls, directory: Path, manifest: dict[str, Any]) -> ModelBundle:
+        """Load a version directory (Keras only to read the Dense weights once)."""
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import keras
+
+        art = manifest["artifacts"]
+        model = keras.models.load_model(directory / art["dqn"], compile=False)
+        thresholds = manifest["thresholds"]
+        return cls(
+            version=manifest["version"],
+            q_weights=dqn.dense_weights(model),
+            calibrator=json.loads((directory / art["dqn_calibration"]).read_text(encoding="utf-8")),
+            propensity=[boosting.load(directory / name) for name in art["propensity"]],
+            value=boosting.load(directory / art["value"]),
+            value_grid=np.asarray(json.loads((directory / art["value_grid"]).read_text(encoding="utf-8"))),
+            high_min=float(thresholds["segment_high_min"]),
+            medium_min=float(thresholds["segment_medium_min"]),
+        )
+
+    def score(self, features: np.ndarray) -> ScoreBatch:
+        """Vectorised scoring of an (n, 86) matrix."""
+        x = np.asarray(features)
+        actions, q = dqn.rollout(lambda s: dqn.forward(self.q_weights, s), x)
+        score = boosting.percentile_score(boosting.predict_value(self.value, x), self.value_grid)
+        label = np.where(score >= self.high_min, "high", np.where(score >= self.medium_min, "medium", "low"))
+        return ScoreBatch(
+            model_version=self.version,
+            product_index=actions.astype(np.int64),
+            product_probability=dqn.calibrate(self.calibrator, q).astype(np.float64),
+            propensity=np.clip(boosting.predict_propensity(self.propensity, x), 0.0, 1.0),
+            segment_score=score.astype(np.float64),
+            segment_label=label.astype(str),
+        )
+
+
+class InferenceEngine:
+    """Thread-safe scorer over the active registry version, hot-swappable without restart."""
+
+    def __init__(self, registry: Registry, bundle: ModelBundle) -> None:
+        self.registry = registry
+        self._bundle = bundle
+        self._swap_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, registry_dir: Path | None = None) -> InferenceEngine:
+        """Load the active version of the registry (default: $STREAMSCORE_MODEL_REGISTRY or models/registry)."""
+        registry = Registry(registry_dir)
+        return cls(registry, cls._load_version(registry, registry.active_version()))
+
+    @staticmethod
+    def _load_version(registry: Registry, version: str) -> ModelBundle:
+        return ModelBundle.load(registry.path(version), registry.manifest(version))
+
+    @property
+    def model_version(self) -> str:
+        """Version currently served."""
+        return self._bundle.version
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """Manifest of the version currently served."""
+        return self.registry.manifest(self._bundle.version)
+
+    def score(self, features: np.ndarray) -> ScoreBatch:
+        """Score (n, 86) range-validated integer rows; every row of the result comes from one version."""
+        bundle = self._bundle  # one read: a concurrent swap cannot mix versions within a call
+        x = np.asarray(features, dtype=np.int64)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != FEATURE_COUNT:
+            raise ValueError(f"features must have shape (n, {FEATURE_COUNT}); got {x.shape}")
+        if len(x) <= CHUNK_ROWS:
+            return bundle.score(x)
+        parts = [bundle.score(x[i : i + CHUNK_ROWS]) for i in range(0, len(x), CHUNK_ROWS)]
+        return ScoreBatch(
+            model_version=bundle.version,
+            **{f: np.concatenate([getattr(p, f) for p in parts]) for f in (
+                "product_index", "product_probability", "propensity", "segment_score", "segment_label")},
+        )
+
+    def refresh(self) -> bool:
+        """Re-read the active pointer; if it changed, load that version fully and swap; True if swapped."""
+        with self._swap_lock:
+            version = self.registry.active_version()
+            if version == self._bundle.version:
+                return False
+            bundle = self._load_version(self.registry, version)
+            self._bundle = bundle
+            log.info("model version swapped to %s", version)
+            return True
+
+    def activate(self, version: str) -> None:
+        """Point the registry at `version` and swap to it now."""
+        with self._swap_lock:
+            bundle = self._load_version(self.registry, version)
+            self.registry.activate(version)
+            self._bundle = bundle
+            log.info("model version activated: %s", version)
+
+    async def watch(self, interval_s: float = 5.0) -> None:
+        """Forever: every interval, refresh() in a worker thread (errors are logged, the old version stays)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # keep serving the current version on a bad pointer or artifact
+                log.exception("model refresh failed")

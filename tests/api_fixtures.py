@@ -1,0 +1,25 @@
+"""Fixtures of the API tests (loaded with `pytest_plugins = ["tests.api_fixtures"]`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from models.engine import InferenceEngine
+from streamscore.settings import KafkaSettings
+from tests.api_helpers import Api, api_settings, running_api
+
+
+@pytest.fixture(scope="session")
+def inference_engine() -> InferenceEngine:
+    """The packaged registry's active model, loaded once for the API tests."""
+    return InferenceEngine.load()
+
+
+@pytest.fixture
+async def api(kafka_settings: KafkaSettings, database_url: str, redis_url: str,
+              inference_engine: InferenceEngine) -> AsyncIterator[Api]:
+    """The API with default settings on the real broker, a fresh database and Redis."""
+    async with running_api(api_settings(kafka_settings, database_url, redis_url), inference_engine) as running:
+        yield running
