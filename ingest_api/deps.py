@@ -38,8 +38,8 @@ class Services:
     metrics: ApiMetrics | None = None  # set by create_app (ingest_api.main)
 
 
-def get_services(request: Request) -> Services:
-    """The process's clients, stored on app.state by the lifespan."""
+async def get_services(request: Request) -> Services:
+    """The process's clients from app.state (async def: a sync dependency would cost a thread hop)."""
     services: Services = request.app.state.services
     return services
 
@@ -47,7 +47,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> ApiSettings:
+async def get_settings(services: ServicesDep) -> ApiSettings:
     """The process settings."""
     return services.settings
 
@@ -58,7 +58,7 @@ async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_redis(services: ServicesDep) -> Redis:
+async def get_redis(services: ServicesDep) -> Redis:
     """The shared Redis client."""
     return services.redis
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,6 +179,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Metrics are Prometheus (ingest_api.metrics); FastAPI's OpenTelemetry hooks would cost per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.preloaded_engine = engine
@@ -205,6 +208,9 @@ def run(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the API with uvicorn: one worker, uvloop and httptools, no per-request access log."""
     import uvicorn
 
+    # Before XGBoost loads: the API scores 1-64 rows per call, where OpenMP's second thread only adds
+    # hand-off latency; on shared cores it measured p50 6-10 ms vs 1.3 ms per call (bench/bench_sync.py).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     settings = ApiSettings()
     configure_logging("INFO", service="api")
     uvicorn.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,6 +49,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Time the request and count it once the response has started."""
@@ -69,6 +71,12 @@ class MetricsMiddleware:
             route = scope.get("route")
             # Unmatched paths share one label, so scanners cannot blow up the label cardinality.
             template = getattr(route, "path", None) or "<unmatched>"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+            key = (scope.get("method", ""), template, status)
+            children = self._children.get(key)
+            if children is None:
+                # Label look-ups cost more than the increments; the label sets are few, so keep them.
+                children = (self.metrics.requests.labels(key[0], template, str(status)),
+                            self.metrics.latency.labels(key[0], template))
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)

@@ -1,4 +1,8 @@
-"""Queries the API runs on batch jobs and stored predictions; callers (the request boundary) commit."""
+"""Queries the API runs on batch jobs and stored predictions; callers (the request boundary) commit.
+
+The completion rule ("published, and every valid row scored or dead-lettered") lives in
+sink.repository.mark_published, shared with the sink so both sides apply the same single-statement rule.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamscore.tables import BatchJob, Prediction
@@ -37,24 +41,6 @@ async def record_upload_counts(
         .where(BatchJob.task_id == task_id)
         .values(rows_total=rows_total, rows_valid=rows_valid, rows_invalid=rows_invalid,
                 errors=list(errors), updated_at=func.now())
-    )
-
-
-async def mark_published(session: AsyncSession, task_id: UUID) -> None:
-    """Set published and complete the job when the sink already accounted for every valid row.
-
-    One UPDATE, so it cannot race the sink's counter updates (each re-checks the same condition).
-    """
-    done = BatchJob.rows_scored + BatchJob.rows_dead >= BatchJob.rows_valid
-    await session.execute(
-        update(BatchJob)
-        .where(BatchJob.task_id == task_id, BatchJob.status.in_(("queued", "processing")))
-        .values(
-            published=True,
-            status=case((done, "completed"), else_=BatchJob.status),
-            finished_at=case((done, func.now()), else_=BatchJob.finished_at),
-            updated_at=func.now(),
-        )
     )
 
 

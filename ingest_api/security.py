@@ -390,7 +390,8 @@ def require_scope(scope: Scope | None) -> Callable[..., Awaitable[Principal]]:
         api_key: Annotated[str | None, Depends(api_key_scheme)],
     ) -> Principal:
         principal = await authenticate(services, bearer, api_key)
-        await enforce_rate_limit(get_security(services).limiter, principal.subject)
+        # Kind in the key: a user named "key:x" must not share API key x's budget.
+        await enforce_rate_limit(get_security(services).limiter, f"{principal.kind}:{principal.subject}")
         if scope is not None and not principal.allows(scope):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"missing scope '{scope}'")
         return principal

@@ -17,7 +17,7 @@ class RowError(ValueError):
 
 
 def read_scoring_csv(path: Path) -> tuple[list[Any], Any]:
-    """Read and validate a scoring CSV: (customer ids, (n, 86) int64 matrix); raises RowError naming line/column."""
+    """Read and validate a scoring CSV: (ids, (n, 86) int64 matrix); RowError names line and column."""
     import numpy as np
     import pandas as pd
 
@@ -50,8 +50,10 @@ def read_scoring_csv(path: Path) -> tuple[list[Any], Any]:
         low, high = FEATURE_RANGES[j]
         bad = ~np.isfinite(values) | (values != np.round(values)) | (values < low) | (values > high)
         for i in np.flatnonzero(bad)[:5]:
-            errors.append(f"line {i + 1 + header_lines}, column {name}: got {raw.iloc[i]!r}, "
-                          f"expected an integer {low}–{high}")
+            errors.append(
+                f"line {i + 1 + header_lines}, column {name}: got {raw.iloc[i]!r}, "
+                f"expected an integer {low}–{high}"
+            )
         matrix[~bad, j] = values[~bad].astype(np.int64)
     if errors:
         raise RowError("\n".join(sorted(errors, key=lambda e: int(e.split(",")[0][5:]))[:20]))
@@ -61,10 +63,14 @@ def read_scoring_csv(path: Path) -> tuple[list[Any], Any]:
 def train(
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same models."),
     output: Path | None = typer.Option(None, help="Registry directory (default: models/registry)."),
-    data: Path | None = typer.Option(None, help="train.csv (default: $STREAMSCORE_TRAIN_DATA or shared data)."),
+    data: Path | None = typer.Option(
+        None, help="train.csv (default: $STREAMSCORE_TRAIN_DATA or shared data)."
+    ),
     subsample: int | None = typer.Option(None, help="Train on this many random rows (quick runs)."),
     dqn_rounds: int | None = typer.Option(None, help="Override the number of DQN collection rounds."),
-    final_fit: str = typer.Option("all", help="Refit XGBoost models on 'all' rows or keep the 'train' split."),
+    final_fit: str = typer.Option(
+        "all", help="Refit XGBoost models on 'all' rows or keep the 'train' split."
+    ),
     segment_high: float = typer.Option(67.0, help="Value score at or above which the label is high."),
     segment_medium: float = typer.Option(34.0, help="Value score at or above which the label is medium."),
     activate: bool = typer.Option(True, help="Point `active` at the new version."),
@@ -78,20 +84,33 @@ def train(
     overrides: dict[str, Any] = {"rounds": dqn_rounds} if dqn_rounds else {}
     total = (dqn_rounds or DQNConfig().rounds) + 5
     thresholds = {"segment_high_min": segment_high, "segment_medium_min": segment_medium}
-    with Progress(TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn()) as bar:
+    with Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    ) as bar:
         task = bar.add_task("train", total=total)
         version = training.train(
-            data_path=data, seed=seed, registry_dir=output, subsample=subsample, dqn_overrides=overrides,
-            final_fit=final_fit, activate=activate, thresholds=thresholds,
-            progress=lambda stage, n: bar.update(task, advance=n, description=stage))
+            data_path=data,
+            seed=seed,
+            registry_dir=output,
+            subsample=subsample,
+            dqn_overrides=overrides,
+            final_fit=final_fit,
+            activate=activate,
+            thresholds=thresholds,
+            progress=lambda stage, n: bar.update(task, advance=n, description=stage),
+        )
     from models.registry import Registry
 
     metrics = Registry(output).manifest(version)["metrics"]
     pm, rec = metrics["propensity"], metrics["recommender"]["dqn"]
-    typer.echo(f"version {version}{' (active)' if activate else ''}: AUC {pm['auc']:.3f}, "
-               f"top-20% buyers {pm['top20_buyers']}/{pm['buyers']}, HR@3 {rec['hr3']:.3f} "
-               f"(outside top-3 {rec['hr3_outside_top3']:.3f}), value Spearman {metrics['value']['spearman']:.3f}")
+    typer.echo(
+        f"version {version}{' (active)' if activate else ''}: AUC {pm['auc']:.3f}, "
+        f"top-20% buyers {pm['top20_buyers']}/{pm['buyers']}, HR@3 {rec['hr3']:.3f} "
+        f"(outside top-3 {rec['hr3_outside_top3']:.3f}), value Spearman {metrics['value']['spearman']:.3f}"
+    )
 
 
 def predict(
@@ -151,7 +170,9 @@ def list_versions(registry: Path | None = typer.Option(None, help="Registry dire
 
 
 @models_app.command("activate")
-def activate_version(version: str, registry: Path | None = typer.Option(None, help="Registry directory.")) -> None:
+def activate_version(
+    version: str, registry: Path | None = typer.Option(None, help="Registry directory.")
+) -> None:
     """Point `active` at VERSION (running engines pick it up on their next refresh)."""
     from models.registry import Registry
 

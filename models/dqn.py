@@ -1,4 +1,4 @@
-"""Deep Q-learning next-product recommender: environment, replay buffer, Double DQN training, NumPy serving."""
+"""Deep Q-learning next-product recommender: environment, replay, Double DQN training, NumPy serving."""
 
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ _PREMIUM = np.array([-1 if i is None else i for i in PRODUCT_PREMIUM_INDEX], dty
 class DQNConfig:
     """Hyper-parameters of the agent (recorded in the manifest)."""
 
-    hidden: tuple[int, ...] = (256, 128)
-    dropout: float = 0.0
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.2
     gamma: float = 0.1
     learning_rate: float = 1e-3
     batch_size: int = 512
-    rounds: int = 120
+    rounds: int = 80
     episodes_per_round: int = 1024
     updates_per_round: int = 40
     buffer_size: int = 120_000
@@ -121,8 +121,10 @@ def build_network(hidden: tuple[int, ...], dropout: float = 0.0) -> Any:
 
 def dense_weights(model: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     """(kernel, bias) of each Dense layer as float32 arrays, for the NumPy forward pass."""
-    return [(np.asarray(k, np.float32), np.asarray(b, np.float32))
-            for k, b in (layer.get_weights() for layer in model.layers if layer.get_weights())]
+    return [
+        (np.asarray(k, np.float32), np.asarray(b, np.float32))
+        for k, b in (layer.get_weights() for layer in model.layers if layer.get_weights())
+    ]
 
 
 def forward(weights: list[tuple[np.ndarray, np.ndarray]], state: np.ndarray) -> np.ndarray:
@@ -134,8 +136,9 @@ def forward(weights: list[tuple[np.ndarray, np.ndarray]], state: np.ndarray) -> 
     return np.asarray(h @ kernel + bias)
 
 
-def rollout(q_fn: Callable[[np.ndarray], np.ndarray], features: np.ndarray,
-            k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
+def rollout(
+    q_fn: Callable[[np.ndarray], np.ndarray], features: np.ndarray, k: int = TOP_K
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy episode of k masked recommendations: (n, k) product indices and their Q-values."""
     n = features.shape[0]
     recommended = np.zeros((n, N_ACTIONS), dtype=bool)
@@ -151,15 +154,19 @@ def rollout(q_fn: Callable[[np.ndarray], np.ndarray], features: np.ndarray,
     return actions, values
 
 
-def train_dqn(features: np.ndarray, seed: int, config: DQNConfig,
-              progress: Callable[[int], None] | None = None) -> tuple[Any, dict[str, Any]]:
+def train_dqn(
+    features: np.ndarray, seed: int, config: DQNConfig, progress: Callable[[int], None] | None = None
+) -> tuple[Any, dict[str, Any]]:
     """Double DQN with target network, replay buffer and ε-greedy exploration; returns (model, stats)."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    online, target = build_network(config.hidden, config.dropout), build_network(config.hidden, config.dropout)
+    online, target = (
+        build_network(config.hidden, config.dropout),
+        build_network(config.hidden, config.dropout),
+    )
     target.set_weights(online.get_weights())
     optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
     huber = keras.losses.Huber(delta=config.huber_delta)
@@ -188,7 +195,9 @@ def train_dqn(features: np.ndarray, seed: int, config: DQNConfig,
     updates, losses, hits = 0, [], []
     decay_rounds = max(1, int(config.rounds * config.epsilon_decay_fraction))
     for round_ in range(config.rounds):
-        epsilon = config.epsilon_start + (config.epsilon_end - config.epsilon_start) * min(1.0, round_ / decay_rounds)
+        epsilon = config.epsilon_start + (config.epsilon_end - config.epsilon_start) * min(
+            1.0, round_ / decay_rounds
+        )
         rows, hidden = sample_hidden(features, rng)
         pick = rng.integers(0, len(rows), size=config.episodes_per_round)
         visible = hide(features[rows[pick]], hidden[pick])
@@ -220,8 +229,12 @@ def train_dqn(features: np.ndarray, seed: int, config: DQNConfig,
                     target.set_weights(online.get_weights())
         if progress is not None:
             progress(1)
-    stats = {"updates": updates, "final_loss": float(np.mean(losses[-50:])) if losses else None,
-             "train_hit_rate_last_rounds": float(np.mean(hits[-10:])), "buffer_size": int(buffer.size)}
+    stats = {
+        "updates": updates,
+        "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "train_hit_rate_last_rounds": float(np.mean(hits[-10:])),
+        "buffer_size": int(buffer.size),
+    }
     return online, stats
 
 

@@ -47,7 +47,8 @@ class ScoreBatch:
             {
                 "model_version": self.model_version,
                 "recommendations": [
-                    {"product_id": ids[i][j], "name": names[i][j], "probability": probs[i][j]} for j in range(3)
+                    {"product_id": ids[i][j], "name": names[i][j], "probability": probs[i][j]}
+                    for j in range(3)
                 ],
                 "propensity": prop[i],
                 "segment": {"label": labels[i], "score": scores[i]},
@@ -115,7 +116,7 @@ class InferenceEngine:
 
     @classmethod
     def load(cls, registry_dir: Path | None = None) -> InferenceEngine:
-        """Load the active version of the registry (default: $STREAMSCORE_MODEL_REGISTRY or models/registry)."""
+        """Load the active version (registry: $STREAMSCORE_MODEL_REGISTRY, else models/registry)."""
         registry = Registry(registry_dir)
         return cls(registry, cls._load_version(registry, registry.active_version()))
 
@@ -146,8 +147,16 @@ class InferenceEngine:
         parts = [bundle.score(x[i : i + CHUNK_ROWS]) for i in range(0, len(x), CHUNK_ROWS)]
         return ScoreBatch(
             model_version=bundle.version,
-            **{f: np.concatenate([getattr(p, f) for p in parts]) for f in (
-                "product_index", "product_probability", "propensity", "segment_score", "segment_label")},
+            **{
+                f: np.concatenate([getattr(p, f) for p in parts])
+                for f in (
+                    "product_index",
+                    "product_probability",
+                    "propensity",
+                    "segment_score",
+                    "segment_label",
+                )
+            },
         )
 
     def refresh(self) -> bool:
@@ -170,7 +179,7 @@ class InferenceEngine:
             log.info("model version activated: %s", version)
 
     async def watch(self, interval_s: float = 5.0) -> None:
-        """Forever: every interval, refresh() in a worker thread (errors are logged, the old version stays)."""
+        """Forever: every interval, refresh() in a worker thread (errors logged; the old version stays)."""
         while True:
             await asyncio.sleep(interval_s)
             try:

@@ -30,7 +30,7 @@ def top_fraction_buyers(y: np.ndarray, p: np.ndarray, fraction: float = 0.2) -> 
 
 
 def propensity_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """AUC, accuracy/precision/recall/F1 at the threshold, buyers in the top 20 % (and scaled to CoIL terms)."""
+    """AUC, accuracy/precision/recall/F1 at the threshold, buyers in the top 20 % (also in CoIL terms)."""
     pred = p >= threshold
     pos = y > 0
     tp, fp, fn = int((pred & pos).sum()), int((pred & ~pos).sum()), int((~pred & pos).sum())
@@ -57,8 +57,13 @@ def hit_rates(top: np.ndarray, hidden: np.ndarray, popular: list[int]) -> dict[s
     hit = (top == hidden[:, None]).any(axis=1)
     rare = ~np.isin(hidden, popular)
     per_product = {int(p): float(hit[hidden == p].mean()) for p in np.unique(hidden)}
-    return {"hr3": float(hit.mean()), "hr3_outside_top3": float(hit[rare].mean()) if rare.any() else float("nan"),
-            "pairs": len(hidden), "pairs_outside_top3": int(rare.sum()), "per_product": per_product}
+    return {
+        "hr3": float(hit.mean()),
+        "hr3_outside_top3": float(hit[rare].mean()) if rare.any() else float("nan"),
+        "pairs": len(hidden),
+        "pairs_outside_top3": int(rare.sum()),
+        "per_product": per_product,
+    }
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -128,21 +133,36 @@ def write_report(manifest: dict[str, Any], validation: dict[str, Any], out: Path
     m = validation["metrics"]
     pm, rec, val = m["propensity"], m["recommender"], m["value"]
     lines = [
-        f"# StreamScore model report — {manifest['version']}", "",
-        f"Validation split: {manifest['data']['validation_fraction']:.0%} stratified, seed {manifest['seed']} "
-        f"({pm['rows']} customers, {pm['buyers']} caravan buyers). Final fit: {manifest['final_fit']}.", "",
-        "## Caravan propensity (XGBoost)", "",
-        "| metric | value |", "|---|---|",
-        *(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in pm.items()), "",
+        f"# StreamScore model report — {manifest['version']}",
+        "",
+        f"Validation split: {manifest['data']['validation_fraction']:.0%} stratified, "
+        f"seed {manifest['seed']} "
+        f"({pm['rows']} customers, {pm['buyers']} caravan buyers). Final fit: {manifest['final_fit']}.",
+        "",
+        "## Caravan propensity (XGBoost)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in pm.items()),
+        "",
         f"CoIL 2000 terms: {pm['top20_buyers_scaled_to_coil']:.1f} of {COIL_EVAL_BUYERS} buyers in the top "
-        f"{COIL_TOP} of {COIL_EVAL_ROWS} (winner 121, random ≈ 48).", "",
-        "## Next-product recommender (DQN), one owned product hidden", "",
-        "| model | HR@3 | HR@3 outside top-3 products |", "|---|---|---|",
-        *(f"| {k} | {rec[k]['hr3']:.4f} | {rec[k]['hr3_outside_top3']:.4f} |"
-          for k in ("dqn", "xgboost_multiclass", "popularity")), "",
-        "## Value segment (XGBoost regressor)", "",
-        f"Spearman(score, actual annual premium) = {val['spearman']:.4f}", "",
-        *(f"![{name}]({name})" for name in pngs), "",
+        f"{COIL_TOP} of {COIL_EVAL_ROWS} (winner 121, random ≈ 48).",
+        "",
+        "## Next-product recommender (DQN), one owned product hidden",
+        "",
+        "| model | HR@3 | HR@3 outside top-3 products |",
+        "|---|---|---|",
+        *(
+            f"| {k} | {rec[k]['hr3']:.4f} | {rec[k]['hr3_outside_top3']:.4f} |"
+            for k in ("dqn", "xgboost_multiclass", "popularity")
+        ),
+        "",
+        "## Value segment (XGBoost regressor)",
+        "",
+        f"Spearman(score, actual annual premium) = {val['spearman']:.4f}",
+        "",
+        *(f"![{name}]({name})" for name in pngs),
+        "",
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -56,7 +56,9 @@ class Registry:
     def path(self, version: str) -> Path:
         """Directory of a version; raises KeyError when it is not a complete version."""
         if "/" in version or "\\" in version or version.startswith(".") or version not in self.versions():
-            raise KeyError(f"unknown model version {version!r}; known: {', '.join(self.versions()) or 'none'}")
+            raise KeyError(
+                f"unknown model version {version!r}; known: {', '.join(self.versions()) or 'none'}"
+            )
         return self.root / version
 
     def active_version(self) -> str:

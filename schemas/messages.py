@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from schemas.features import FeatureVector
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 """Bumped only for breaking changes; additive fields keep the version (see docs/consumers.md)."""
 
 CustomerId = Annotated[

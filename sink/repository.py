@@ -43,7 +43,9 @@ _MARK_PUBLISHED = text(
 
 _ADD_PROGRESS = text(
     "UPDATE batch_jobs AS j SET rows_scored = j.rows_scored + d.scored, rows_dead = j.rows_dead + d.dead, "
-    + complete_if_done_sql(scored="j.rows_scored + d.scored", dead="j.rows_dead + d.dead", published="j.published")
+    + complete_if_done_sql(
+        scored="j.rows_scored + d.scored", dead="j.rows_dead + d.dead", published="j.published"
+    )
     + " FROM unnest(CAST(:task_ids AS uuid[]), CAST(:scored AS int[]), CAST(:dead AS int[])) "
     "AS d(task_id, scored, dead) WHERE j.task_id = d.task_id"
 )
@@ -55,16 +57,16 @@ _STORE_PREDICTIONS = text(
 WITH input AS (
     SELECT * FROM unnest(
         CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
-        CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
+        CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:payloads AS text[]),
         CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
         CAST(:scored_ats AS timestamptz[])
-    ) AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
+    ) AS t(event_id, customer_id, model_version, source, batch_id, payload,
            propensity, segment_label, segment_score, scored_at)
 ),
 inserted AS (
     INSERT INTO predictions (event_id, customer_id, model_version, source, batch_id, recommendations,
                              propensity, segment_label, segment_score, scored_at)
-    SELECT event_id, customer_id, model_version, source, batch_id, recommendations::jsonb,
+    SELECT event_id, customer_id, model_version, source, batch_id, payload::jsonb -> 'recommendations',
            propensity, segment_label, segment_score, scored_at
     FROM input
     ON CONFLICT (event_id) DO NOTHING
@@ -131,11 +133,11 @@ class StoredPredictions:
 
 
 async def store_predictions(
-    session: AsyncSession, predictions: Sequence[Prediction], recommendations_json: Sequence[str]
+    session: AsyncSession, predictions: Sequence[Prediction], payloads: Sequence[str]
 ) -> StoredPredictions:
     """Insert predictions idempotently on event_id and upsert customers/segments from the new ones.
 
-    `recommendations_json` is each prediction's recommendations as JSON text (cast to jsonb in SQL).
+    `payloads` are the validated messages' JSON texts; Postgres takes `recommendations` from them.
     """
     if not predictions:
         return StoredPredictions()
@@ -147,7 +149,7 @@ async def store_predictions(
             "model_versions": [p.model_version for p in predictions],
             "sources": [p.source for p in predictions],
             "batch_ids": [p.batch_id for p in predictions],
-            "recommendations": list(recommendations_json),
+            "payloads": list(payloads),
             "propensities": [p.propensity for p in predictions],
             "segment_labels": [p.segment.label for p in predictions],
             "segment_scores": [p.segment.score for p in predictions],
@@ -162,7 +164,9 @@ async def store_predictions(
     return stored
 
 
-async def store_dead_letters(session: AsyncSession, letters: Sequence[DeadLetter]) -> tuple[int, Counter[UUID]]:
+async def store_dead_letters(
+    session: AsyncSession, letters: Sequence[DeadLetter]
+) -> tuple[int, Counter[UUID]]:
     """Insert dead letters once per origin (topic, partition, offset): (new rows, new rows per batch job)."""
     if not letters:
         return 0, Counter()

@@ -231,6 +231,8 @@ def stack_session(home: Path, console: Console) -> Iterator[DevStack]:
     stack = DevStack(home=home, console=console)
     atexit.register(stack.stop)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # Explicitly, because a shell starting us in the background hands SIGINT down as ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield stack
     finally:
@@ -357,16 +359,16 @@ def print_demo_summary(console: Console, status: dict[str, Any], records: list[d
     for label in ("high", "medium", "low"):
         share = segments[label] / max(1, len(records))
         summary.add_row(f"segment {label}", f"{segments[label]:,} ({share:.0%})")
-    console.print(summary)
-    samples = Table(title="Sample predictions")
-    for column in ("customer", "top recommendation", "propensity", "segment", "model"):
-        samples.add_column(column)
+    versions = sorted({str(record.get("model_version")) for record in records})
+    summary.add_row("model version", ", ".join(versions) or "-")
+    samples = Table(title="Highest-propensity customers")
+    for column in ("customer", "recommendations (probability)", "propensity", "segment"):
+        samples.add_column(column, overflow="fold")
     for record in sorted(records, key=lambda r: -float(r.get("propensity", 0)))[:5]:
-        top = record["recommendations"][0]
-        samples.add_row(record["customer_id"], f"{top['name']} ({top['probability']:.2f})",
-                        f"{record['propensity']:.3f}",
-                        f"{record['segment']['label']} ({record['segment']['score']:.0f})",
-                        record["model_version"])
+        recs = ", ".join(f"{r['product_id']} {r['probability']:.2f}" for r in record["recommendations"])
+        samples.add_row(record["customer_id"], recs, f"{record['propensity']:.3f}",
+                        f"{record['segment']['label']} {record['segment']['score']:.0f}")
+    console.print(summary)
     console.print(samples)
 
 

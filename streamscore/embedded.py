@@ -212,7 +212,6 @@ class EmbeddedPostgres:
                               "--auth=trust", "--encoding=UTF8", "--no-instructions"])
             if done.returncode != 0:
                 raise RuntimeError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
-        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)  # a stale one from a killed run
         self.process = spawn(
             [self._bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",

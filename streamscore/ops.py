@@ -308,6 +308,7 @@ def _show_prediction(value: bytes | None, customer: str | None, raw: bool) -> in
         f"segment [magenta]{segment.get('label')}[/]({float(segment.get('score', 0)):.0f})  "
         f"[dim]{prediction.get('source')} {prediction.get('model_version')}[/]",
         highlight=False,
+        soft_wrap=True,
     )
     return 1
 

@@ -19,7 +19,9 @@ class KafkaSettings(BaseSettings):
         description="Idempotent producer (acks=all either way). Tansu lacks InitProducerId, so the "
         "embedded broker turns this off.",
     )
-    topic_prefix: str = Field(default="", description="Prepended to every topic name (tests isolate with it).")
+    topic_prefix: str = Field(
+        default="", description="Prepended to every topic name (tests isolate with it)."
+    )
 
 
 class DatabaseSettings(BaseSettings):

@@ -18,8 +18,11 @@ def inference_engine() -> InferenceEngine:
 
 
 @pytest.fixture
-async def api(kafka_settings: KafkaSettings, database_url: str, redis_url: str,
-              inference_engine: InferenceEngine) -> AsyncIterator[Api]:
+async def api(
+    kafka_settings: KafkaSettings, database_url: str, redis_url: str, inference_engine: InferenceEngine
+) -> AsyncIterator[Api]:
     """The API with default settings on the real broker, a fresh database and Redis."""
-    async with running_api(api_settings(kafka_settings, database_url, redis_url), inference_engine) as running:
+    async with running_api(
+        api_settings(kafka_settings, database_url, redis_url), inference_engine
+    ) as running:
         yield running

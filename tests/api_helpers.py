@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 from sqlalchemy import insert
@@ -50,8 +51,13 @@ class Api:
 
 def api_settings(kafka: KafkaSettings, database_url: str, redis_url: str, **overrides: Any) -> ApiSettings:
     """API settings on the test's broker prefix, database and Redis (dev mode: generated JWT secret)."""
-    values: dict[str, Any] = {**kafka.model_dump(), "database_url": database_url, "redis_url": redis_url,
-                              "dev_mode": True, "database_pool_size": 4}
+    values: dict[str, Any] = {
+        **kafka.model_dump(),
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "dev_mode": True,
+        "database_pool_size": 4,
+    }
     values.update(overrides)
     return ApiSettings(**values)
 
@@ -65,9 +71,11 @@ async def running_api(settings: ApiSettings, engine: InferenceEngine | None) -> 
         async with services.sessionmaker() as session:
             key = await create_api_key(session, f"test-{uuid.uuid4().hex[:8]}", ["admin"])
             await session.commit()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api.test",
-                                     headers={"X-API-Key": key}, timeout=30) as client:
+        # Unhandled errors must reach the client as the 500 error shape, as they would behind uvicorn.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api.test", headers={"X-API-Key": key}, timeout=30
+        ) as client:
             yield Api(app=app, services=services, client=client, settings=settings)
 
 
@@ -127,27 +135,42 @@ def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buffer.getvalue()
 
 
-def batch_csv(customers: Sequence[str], features: Sequence[Sequence[int]], columns: Sequence[str] = FEATURE_NAMES,
-              ) -> str:
+def batch_csv(
+    customers: Sequence[str],
+    features: Sequence[Sequence[int]],
+    columns: Sequence[str] = FEATURE_NAMES,
+) -> str:
     """A batch CSV with customer_id first and the given feature columns (any order, any subset)."""
     index = {name: i for i, name in enumerate(FEATURE_NAMES)}
-    rows = [[customer, *(row[index[name]] for name in columns)] for customer, row in zip(customers, features,
-                                                                                          strict=True)]
+    rows = [
+        [customer, *(row[index[name]] for name in columns)]
+        for customer, row in zip(customers, features, strict=True)
+    ]
     return csv_text(["customer_id", *columns], rows)
 
 
-def prediction_row(engine: InferenceEngine, customer_id: str, features: Sequence[int], **extra: Any,
-                   ) -> dict[str, Any]:
-    """A predictions-table row for features scored by the real engine (as the sink would store it)."""
-    record = engine.score([list(features)]).records()[0]  # type: ignore[arg-type]
-    values = {
-        "event_id": uuid.uuid4(), "customer_id": customer_id, "model_version": record["model_version"],
-        "source": "event", "batch_id": None, "recommendations": record["recommendations"],
-        "propensity": record["propensity"], "segment_label": record["segment"]["label"],
-        "segment_score": record["segment"]["score"], "scored_at": datetime.now(UTC),
-    }
-    values.update(extra)
-    return values
+def prediction_rows(
+    engine: InferenceEngine, customers: Sequence[str], features: Sequence[Sequence[int]], **extra: Any
+) -> list[dict[str, Any]]:
+    """Predictions-table rows for features scored by the real engine in one call (as the sink stores them)."""
+    records = engine.score(np.asarray(features, dtype=np.int64)).records()
+    rows = []
+    for customer_id, record in zip(customers, records, strict=True):
+        row = {
+            "event_id": uuid.uuid4(),
+            "customer_id": customer_id,
+            "model_version": record["model_version"],
+            "source": "event",
+            "batch_id": None,
+            "recommendations": record["recommendations"],
+            "propensity": record["propensity"],
+            "segment_label": record["segment"]["label"],
+            "segment_score": record["segment"]["score"],
+            "scored_at": datetime.now(UTC),
+        }
+        row.update(extra)
+        rows.append(row)
+    return rows
 
 
 async def store_predictions(services: Services, rows: Sequence[dict[str, Any]]) -> None:
@@ -155,4 +178,3 @@ async def store_predictions(services: Services, rows: Sequence[dict[str, Any]]) 
     async with services.sessionmaker() as session:
         await session.execute(insert(PredictionRow), list(rows))
         await session.commit()
-

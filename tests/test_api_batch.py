@@ -20,7 +20,7 @@ from tests.api_helpers import (
     api_settings,
     batch_csv,
     dataset_rows,
-    prediction_row,
+    prediction_rows,
     read_topic,
     running_api,
     store_predictions,
@@ -74,8 +74,11 @@ async def test_valid_rows_are_published_and_bad_rows_reported_by_line(api: Api, 
     assert (job["rows_total"], job["rows_valid"], job["rows_failed"]) == (6, 3, 3)
     assert job["filename"] == "mine.csv"
     assert job["errors"] == [
-        {"line": 3, "reason": "customer_id 'bad id!' must be 1–64 letters, digits or _ . @ -, starting with a "
-                              "letter or digit"},
+        {
+            "line": 3,
+            "reason": "customer_id 'bad id!' must be 1–64 letters, digits or _ . @ -, starting with a "
+            "letter or digit",
+        },
         {"line": 4, "reason": "MGEMLEEF must be 1–6; got 9"},
         {"line": 7, "reason": "MGEMLEEF: 'x' is not an integer"},
     ]
@@ -84,7 +87,9 @@ async def test_valid_rows_are_published_and_bad_rows_reported_by_line(api: Api, 
 async def test_raw_text_csv_body_is_accepted(api: Api, unique_id: str) -> None:
     body = batch_csv([f"c{unique_id}"], dataset_rows(1))
 
-    response = await api.client.post("/api/v1/predict/batch", content=body, headers={"Content-Type": "text/csv"})
+    response = await api.client.post(
+        "/api/v1/predict/batch", content=body, headers={"Content-Type": "text/csv"}
+    )
 
     assert response.status_code == 202, response.text
     assert response.json()["rows"] == 1
@@ -114,9 +119,12 @@ async def test_bad_header_is_422_naming_the_columns(api: Api, header: list[str],
 
 async def test_empty_file_and_missing_file_part_are_422(api: Api) -> None:
     empty = await api.client.post("/api/v1/predict/batch", files=_upload(""))
-    no_file = (b'--xyz\r\nContent-Disposition: form-data; name="other"\r\n\r\nvalue\r\n--xyz--\r\n')
-    wrong_field = await api.client.post("/api/v1/predict/batch", content=no_file,
-                                        headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    no_file = b'--xyz\r\nContent-Disposition: form-data; name="other"\r\n\r\nvalue\r\n--xyz--\r\n'
+    wrong_field = await api.client.post(
+        "/api/v1/predict/batch",
+        content=no_file,
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
     not_multipart = await api.client.post("/api/v1/predict/batch", json={"a": 1})
 
     assert empty.status_code == 422
@@ -128,9 +136,12 @@ async def test_empty_file_and_missing_file_part_are_422(api: Api) -> None:
 
 
 @pytest.fixture
-async def tight_api(kafka_settings: KafkaSettings, database_url: str, redis_url: str,
-                    inference_engine) -> AsyncIterator[Api]:
-    settings = api_settings(kafka_settings, database_url, redis_url, batch_max_rows=10, batch_max_bytes=64 * 1024)
+async def tight_api(
+    kafka_settings: KafkaSettings, database_url: str, redis_url: str, inference_engine
+) -> AsyncIterator[Api]:
+    settings = api_settings(
+        kafka_settings, database_url, redis_url, batch_max_rows=10, batch_max_bytes=64 * 1024
+    )
     async with running_api(settings, inference_engine) as running:
         yield running
 
@@ -153,8 +164,10 @@ async def test_too_many_rows_is_422_and_the_task_fails(tight_api: Api, unique_id
 async def test_oversized_upload_is_413_before_the_body_is_read(tight_api: Api, unique_id: str) -> None:
     rows = batch_csv([f"c{unique_id}-{i}" for i in range(9)], dataset_rows(9)).encode()
     boundary = "b" + uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.csv\"\r\n"
-            "Content-Type: text/csv\r\n\r\n").encode() + rows
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode() + rows
     chunk = b"\r\n" * 4096  # blank lines: valid CSV, so only the size limit can stop the upload
     total_chunks = 64  # 512 KiB, 8x the limit
     pulled = 0
@@ -169,8 +182,9 @@ async def test_oversized_upload_is_413_before_the_body_is_read(tight_api: Api, u
 
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     streamed = await tight_api.client.post("/api/v1/predict/batch", content=body(), headers=headers)
-    declared = await tight_api.client.post("/api/v1/predict/batch", content=head + chunk * total_chunks,
-                                           headers=headers)
+    declared = await tight_api.client.post(
+        "/api/v1/predict/batch", content=head + chunk * total_chunks, headers=headers
+    )
 
     assert streamed.status_code == 413, streamed.text
     assert streamed.json()["error"]["code"] == "payload_too_large"
@@ -183,8 +197,13 @@ async def test_results_stream_as_json_lines_and_csv(api: Api, inference_engine, 
     body = batch_csv([f"c{unique_id}"], dataset_rows(1))
     task_id = (await api.client.post("/api/v1/predict/batch", files=_upload(body))).json()["task_id"]
     features = dataset_rows(2501)
-    stored = [prediction_row(inference_engine, f"c{unique_id}-{i}", features[i], source="batch",
-                             batch_id=uuid.UUID(task_id)) for i in range(2501)]
+    stored = prediction_rows(
+        inference_engine,
+        [f"c{unique_id}-{i}" for i in range(2501)],
+        features,
+        source="batch",
+        batch_id=uuid.UUID(task_id),
+    )
     await store_predictions(api.services, stored)
 
     lines = await api.client.get(f"/api/v1/predict/batch/{task_id}/results")
@@ -203,9 +222,21 @@ async def test_results_stream_as_json_lines_and_csv(api: Api, inference_engine, 
     assert first["rec1_product_id"] == stored[0]["recommendations"][0]["product_id"]
     assert float(first["propensity"]) == pytest.approx(stored[0]["propensity"])
     assert first["segment_label"] == stored[0]["segment_label"]
-    assert list(first) == ["customer_id", "event_id", "model_version", "rec1_product_id", "rec1_probability",
-                           "rec2_product_id", "rec2_probability", "rec3_product_id", "rec3_probability",
-                           "propensity", "segment_label", "segment_score", "scored_at"]
+    assert list(first) == [
+        "customer_id",
+        "event_id",
+        "model_version",
+        "rec1_product_id",
+        "rec1_probability",
+        "rec2_product_id",
+        "rec2_probability",
+        "rec3_product_id",
+        "rec3_probability",
+        "propensity",
+        "segment_label",
+        "segment_score",
+        "scored_at",
+    ]
 
 
 async def test_unknown_task_is_404_and_bad_id_is_422(api: Api) -> None:

@@ -18,7 +18,15 @@ async def test_migrations_create_all_tables(database_url: str) -> None:
     finally:
         await connection.close()
     names = {row["tablename"] for row in rows}
-    assert {"customers", "predictions", "segments", "batch_jobs", "dead_letters", "users", "api_keys"} <= names
+    assert {
+        "customers",
+        "predictions",
+        "segments",
+        "batch_jobs",
+        "dead_letters",
+        "users",
+        "api_keys",
+    } <= names
 
 
 async def test_redis_round_trip(redis_url: str, unique_id: str) -> None:
@@ -33,7 +41,9 @@ async def test_redis_round_trip(redis_url: str, unique_id: str) -> None:
 async def test_broker_topics_produce_consume(kafka_settings: KafkaSettings) -> None:
     await ensure_topics(kafka_settings)
     topic = topic_name(kafka_settings, "predictions.v1")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap, **producer_options(kafka_settings))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_settings.kafka_bootstrap, **producer_options(kafka_settings)
+    )
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"hello", key=b"c1")

@@ -1,4 +1,4 @@
-"""Scorer: micro-batch scoring, dead-lettering and offset commits, on the real broker and with TestKafkaBroker."""
+"""Scorer: micro-batch scoring, dead-lettering, offset commits (real broker and TestKafkaBroker)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def make_events(count: int, prefix: str, seed: int = 0, **fields: Any) -> list[F
     """Valid events with distinct customers."""
     rng = np.random.default_rng(seed)
     return [
-        FeatureEvent(customer_id=f"{prefix}-{i}", features=random_features(rng), **fields) for i in range(count)
+        FeatureEvent(customer_id=f"{prefix}-{i}", features=random_features(rng), **fields)
+        for i in range(count)
     ]
 
 
@@ -53,7 +54,9 @@ def scorer_settings(kafka: KafkaSettings, **overrides: Any) -> ScorerSettings:
     return ScorerSettings(**{**kafka.model_dump(), "model_refresh_seconds": 60.0, **overrides})
 
 
-async def produce(settings: KafkaSettings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> list[Any]:
+async def produce(
+    settings: KafkaSettings, topic: str, messages: list[tuple[bytes | None, bytes]]
+) -> list[Any]:
     """Send (key, value) pairs in order and return the broker's record metadata."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **producer_options(settings))
     await producer.start()
@@ -64,29 +67,36 @@ async def produce(settings: KafkaSettings, topic: str, messages: list[tuple[byte
         await producer.stop()
 
 
-async def consume(settings: KafkaSettings, topic: str, count: int, timeout: float = 20.0) -> list[ConsumerRecord]:
-    """Read `count` records from the start of a topic (group-less), or fail after timeout."""
+async def consume(
+    settings: KafkaSettings, topic: str, count: int, within_s: float = 20.0
+) -> list[ConsumerRecord]:
+    """Read `count` records from the start of a topic (group-less), or fail after within_s."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     records: list[ConsumerRecord] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     try:
         while len(records) < count and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             records.extend(record for part in batch.values() for record in part)
     finally:
         await consumer.stop()
-    assert len(records) >= count, f"{topic}: {len(records)} of {count} records after {timeout}s"
+    assert len(records) >= count, f"{topic}: {len(records)} of {count} records after {within_s}s"
     return records
 
 
 async def committed_offsets(
     settings: KafkaSettings, group: str, topic_names: list[str]
 ) -> dict[TopicPartition, int]:
-    """Offsets the consumer group has committed on the given topics (without joining the group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    """Offsets past 0 the group has committed on the given topics (without joining the group)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         committed = {}
@@ -94,7 +104,7 @@ async def committed_offsets(
             for partition in sorted(consumer.partitions_for_topic(topic) or ()):
                 tp = TopicPartition(topic, partition)
                 offset = await consumer.committed(tp)
-                if offset is not None and offset >= 0:
+                if offset is not None and offset > 0:
                     committed[tp] = offset
     finally:
         await consumer.stop()
@@ -102,7 +112,7 @@ async def committed_offsets(
 
 
 def end_offsets(metadata: list[Any]) -> dict[TopicPartition, int]:
-    """Per partition, one past the last offset the broker acknowledged (Tansu's ListOffsets is not reliable)."""
+    """Per partition, one past the last acknowledged offset (Tansu's ListOffsets is unreliable)."""
     ends: dict[TopicPartition, int] = {}
     for meta in metadata:
         tp = TopicPartition(meta.topic, meta.partition)
@@ -110,9 +120,9 @@ def end_offsets(metadata: list[Any]) -> dict[TopicPartition, int]:
     return ends
 
 
-async def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+async def wait_for(predicate: Any, within_s: float = 15.0) -> None:
     """Poll an async predicate until true."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if await predicate():
             return
@@ -178,8 +188,14 @@ async def test_scorer_scores_both_topics_keyed_by_customer(
     repeat = FeatureEvent(customer_id="cust-0", features=events[1].features)  # same key as events[0]
     features_topic = topic_name(kafka_settings, topics.CUSTOMER_FEATURES)
     rows_topic = topic_name(kafka_settings, topics.BATCH_ROWS)
-    sent = await produce(kafka_settings, features_topic, [(e.customer_id.encode(), e.model_dump_json().encode()) for e in events])
-    sent += await produce(kafka_settings, rows_topic, [(e.customer_id.encode(), e.model_dump_json().encode()) for e in rows])
+    sent = await produce(
+        kafka_settings,
+        features_topic,
+        [(e.customer_id.encode(), e.model_dump_json().encode()) for e in events],
+    )
+    sent += await produce(
+        kafka_settings, rows_topic, [(e.customer_id.encode(), e.model_dump_json().encode()) for e in rows]
+    )
     sent += await produce(kafka_settings, features_topic, [(b"cust-0", repeat.model_dump_json().encode())])
     every = [*events, *rows, repeat]
 
@@ -207,7 +223,9 @@ async def test_scorer_scores_both_topics_keyed_by_customer(
     expected = engine.score(np.array([e.features for e in every])).records()
     for event, fields in zip(every, expected, strict=True):
         got = predictions[event.event_id][0]
-        assert [r.product_id for r in got.recommendations] == [r["product_id"] for r in fields["recommendations"]]
+        assert [r.product_id for r in got.recommendations] == [
+            r["product_id"] for r in fields["recommendations"]
+        ]
         assert got.propensity == pytest.approx(fields["propensity"])
         assert got.segment.label == fields["segment"]["label"]
     assert stats.events_in == len(every) and stats.events_out == len(every) and stats.dlq == 0
@@ -231,11 +249,15 @@ async def test_poison_records_reach_the_dead_letter_topic_alone(
     await app.start()
     try:
         dead_records = await consume(kafka_settings, topic_name(kafka_settings, topics.DEAD_LETTER), 2)
-        predictions = await consume(kafka_settings, topic_name(kafka_settings, topics.PREDICTIONS), len(events))
+        predictions = await consume(
+            kafka_settings, topic_name(kafka_settings, topics.PREDICTIONS), len(events)
+        )
     finally:
         await app.stop()
 
-    assert {Prediction.model_validate_json(r.value).event_id for r in predictions} == {e.event_id for e in events}
+    assert {Prediction.model_validate_json(r.value).event_id for r in predictions} == {
+        e.event_id for e in events
+    }
     dead = {d.stage: d for d in (DeadLetter.model_validate_json(r.value) for r in dead_records)}
     assert set(dead) == {"validation", "decode"}
     bad = dead["validation"]
@@ -248,32 +270,35 @@ async def test_poison_records_reach_the_dead_letter_topic_alone(
 
 
 async def test_failed_publish_commits_nothing_and_the_batch_is_redelivered(
-    kafka_settings: KafkaSettings, engine: InferenceEngine
+    kafka_settings: KafkaSettings, engine: InferenceEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await ensure_topics(kafka_settings)
     events = make_events(30, "retry", seed=5)
     topic = topic_name(kafka_settings, topics.CUSTOMER_FEATURES)
-    sent = await produce(kafka_settings, topic, [(e.customer_id.encode(), e.model_dump_json().encode()) for e in events])
+    sent = await produce(
+        kafka_settings, topic, [(e.customer_id.encode(), e.model_dump_json().encode()) for e in events]
+    )
 
     app = build_app(scorer_settings(kafka_settings), engine=engine)
-    broker = app.broker
-    assert broker is not None
-    real_publish = broker.publish
-    failures = {"left": 3, "committed_while_failing": None}
+    predictions_topic = topic_name(kafka_settings, topics.PREDICTIONS)
+    real_send = AIOKafkaProducer.send
+    failures: dict[str, Any] = {"left": 3, "committed_while_failing": None}
     group = kafka_settings.topic_prefix + topics.SCORER_GROUP
 
-    async def flaky_publish(*args: Any, **kwargs: Any) -> Any:
-        """The broker's publish, except that the first sends fail like a broker timeout would."""
-        if failures["left"]:
+    async def flaky_send(self: AIOKafkaProducer, to: str, *args: Any, **kwargs: Any) -> Any:
+        """aiokafka's send, except that the broker never acknowledges the first prediction sends."""
+        if to == predictions_topic and failures["left"]:
             failures["left"] -= 1
             failures["committed_while_failing"] = await committed_offsets(kafka_settings, group, [topic])
-            raise KafkaTimeoutError("injected: broker did not acknowledge")
-        return await real_publish(*args, **kwargs)
+            unacknowledged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            unacknowledged.set_exception(KafkaTimeoutError("injected: broker did not acknowledge"))
+            return unacknowledged
+        return await real_send(self, to, *args, **kwargs)
 
-    broker.publish = flaky_publish  # type: ignore[method-assign]
+    monkeypatch.setattr(AIOKafkaProducer, "send", flaky_send)
     await app.start()
     try:
-        records = await consume(kafka_settings, topic_name(kafka_settings, topics.PREDICTIONS), len(events))
+        records = await consume(kafka_settings, predictions_topic, len(events))
         ends = end_offsets(sent)
 
         async def all_committed() -> bool:

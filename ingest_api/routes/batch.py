@@ -31,6 +31,7 @@ from ingest_api.models_api import BatchAccepted, BatchStatus, RowError
 from ingest_api.publisher import AckedPublisher, BatchRowEncoder
 from ingest_api.security import BatchPrincipal, ReadPrincipal
 from schemas import topics
+from sink.repository import mark_published
 from streamscore.kafka import topic_name
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class BatchUpload:
             await repository.record_upload_counts(
                 session, self.task_id, self.rows.rows_total, rows_valid, self.rows_invalid, self.errors
             )
-            await repository.mark_published(session, self.task_id)
+            await mark_published(session, self.task_id)
             await session.commit()
             job = await repository.get_batch_job(session, self.task_id)
         if self.services.metrics is not None:
@@ -274,7 +275,7 @@ async def _pages(services: Services, task_id: UUID) -> AsyncIterator[list[dict[s
 
 async def _json_lines(services: Services, task_id: UUID) -> AsyncIterator[bytes]:
     async for page in _pages(services, task_id):
-        yield b"".join(orjson.dumps(item) + b"\n" for item in page)
+        yield b"".join(orjson.dumps(item, default=str) + b"\n" for item in page)
 
 
 async def _csv_lines(services: Services, task_id: UUID) -> AsyncIterator[bytes]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, error_responses
@@ -43,25 +43,27 @@ async def score_one(services: Services, features: tuple[int, ...]) -> dict[str, 
         "other; the answer does not wait for that. With only `customer_id`: the latest stored "
         "prediction, or 404."
     ),
+    response_model=Prediction,
     responses=error_responses(*AUTH_ERRORS, 404, 422, 503),
 )
-async def predict_single(body: ScoreRequest, services: ServicesDep, _: PredictPrincipal) -> Prediction:
+async def predict_single(body: ScoreRequest, services: ServicesDep, _: PredictPrincipal) -> Response:
     """Score now, or look up the latest prediction."""
     if body.features is None:
-        return await latest_prediction(services, body.customer_id)
+        stored = await latest_prediction(services, body.customer_id)
+        return Response(stored.model_dump_json(), media_type="application/json")
     record = await score_one(services, body.features)
     # record holds model_version, recommendations, propensity and segment.
     prediction = Prediction.model_validate({
         **record, "event_id": uuid4(), "customer_id": body.customer_id, "scored_at": datetime.now(UTC),
         "source": "sync",
     })
+    # Serialised once: the same bytes go to predictions.v1 and back to the caller.
+    payload = prediction.model_dump_json().encode()
     if services.background is not None:
         await services.background.publish(
-            topic_name(services.settings, topics.PREDICTIONS),
-            body.customer_id.encode(),
-            prediction.model_dump_json().encode(),
+            topic_name(services.settings, topics.PREDICTIONS), body.customer_id.encode(), payload
         )
-    return prediction
+    return Response(payload, media_type="application/json")
 
 
 @router.post(

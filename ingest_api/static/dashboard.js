@@ -153,11 +153,11 @@ function renderModel(model) {
 function renderGains(points) {
   const root = $("gains-chart");
   root.replaceChildren();
-  const L = 34, T = 8, W = 276, H = 160;
+  const L = 34, T = 8, W = 262, H = 160;
   const x = (s) => L + s * W, y = (g) => T + H - g * H;
   root.append(svg("rect", { x: L, y: T, width: W, height: H, fill: "none", stroke: "#263341" }));
   for (const t of [0, 0.5, 1]) {
-    root.append(svg("text", { x: x(t) - 8, y: T + H + 14 }, `${t * 100}%`));
+    root.append(svg("text", { x: x(t) - 10, y: T + H + 14 }, `${t * 100}%`));
     root.append(svg("text", { x: 2, y: y(t) + 3 }, `${t * 100}%`));
   }
   root.append(svg("line", { x1: x(0), y1: y(0), x2: x(1), y2: y(1), stroke: "#6e7f91", "stroke-dasharray": "4 4" }));
