@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -49,8 +50,13 @@ def feature_payloads(count: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
     payloads = []
     for i, features in enumerate(matrix):
         customer = f"bench-{i}"
-        body = {"event_id": str(uuid.uuid4()), "customer_id": customer, "features": features,
-                "occurred_at": now, "source": "event"}
+        body = {
+            "event_id": str(uuid.uuid4()),
+            "customer_id": customer,
+            "features": features,
+            "occurred_at": now,
+            "source": "event",
+        }
         payloads.append((customer.encode(), orjson.dumps(body)))
     return payloads
 
@@ -90,7 +96,15 @@ async def stored_rows(dsn: str) -> int:
         await connection.close()
 
 
-async def wait_rows(dsn: str, target: int, timeout_s: float, processes: list[subprocess.Popen[bytes]]) -> float:
+def start_service(service: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`streamscore <service>` as a child process logging to a file."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen([str(STREAMSCORE), service], env=env, stdout=log, stderr=log)
+
+
+async def wait_rows(
+    dsn: str, target: int, timeout_s: float, processes: list[subprocess.Popen[bytes]]
+) -> float:
     """Poll until predictions holds `target` rows; returns the monotonic time it happened."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -102,7 +116,7 @@ async def wait_rows(dsn: str, target: int, timeout_s: float, processes: list[sub
     raise TimeoutError(f"only {await stored_rows(dsn)} of {target} rows after {timeout_s:.0f}s")
 
 
-async def service_stats(redis_url: str, prefix: str) -> dict[str, dict[str, str]]:
+async def service_stats(redis_url: str, prefix: str) -> dict[str, dict[Any, Any]]:
     """The stats hashes the services wrote (stats:scorer:* and stats:sink:*) for this run."""
     client = redis.from_url(redis_url, decode_responses=True)
     try:
@@ -122,12 +136,13 @@ async def main(args: argparse.Namespace) -> None:
     database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
     await asyncio.to_thread(upgrade_head, database_url)
     log_dir = Path(args.log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
     broker = TansuBroker(log_path=log_dir / f"tansu-{run}.log").start()
     processes: list[subprocess.Popen[bytes]] = []
     try:
         settings = KafkaSettings(
-            kafka_bootstrap=broker.bootstrap, kafka_partitions=args.partitions, kafka_idempotent=False,
+            kafka_bootstrap=broker.bootstrap,
+            kafka_partitions=args.partitions,
+            kafka_idempotent=False,
             topic_prefix=f"bench{run}.",
         )
         await ensure_topics(settings)
@@ -143,8 +158,7 @@ async def main(args: argparse.Namespace) -> None:
             "STREAMSCORE_LOG_LEVEL": "WARNING",
         }
         for service in ("scorer", "sink"):
-            log = (log_dir / f"{service}-{run}.log").open("wb")
-            processes.append(subprocess.Popen([str(STREAMSCORE), service], env=env, stdout=log, stderr=log))
+            processes.append(start_service(service, env, log_dir / f"{service}-{run}.log"))
         topic = topic_name(settings, topics.CUSTOMER_FEATURES)
 
         warmup = feature_payloads(args.warmup, seed=1)
@@ -186,7 +200,9 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--partitions", type=int, default=6)
@@ -198,4 +214,6 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    options = parse_args()
+    Path(options.log_dir).mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(options))

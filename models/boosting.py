@@ -84,7 +84,7 @@ def fit_propensity(
 
 
 def value_target(premium: np.ndarray) -> np.ndarray:
-    """Regression target: mid-rank of the annual premium in (0, 1] (the score is rank-based; beat log1p in CV)."""
+    """Regression target: mid-rank of the annual premium in (0, 1] (rank-based score; beat log1p in CV)."""
     from scipy.stats import rankdata
 
     return np.asarray(rankdata(premium) / len(premium), dtype=np.float64)

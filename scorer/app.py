@@ -50,7 +50,8 @@ def build_broker(settings: ScorerSettings) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap,
         **producer_options(settings),
-        log_level=logging.DEBUG,  # per-batch "Received/Processed" lines would drown the JSON logs
+        logger=logging.getLogger(f"{__name__}.broker"),  # through the JSON root handler
+        log_level=logging.DEBUG,  # per-batch "Received/Processed" lines would drown the logs
     )
 
 
@@ -127,7 +128,7 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
             runtime.executor.shutdown(wait=True)
             runtime.executor = None
 
-    app = FastStream(broker, on_startup=[start_runtime], after_shutdown=[stop_runtime])
+    app = FastStream(broker, logger=log, on_startup=[start_runtime], after_shutdown=[stop_runtime])
     app.context.set_global(RUNTIME_KEY, runtime)
     return app
 

@@ -44,7 +44,12 @@ def raw_values(message: StreamMessage[Any]) -> Any:
 def build_app(settings: SinkSettings | None = None) -> FastStream:
     """A sink app; `await app.start()` / `await app.stop()` run it in-process, `app.run()` until signalled."""
     settings = settings or SinkSettings()
-    broker = KafkaBroker(settings.kafka_bootstrap, **producer_options(settings), log_level=logging.DEBUG)
+    broker = KafkaBroker(
+        settings.kafka_bootstrap,
+        **producer_options(settings),
+        logger=logging.getLogger(f"{__name__}.broker"),  # through the JSON root handler
+        log_level=logging.DEBUG,  # per-batch "Received/Processed" lines would drown the logs
+    )
     runtime = SinkRuntime(settings=settings)
     # One subscriber (one consumer group, one transaction per poll) for both topics: on Tansu every
     # group join costs ~5 s and subscribers start one after another.
@@ -106,7 +111,7 @@ def build_app(settings: SinkSettings | None = None) -> FastStream:
             await db_engine.dispose()
         runtime.sessionmaker = None
 
-    app = FastStream(broker, on_startup=[start_runtime], after_shutdown=[stop_runtime])
+    app = FastStream(broker, logger=log, on_startup=[start_runtime], after_shutdown=[stop_runtime])
     app.context.set_global(RUNTIME_KEY, runtime)
     return app
 

@@ -31,6 +31,9 @@ T = TypeVar("T")
 Publish = Callable[..., Awaitable[Any]]
 """`KafkaBroker.publish`-compatible: (body, topic, *, key, no_confirm) -> future or metadata."""
 
+MODEL_VERSION_MAX = 64
+"""Width of predictions.model_version / customers.model_version / segments.model_version."""
+
 RETRYABLE_DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 """Postgres unreachable, restarting or timing out; anything else is a bug and surfaces."""
 
@@ -93,14 +96,28 @@ def parse_predictions(
     dead: list[tuple[bytes | None, DeadLetter]] = []
     for record in records:
         try:
-            valid.append((record, Prediction.model_validate_json(record.value or b"")))
+            prediction = Prediction.model_validate_json(record.value or b"")
         except ValidationError as error:
             stage: Stage = (
                 "decode" if any(e["type"] == "json_invalid" for e in error.errors()) else "validation"
             )
             letter = dead_letter(record, stage, f"invalid prediction: {validation_reason(error)}")
             dead.append((record.key, letter))
+            continue
+        if problem := unstorable(prediction, record.value or b""):
+            dead.append((record.key, dead_letter(record, "validation", f"invalid prediction: {problem}")))
+            continue
+        valid.append((record, prediction))
     return valid, dead
+
+
+def unstorable(prediction: Prediction, raw: bytes) -> str | None:
+    """Why Postgres would reject a contract-valid prediction (which would otherwise stall every retry)."""
+    if b"\\u0000" in raw:
+        return "contains a NUL character (\\u0000), which Postgres text and jsonb cannot store"
+    if len(prediction.model_version) > MODEL_VERSION_MAX:
+        return f"model_version: longer than {MODEL_VERSION_MAX} characters"
+    return None
 
 
 def first_occurrences(predictions: Sequence[Prediction], inserted: set[UUID]) -> list[Prediction]:
@@ -178,11 +195,10 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
         await publish_dead_letters(runtime, publish, invalid)
     letters = parse_dead_letters(dead_records)
     predictions = [prediction for _, prediction in valid]
-    payloads = [(record.value or b"").decode() for record, _ in valid]
     raw = {prediction.event_id: record.value or b"" for record, prediction in valid}
 
     async def write(session: AsyncSession) -> Written:
-        stored = await store_predictions(session, predictions, payloads)
+        stored = await store_predictions(session, predictions)
         dead_count, dead_per_batch = await store_dead_letters(session, letters)
         await add_batch_progress(session, scored=stored.per_batch, dead=dead_per_batch)
         # Before the commit, so a 'completed' job implies both stores hold its rows.

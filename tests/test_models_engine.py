@@ -158,17 +158,21 @@ def test_hot_swap_under_concurrent_scoring(registry: Path, rows: np.ndarray) -> 
         except BaseException as error:  # surfaced in the main thread
             errors.append(error)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(2)]
     for t in threads:
         t.start()
-    for flip in range(6):
-        engine.activate("c" if flip % 2 == 0 else "a")
-    reg.activate("a")
-    assert engine.refresh() is True and engine.model_version == "a"
-    assert engine.refresh() is False
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        for flip in range(6):
+            engine.activate("c" if flip % 2 == 0 else "a")
+            assert engine.model_version == ("c" if flip % 2 == 0 else "a")
+        reg.activate("c")  # pointer flipped by someone else: picked up by refresh()
+        assert engine.refresh() is True and engine.model_version == "c"
+        assert engine.refresh() is False
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        reg.activate("a")
     assert not errors
     versions = {batch.model_version for _, batch in seen}
     assert versions <= {"a", "c"} and len(seen) > 0

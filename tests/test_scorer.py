@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import numpy as np
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
-from faststream.kafka import TestKafkaBroker
+from faststream.kafka import KafkaBroker, TestKafkaBroker
 
 from models.engine import InferenceEngine
 from schemas import topics
@@ -44,7 +44,7 @@ def make_events(count: int, prefix: str, seed: int = 0, **fields: Any) -> list[F
     """Valid events with distinct customers."""
     rng = np.random.default_rng(seed)
     return [
-        FeatureEvent(customer_id=f"{prefix}-{i}", features=random_features(rng), **fields)
+        FeatureEvent(customer_id=f"{prefix}-{i}", features=tuple(random_features(rng)), **fields)
         for i in range(count)
     ]
 
@@ -55,7 +55,7 @@ def scorer_settings(kafka: KafkaSettings, **overrides: Any) -> ScorerSettings:
 
 
 async def produce(
-    settings: KafkaSettings, topic: str, messages: list[tuple[bytes | None, bytes]]
+    settings: KafkaSettings, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
 ) -> list[Any]:
     """Send (key, value) pairs in order and return the broker's record metadata."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **producer_options(settings))
@@ -152,8 +152,7 @@ def test_score_rows_isolates_a_row_that_breaks_inference(engine: InferenceEngine
 async def test_handler_publishes_predictions_and_dead_letters(engine: InferenceEngine) -> None:
     settings = ScorerSettings(topic_prefix="unit.", kafka_idempotent=False)
     app = build_app(settings, engine=engine)
-    broker = app.broker
-    assert broker is not None
+    broker = cast(KafkaBroker, app.broker)
     seen: dict[str, list[dict[str, Any]]] = {"predictions": [], "dead": []}
 
     @broker.subscriber(topic_name(settings, topics.PREDICTIONS))

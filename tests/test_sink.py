@@ -139,6 +139,10 @@ async def test_sink_stores_every_prediction_once_in_postgres_and_redis(
     older = prediction(customers[20], minute=0, propensity=0.7)  # scored before first[20], arrives after
     messages = encoded([*first, *second, older])
     messages.append((b"bad", b'{"event_id": "not-a-uuid", "customer_id": "bad"}'))
+    # Contract-valid but unstorable: must be dead-lettered, not retried forever.
+    messages += encoded(
+        [prediction("nul", model_version="v\x00"), prediction("long", model_version="v" * 65)]
+    )
     topic = topic_name(settings, topics.PREDICTIONS)
     sent = await produce(settings, topic, messages)
     sent += await produce(settings, topic, encoded(first[:5]))  # redelivered duplicates
@@ -148,7 +152,7 @@ async def test_sink_stores_every_prediction_once_in_postgres_and_redis(
         async def stored() -> bool:
             return (
                 await count(database_url, "predictions") == 41
-                and await count(database_url, "dead_letters") == 1
+                and await count(database_url, "dead_letters") == 3
             )
 
         await wait_for(stored)
@@ -172,8 +176,10 @@ async def test_sink_stores_every_prediction_once_in_postgres_and_redis(
     assert by_customer[customers[20]]["predictions_count"] == 2
     segments = await fetch(database_url, "SELECT * FROM segments")
     assert len(segments) == 30 and {s["model_version"] for s in segments} == {"v-test"}
-    dead = (await fetch(database_url, "SELECT * FROM dead_letters"))[0]
-    assert dead["source_topic"] == topic and "event_id" in dead["reason"] and dead["stage"] == "validation"
+    dead = {r["customer_id"]: r for r in await fetch(database_url, "SELECT * FROM dead_letters")}
+    assert dead["bad"]["source_topic"] == topic and "event_id" in dead["bad"]["reason"]
+    assert dead["bad"]["stage"] == "validation"
+    assert "NUL" in dead["nul"]["reason"] and "model_version" in dead["long"]["reason"]
 
     client = redis.from_url(redis_url)
     try:
