@@ -38,6 +38,8 @@ class DQNConfig:
     epsilon_end: float = 0.05
     epsilon_decay_fraction: float = 0.6
     huber_delta: float = 1.0
+    episodes: str = "all_pairs"  # "all_pairs": every (customer, owned product) pair, epoch by epoch; "random"
+    lr_decay: bool = True  # cosine decay of the learning rate to 10 % over the run
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -74,6 +76,12 @@ def sample_hidden(features: np.ndarray, rng: np.random.Generator) -> tuple[np.nd
     weights = owned[rows] / owned[rows].sum(axis=1, keepdims=True)
     choice = (weights.cumsum(axis=1) > rng.random((len(rows), 1))).argmax(axis=1)
     return rows, choice.astype(np.int64)
+
+
+def all_pairs(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (customer, owned product) pair: (row indices, product). One episode per pair and epoch."""
+    rows, products = np.nonzero(features[:, COUNT_INDEX] > 0)
+    return rows.astype(np.int64), products.astype(np.int64)
 
 
 def invalid_mask(state: np.ndarray) -> np.ndarray:
@@ -168,7 +176,11 @@ def train_dqn(
         build_network(config.hidden, config.dropout),
     )
     target.set_weights(online.get_weights())
-    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    total_updates = max(1, config.rounds * config.updates_per_round)
+    learning_rate: Any = config.learning_rate
+    if config.lr_decay:
+        learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, total_updates, alpha=0.1)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     huber = keras.losses.Huber(delta=config.huber_delta)
     gamma = tf.constant(config.gamma, tf.float32)
 
@@ -194,12 +206,21 @@ def train_dqn(
     buffer = ReplayBuffer(config.buffer_size, rng)
     updates, losses, hits = 0, [], []
     decay_rounds = max(1, int(config.rounds * config.epsilon_decay_fraction))
+    pair_rows, pair_hidden = all_pairs(features)
+    order, cursor = rng.permutation(len(pair_rows)), 0
     for round_ in range(config.rounds):
         epsilon = config.epsilon_start + (config.epsilon_end - config.epsilon_start) * min(
             1.0, round_ / decay_rounds
         )
-        rows, hidden = sample_hidden(features, rng)
-        pick = rng.integers(0, len(rows), size=config.episodes_per_round)
+        if config.episodes == "all_pairs":  # walk through a shuffled list of all pairs, reshuffled per epoch
+            if cursor + config.episodes_per_round > len(order):
+                order, cursor = np.concatenate([order[cursor:], rng.permutation(len(pair_rows))]), 0
+            pick = order[cursor : cursor + config.episodes_per_round]
+            cursor += config.episodes_per_round
+            rows, hidden = pair_rows, pair_hidden
+        else:
+            rows, hidden = sample_hidden(features, rng)
+            pick = rng.integers(0, len(rows), size=config.episodes_per_round)
         visible = hide(features[rows[pick]], hidden[pick])
         target_product = hidden[pick]
         recommended = np.zeros((len(pick), N_ACTIONS), dtype=bool)
