@@ -40,6 +40,7 @@ class DQNConfig:
     huber_delta: float = 1.0
     episodes: str = "all_pairs"  # "all_pairs": every (customer, owned product) pair, epoch by epoch; "random"
     lr_decay: bool = True  # cosine decay of the learning rate to 10 % over the run
+    ensemble: int = 3  # independent agents (seeds seed, seed+1000, ...) whose Q-values are averaged
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -162,10 +163,87 @@ def rollout(
     return actions, values
 
 
+def recommend(
+    q_fn: Callable[[np.ndarray], np.ndarray], features: np.ndarray, k: int = TOP_K
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k products of the greedy masked roll-out, ordered by one score shared across products.
+
+    The score of a product is its Q-value in the customer's initial state (nothing recommended yet). Step-wise
+    Q-values of the roll-out are not comparable across steps: after a miss, Q estimates the hit probability
+    *given* the earlier picks missed, so a later pick can score higher than an earlier one. Scoring every pick
+    in the same state and sorting by it makes one monotone calibration map give probabilities that are
+    non-increasing along the returned list (same 3 products as the roll-out, so HR@3 is unchanged).
+    Returns (n, k) product indices and their scores, best first.
+    """
+    actions, _ = rollout(q_fn, features, k)
+    rows = np.arange(features.shape[0])[:, None]
+    q0 = np.asarray(q_fn(encode(features, np.zeros((features.shape[0], N_ACTIONS), dtype=bool))))
+    scores = q0[rows, actions].astype(np.float64)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return actions[rows, order], scores[rows, order]
+
+
+def merge_networks(models: list[Any], hidden: tuple[int, ...]) -> Any:
+    """One Dense network whose Q-values are exactly the mean of the given networks' Q-values.
+
+    Hidden layers are stacked side by side (first layer concatenated, deeper ones block-diagonal), the output
+    layer averages; dropout is dropped (inactive at inference anyway). Serving code is unchanged.
+    """
+    parts = [dense_weights(m) for m in models]
+    n = len(parts)
+    merged = build_network(tuple(width * n for width in hidden), dropout=0.0)
+    weights: list[np.ndarray] = []
+    for layer in range(len(hidden) + 1):
+        kernels = [p[layer][0] for p in parts]
+        biases = [p[layer][1] for p in parts]
+        if layer == 0:
+            kernel = np.concatenate(kernels, axis=1)
+        elif layer == len(hidden):
+            kernel = np.concatenate(kernels, axis=0) / n
+        else:
+            shape = (sum(k.shape[0] for k in kernels), sum(k.shape[1] for k in kernels))
+            kernel = np.zeros(shape, np.float32)
+            r = c = 0
+            for k in kernels:
+                kernel[r : r + k.shape[0], c : c + k.shape[1]] = k
+                r, c = r + k.shape[0], c + k.shape[1]
+        bias = np.mean(biases, axis=0) if layer == len(hidden) else np.concatenate(biases)
+        weights += [kernel.astype(np.float32), bias.astype(np.float32)]
+    merged.set_weights(weights)
+    return merged
+
+
 def train_dqn(
     features: np.ndarray, seed: int, config: DQNConfig, progress: Callable[[int], None] | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """Double DQN with target network, replay buffer and ε-greedy exploration; returns (model, stats)."""
+    """Train `config.ensemble` Double-DQN agents and merge them into one Q-network; returns (model, stats)."""
+    n = max(1, config.ensemble)
+    done = [0]
+
+    def tick(_: int) -> None:  # report `config.rounds` ticks in total, whatever the ensemble size
+        done[0] += 1
+        if progress is not None and done[0] % n == 0:
+            progress(1)
+
+    agents, stats = [], []
+    for i in range(n):
+        model, agent_stats = _train_agent(features, seed + 1000 * i, config, tick)
+        agents.append(model)
+        stats.append(agent_stats)
+    if n == 1:
+        return agents[0], stats[0]
+    return merge_networks(agents, config.hidden), {
+        "agents": stats,
+        "updates": sum(s["updates"] for s in stats),
+        "train_hit_rate_last_rounds": float(np.mean([s["train_hit_rate_last_rounds"] for s in stats])),
+        "buffer_size": stats[0]["buffer_size"],
+    }
+
+
+def _train_agent(
+    features: np.ndarray, seed: int, config: DQNConfig, progress: Callable[[int], None] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """One Double DQN agent with target network, replay buffer and ε-greedy exploration: (model, stats)."""
     import keras
     import tensorflow as tf
 
@@ -260,7 +338,10 @@ def train_dqn(
 
 
 def fit_calibrator(values: np.ndarray, hits: np.ndarray) -> dict[str, list[float]]:
-    """Isotonic map Q-value → hit rate fitted on validation episodes, stored as interpolation knots."""
+    """Isotonic map initial-state Q-value → P(product is the hidden one), fit on validation recommendations.
+
+    One non-decreasing map shared by all products and positions, stored as interpolation knots.
+    """
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(values, hits)
@@ -268,5 +349,5 @@ def fit_calibrator(values: np.ndarray, hits: np.ndarray) -> dict[str, list[float
 
 
 def calibrate(calibrator: dict[str, list[float]], values: np.ndarray) -> np.ndarray:
-    """Calibrated probability in [0, 1] for Q-values."""
+    """Calibrated probability in [0, 1] for scores of `recommend` (non-decreasing in the score)."""
     return np.clip(np.interp(values, calibrator["x"], calibrator["y"]), 0.0, 1.0)

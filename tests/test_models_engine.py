@@ -181,3 +181,45 @@ def test_hot_swap_under_concurrent_scoring(registry: Path, rows: np.ndarray) -> 
         np.testing.assert_array_equal(batch.product_index, ref.product_index[start : start + 50])
         np.testing.assert_allclose(batch.propensity, ref.propensity[start : start + 50])
         np.testing.assert_allclose(batch.segment_score, ref.segment_score[start : start + 50])
+
+
+def test_recommendation_probabilities_non_increasing(registry: Path) -> None:
+    """Along the 3 recommendations the calibrated probability never increases (all customers, 2 versions)."""
+    from models.engine import InferenceEngine
+    from models.registry import Registry
+
+    matrix = D.load_matrix(_data_path())
+    reg = Registry(registry)
+    for version in ("a", "c"):
+        engine = InferenceEngine.load(registry)
+        engine.activate(version)
+        batch = engine.score(matrix)
+        prob = batch.product_probability
+        assert prob.shape == (len(matrix), 3)
+        assert (np.diff(prob, axis=1) <= 1e-12).all()
+        for record in batch.records()[:500]:
+            values = [r["probability"] for r in record["recommendations"]]
+            assert values == sorted(values, reverse=True)
+    reg.activate("a")
+
+
+def test_recommend_orders_rollout_by_one_shared_score() -> None:
+    """recommend() returns the roll-out's 3 products sorted by initial-state Q; calibration keeps order."""
+    from models import dqn
+
+    rng = np.random.default_rng(0)
+    weights = [
+        (rng.normal(size=(dqn.STATE_DIM, 16)).astype(np.float32), rng.normal(size=16).astype(np.float32)),
+        (rng.normal(size=(16, 22)).astype(np.float32), rng.normal(size=22).astype(np.float32)),
+    ]
+    features = D.load_matrix(_data_path())[:1000]
+
+    def q_fn(s: np.ndarray) -> np.ndarray:
+        return dqn.forward(weights, s)
+
+    rolled, _ = dqn.rollout(q_fn, features)
+    actions, scores = dqn.recommend(q_fn, features)
+    assert (np.sort(rolled, axis=1) == np.sort(actions, axis=1)).all()
+    assert (np.diff(scores, axis=1) <= 0).all()
+    calibrator = {"x": [-3.0, 0.0, 3.0], "y": [0.0, 0.2, 0.9]}
+    assert (np.diff(dqn.calibrate(calibrator, scores), axis=1) <= 0).all()
