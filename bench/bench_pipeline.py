@@ -116,6 +116,27 @@ async def wait_rows(
     raise TimeoutError(f"only {await stored_rows(dsn)} of {target} rows after {timeout_s:.0f}s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def backend_pids(dsn: str, database: str) -> list[int]:
+    """Postgres backends connected to the bench database (the sink's pool)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", database
+        )
+        return [int(row["pid"]) for row in rows]
+    finally:
+        await connection.close()
+
+
 async def service_stats(redis_url: str, prefix: str) -> dict[str, dict[Any, Any]]:
     """The stats hashes the services wrote (stats:scorer:* and stats:sink:*) for this run."""
     client = redis.from_url(redis_url, decode_responses=True)
@@ -167,15 +188,28 @@ async def main(args: argparse.Namespace) -> None:
         print(f"services ready (warm-up of {len(warmup)} events stored)")
 
         payloads = feature_payloads(args.events, seed=2)
+        pids = {"scorer": processes[0].pid, "sink": processes[1].pid}
+        if broker.process is not None:
+            pids["tansu"] = broker.process.pid
+        pg_pids = await backend_pids(dsn, database)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        pg_before = sum(cpu_seconds(pid) for pid in pg_pids)
         started = time.perf_counter()
         produce_s = await produce_fast(broker.bootstrap, topic, payloads)
         finished = await wait_rows(dsn, len(warmup) + len(payloads), args.timeout, processes)
         elapsed = finished - started
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu["postgres"] = sum(cpu_seconds(pid) for pid in pg_pids) - pg_before
         stats = await service_stats(args.redis_url, f"bench{run}")
 
         print(f"events:            {len(payloads)}")
         print(f"produce:           {produce_s:.2f} s ({len(payloads) / produce_s:,.0f} events/s)")
         print(f"end to end:        {elapsed:.2f} s ({len(payloads) / elapsed:,.0f} events/s, target 25,000)")
+        print(
+            "cpu per event:     "
+            + "  ".join(f"{name}={seconds / len(payloads) * 1e6:.1f}us" for name, seconds in cpu.items())
+            + f"  (loadavg {os.getloadavg()[0]:.1f})"
+        )
         for key, fields in sorted(stats.items()):
             batches = int(fields.get("batches", "0")) or 1
             print(

@@ -14,7 +14,9 @@ class ScorerSettings(KafkaSettings):
 
     model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore", protected_namespaces=())
 
-    batch_max_records: int = Field(default=500, ge=1, description="Largest micro-batch.")
+    batch_max_records: int = Field(
+        default=4000, ge=1, description="Largest micro-batch (<= the engine's 4096-row chunk: one call)."
+    )
     batch_timeout_ms: int = Field(default=20, ge=0, description="Longest wait for a micro-batch to fill.")
     fetch_max_wait_ms: int = Field(default=10, ge=0, description="Broker-side fetch wait.")
     model_registry: str | None = Field(default=None, description="Registry dir; default: the packaged one.")

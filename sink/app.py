@@ -16,6 +16,7 @@ import gc
 import logging
 from typing import Any
 
+import uvloop
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -128,4 +129,6 @@ def run() -> None:
     configure_logging(settings.log_level, service="sink")
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    asyncio.run(build_app(settings).run())
+    # uvloop: cheaper socket writes and callbacks than the default loop for every Kafka/Postgres hop.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(build_app(settings).run())

@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from uuid import UUID
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -16,10 +15,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas import topics
-from schemas.messages import DeadLetter, Prediction
-from scorer.scoring import SourceRecord, Stage, dead_letter, validation_reason
+from schemas.messages import DeadLetter
+from scorer.scoring import SourceRecord, dead_letter, validation_reason
 from sink import metrics
 from sink.cache import cache_predictions
+from sink.parsing import PredictionRow, parse_predictions
 from sink.repository import StoredPredictions, add_batch_progress, store_dead_letters, store_predictions
 from sink.settings import SinkSettings
 from streamscore.kafka import topic_name
@@ -30,9 +30,6 @@ T = TypeVar("T")
 
 Publish = Callable[..., Awaitable[Any]]
 """`KafkaBroker.publish`-compatible: (body, topic, *, key, no_confirm) -> future or metadata."""
-
-MODEL_VERSION_MAX = 64
-"""Width of predictions.model_version / customers.model_version / segments.model_version."""
 
 RETRYABLE_DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 """Postgres unreachable, restarting or timing out; anything else is a bug and surfaces."""
@@ -88,46 +85,17 @@ async def in_transaction_with_retry(runtime: SinkRuntime, work: Callable[[AsyncS
             attempt += 1
 
 
-def parse_predictions(
-    records: Sequence[SourceRecord],
-) -> tuple[list[tuple[SourceRecord, Prediction]], list[tuple[bytes | None, DeadLetter]]]:
-    """Validate each record as a Prediction; failures become dead letters naming the bad fields."""
-    valid: list[tuple[SourceRecord, Prediction]] = []
-    dead: list[tuple[bytes | None, DeadLetter]] = []
-    for record in records:
-        try:
-            prediction = Prediction.model_validate_json(record.value or b"")
-        except ValidationError as error:
-            stage: Stage = (
-                "decode" if any(e["type"] == "json_invalid" for e in error.errors()) else "validation"
-            )
-            letter = dead_letter(record, stage, f"invalid prediction: {validation_reason(error)}")
-            dead.append((record.key, letter))
-            continue
-        if problem := unstorable(prediction, record.value or b""):
-            dead.append((record.key, dead_letter(record, "validation", f"invalid prediction: {problem}")))
-            continue
-        valid.append((record, prediction))
-    return valid, dead
-
-
-def unstorable(prediction: Prediction, raw: bytes) -> str | None:
-    """Why Postgres would reject a contract-valid prediction (which would otherwise stall every retry)."""
-    if b"\\u0000" in raw:
-        return "contains a NUL character (\\u0000), which Postgres text and jsonb cannot store"
-    if len(prediction.model_version) > MODEL_VERSION_MAX:
-        return f"model_version: longer than {MODEL_VERSION_MAX} characters"
-    return None
-
-
-def first_occurrences(predictions: Sequence[Prediction], inserted: set[UUID]) -> list[Prediction]:
+def first_occurrences(
+    valid: Sequence[tuple[SourceRecord, PredictionRow]], inserted: set[str]
+) -> list[tuple[SourceRecord, PredictionRow]]:
     """Newly inserted predictions, each once: a batch can carry a redelivered copy after a later row."""
-    seen: set[UUID] = set()
+    seen: set[str] = set()
     fresh = []
-    for prediction in predictions:
-        if prediction.event_id in inserted and prediction.event_id not in seen:
-            seen.add(prediction.event_id)
-            fresh.append(prediction)
+    for item in valid:
+        event_id = item[1].event_id
+        if event_id in inserted and event_id not in seen:
+            seen.add(event_id)
+            fresh.append(item)
     return fresh
 
 
@@ -194,8 +162,7 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
         metrics.INVALID.inc(len(invalid))
         await publish_dead_letters(runtime, publish, invalid)
     letters = parse_dead_letters(dead_records)
-    predictions = [prediction for _, prediction in valid]
-    raw = {prediction.event_id: record.value or b"" for record, prediction in valid}
+    predictions = [row for _, row in valid]
 
     async def write(session: AsyncSession) -> Written:
         stored = await store_predictions(session, predictions)
@@ -203,8 +170,8 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
         await add_batch_progress(session, scored=stored.per_batch, dead=dead_per_batch)
         # Before the commit, so a 'completed' job implies both stores hold its rows.
         entries = [
-            (p.customer_id, p.model_version, raw[p.event_id])
-            for p in first_occurrences(predictions, stored.inserted)
+            (row.customer_id, row.model_version, record.value or b"")
+            for record, row in first_occurrences(valid, stored.inserted)
         ]
         if runtime.redis is not None and not await cache_predictions(
             runtime.redis, entries, runtime.settings.redis_ttl_seconds

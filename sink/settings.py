@@ -15,7 +15,7 @@ class SinkSettings(KafkaSettings, DatabaseSettings, RedisSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore")
 
     batch_max_records: int = Field(
-        default=2000, ge=1, description="Largest batch written in one transaction."
+        default=5000, ge=1, description="Largest batch written in one transaction."
     )
     batch_timeout_ms: int = Field(default=50, ge=0, description="Longest wait for a batch to fill.")
     fetch_max_wait_ms: int = Field(default=10, ge=0, description="Broker-side fetch wait.")

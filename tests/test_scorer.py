@@ -280,21 +280,21 @@ async def test_failed_publish_commits_nothing_and_the_batch_is_redelivered(
 
     app = build_app(scorer_settings(kafka_settings), engine=engine)
     predictions_topic = topic_name(kafka_settings, topics.PREDICTIONS)
-    real_send = AIOKafkaProducer.send
+    real_send = AIOKafkaProducer.send_batch
     failures: dict[str, Any] = {"left": 3, "committed_while_failing": None}
     group = kafka_settings.topic_prefix + topics.SCORER_GROUP
 
-    async def flaky_send(self: AIOKafkaProducer, to: str, *args: Any, **kwargs: Any) -> Any:
-        """aiokafka's send, except that the broker never acknowledges the first prediction sends."""
+    async def flaky_send(self: AIOKafkaProducer, batch: Any, to: str, *args: Any, **kwargs: Any) -> Any:
+        """aiokafka's send_batch, except that the broker never acknowledges the first prediction batches."""
         if to == predictions_topic and failures["left"]:
             failures["left"] -= 1
             failures["committed_while_failing"] = await committed_offsets(kafka_settings, group, [topic])
             unacknowledged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             unacknowledged.set_exception(KafkaTimeoutError("injected: broker did not acknowledge"))
             return unacknowledged
-        return await real_send(self, to, *args, **kwargs)
+        return await real_send(self, batch, to, *args, **kwargs)
 
-    monkeypatch.setattr(AIOKafkaProducer, "send", flaky_send)
+    monkeypatch.setattr(AIOKafkaProducer, "send_batch", flaky_send)
     await app.start()
     try:
         records = await consume(kafka_settings, predictions_topic, len(events))
