@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sync import dataset_rows, stack, wait_healthy  # noqa: E402
+from bench_sync import dataset_rows, stack, wait_healthy
 
-from streamscore.embedded import free_port  # noqa: E402
+from streamscore.embedded import free_port
 
 
 def build_csv(rows: int, tag: str) -> bytes:

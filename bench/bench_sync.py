@@ -1,4 +1,4 @@
-"""Sync-path benchmark: POST /api/v1/predict/single with N concurrent keep-alive clients against one uvicorn worker.
+"""Sync-path benchmark: POST /api/v1/predict/single from N concurrent keep-alive clients, one uvicorn worker.
 
 Starts what it needs (Tansu broker unless STREAMSCORE_KAFKA_BOOTSTRAP is set, a scratch database on the local
 Postgres, the local Redis), runs the API as `streamscore api` with auth ON (an API key per request), and
@@ -51,7 +51,8 @@ class Stack:
     def start(self, service: str, *args: str, extra_env: dict[str, str] | None = None) -> Any:
         """Run `streamscore <service>` with the stack's environment; logs go to the run's log directory."""
         log = (self.logs / f"{service}-{len(self.processes)}.log").open("ab")
-        process = spawn([sys.executable, "-c", CLI, service, *args], log=log, env={**self.env, **(extra_env or {})})
+        env = {**self.env, **(extra_env or {})}
+        process = spawn([sys.executable, "-c", CLI, service, *args], log=log, env=env)
         self.processes.append(process)
         return process
 
@@ -117,10 +118,12 @@ def stack() -> Iterator[Stack]:
     logs = Path(tempfile.mkdtemp(prefix="streamscore-bench-"))
     try:
         upgrade_head(database_url)
+        # Tansu lacks InitProducerId, so the idempotent producer is off against it.
+        idempotent = "false" if broker else os.environ.get("STREAMSCORE_KAFKA_IDEMPOTENT", "true")
         env = {
             **os.environ,
             "STREAMSCORE_KAFKA_BOOTSTRAP": bootstrap,
-            "STREAMSCORE_KAFKA_IDEMPOTENT": "false" if broker else os.environ.get("STREAMSCORE_KAFKA_IDEMPOTENT", "true"),
+            "STREAMSCORE_KAFKA_IDEMPOTENT": idempotent,
             "STREAMSCORE_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}.",
             "STREAMSCORE_DATABASE_URL": database_url,
             "STREAMSCORE_REDIS_URL": os.environ.get("STREAMSCORE_REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -144,10 +147,10 @@ def wait_healthy(port: int, timeout_s: float = 90.0) -> None:
     """Block until GET /ready answers 200 (the model is loaded and every dependency answers)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/ready",
+                                                                  timeout=2) as response:
+            if response.status == 200:
+                return
         time.sleep(0.25)
     raise TimeoutError(f"the API on port {port} did not become ready in {timeout_s:.0f}s")
 
@@ -216,6 +219,22 @@ async def load(port: int, requests: list[bytes], concurrency: int, duration_s: f
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) from /proc, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mean_batch_size(port: int) -> float | None:
+    """Rows per engine call on the sync path so far, from the API's /metrics (None when not batching)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith("streamscore_api_dynamic_batch_size_")}
+    count = values.get("streamscore_api_dynamic_batch_size_count", 0.0)
+    return round(values["streamscore_api_dynamic_batch_size_sum"] / count, 1) if count else None
+
+
 def run_mode(running: Stack, dynamic: bool, args: argparse.Namespace) -> dict[str, Any]:
     """Start one API process with dynamic batching on or off, warm it up, then measure."""
     import uvloop
@@ -229,7 +248,12 @@ def run_mode(running: Stack, dynamic: bool, args: argparse.Namespace) -> dict[st
         wait_healthy(port)
         requests = build_requests(running.api_key, "/api/v1/predict/single", 5000)
         uvloop.run(load(port, requests, args.concurrency, args.warmup))
+        cpu_before = cpu_seconds(process.pid)
         result = uvloop.run(load(port, requests, args.concurrency, args.duration))
+        # CPU per request is the figure that survives a busy machine; req/s and latency do not.
+        spent = cpu_seconds(process.pid) - cpu_before
+        result["api_cpu_us_per_req"] = round(spent / result["requests"] * 1e6)
+        result["mean_engine_batch"] = mean_batch_size(port)
     finally:
         running.stop(process)
     return {"dynamic_batching": dynamic, "concurrency": args.concurrency, **result}
@@ -250,10 +274,11 @@ def main() -> None:
         results = [run_mode(running, dynamic, args) for dynamic in modes]
     for result in results:
         print(json.dumps(result))
-    print(f"\n{'dynamic batching':<18}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  statuses")
+    print(f"\n{'dynamic batching':<18}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+          f"{'API µs/req':>12}  statuses")
     for r in results:
         print(f"{'on' if r['dynamic_batching'] else 'off':<18}{r['req_per_s']:>10}{r['p50_ms']:>9}"
-              f"{r['p95_ms']:>9}{r['p99_ms']:>9}  {r['statuses']}")
+              f"{r['p95_ms']:>9}{r['p99_ms']:>9}{r['api_cpu_us_per_req']:>12}  {r['statuses']}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -170,6 +173,12 @@ async def _request_validation(_: Request, exc: Exception) -> Response:
     return error_response(422, error.message, details=error.details)
 
 
+async def _dependency_down(request: Request, exc: Exception) -> Response:
+    log.error("dependency unavailable", extra={"path": request.url.path, "error": repr(exc)[:500]})
+    return error_response(503, "a dependency (database or cache) is unavailable; retry shortly",
+                          headers={"Retry-After": "1"})
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", extra={"path": request.url.path})
     return error_response(500, "internal error; it has been logged")
@@ -180,6 +189,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
+    for down in (OperationalError, InterfaceError, ConnectionError, RedisConnectionError, RedisTimeoutError):
+        app.add_exception_handler(down, _dependency_down)
     app.add_exception_handler(Exception, _unhandled)
 
 

@@ -45,7 +45,18 @@ Ingest customer feature events, upload CSV batches and score customers synchrono
 
 Every route except `/health`, `/ready` and `/metrics` needs a Bearer JWT (`POST /api/v1/auth/token`) or
 an `X-API-Key`, holding the route's scope. Errors always look like
-`{"error": {"status", "code", "message", "details": [{"field", "message"}]}}`.
+`{"error": {"status", "code", "message", "details": [{"field", "message"}]}}`; a bad feature names its
+position, column and range, e.g. `[3].features[3] (MGEMLEEF)`: `must be 1–6; got 9`.
+
+**Delivery.** `202` from `/events` means the broker acknowledged every record (acks=all). A request
+is all-or-nothing for validation; if the broker fails mid-request you get `503` and should retry:
+events that carry an `event_id` are stored once however often they are sent.
+
+**Limits** (settings, prefix `STREAMSCORE_`): JSON bodies `MAX_JSON_BYTES` (16 MiB) and
+`MAX_EVENTS_PER_REQUEST` (10,000) → 413; CSV uploads `BATCH_MAX_BYTES` (32 MiB) → 413 as soon as the
+limit is passed, `BATCH_MAX_ROWS` (100,000) → 422. Rows are published while the file is still being
+read, so a file rejected for size or row count mid-way leaves its task `failed` with the reason, and the
+rows already published are still scored and stored under that task id.
 """
 TAGS = [
     {"name": "events", "description": "Feature events onto the event stream."},
@@ -146,7 +157,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         else:
             services.sync_scorer = DirectScorer(engine.score)
-        services.background = BackgroundPublisher(producer)
+        services.background = BackgroundPublisher(producer, on_failure=metrics.sync_publish_failures.inc)
         # Registered after producer.stop, so it runs before it: in-flight predictions get their acks first.
         stack.push_async_callback(services.background.drain)
         stack.push_async_callback(services.sync_scorer.close)

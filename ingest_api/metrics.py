@@ -33,6 +33,11 @@ class ApiMetrics:
             "streamscore_api_events_published_total", "Feature events acknowledged by the broker.",
             ("topic",), registry=self.registry,
         )
+        self.sync_publish_failures = Counter(
+            "streamscore_api_sync_publish_failures_total",
+            "Sync predictions answered but not acknowledged on predictions.v1 (so not stored).",
+            registry=self.registry,
+        )
         self.rows_rejected = Counter(
             "streamscore_api_batch_rows_rejected_total", "CSV rows rejected at upload.",
             registry=self.registry,

@@ -47,6 +47,9 @@ class EventIn(ApiModel):
 class EventsAccepted(BaseModel):
     """Every event was acknowledged by the broker."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"accepted": 1, "event_ids": ["6f1c1d5e-8f0a-4a53-9a51-3c1f0f1f2b7e"]}]})
+
     accepted: int = Field(examples=[1])
     event_ids: list[UUID] = Field(description="Ids of the accepted events, in request order.")
 
@@ -78,6 +81,9 @@ class SegmentRequest(ApiModel):
 class SegmentOut(BaseModel):
     """The customer's value segment under the active model."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"customer_id": "c-1001", "label": "medium", "score": 57.4, "model_version": "v20261122-101131"}]})
+
     customer_id: str
     label: SegmentLabel
     score: float = Field(ge=0.0, le=100.0, description="0–100 percentile of the predicted annual premium.")
@@ -86,6 +92,10 @@ class SegmentOut(BaseModel):
 
 class BatchAccepted(BaseModel):
     """The CSV was parsed and its valid rows published; scoring continues asynchronously."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"task_id": "0d4c7a52-5d0e-4a8f-a2b4-0f6f3c2f8e11", "status": "processing", "rows": 19998,
+         "rows_invalid": 2}]})
 
     task_id: UUID
     status: Literal["queued", "processing", "completed", "failed"]
@@ -102,6 +112,12 @@ class RowError(BaseModel):
 
 class BatchStatus(BaseModel):
     """Progress of one CSV batch through the pipeline."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "task_id": "0d4c7a52-5d0e-4a8f-a2b4-0f6f3c2f8e11", "status": "completed", "filename": "march.csv",
+        "rows_total": 20000, "rows_valid": 19998, "rows_scored": 19998, "rows_failed": 2,
+        "errors": [{"line": 7, "reason": "MGEMLEEF must be 1–6; got 9"}], "failure_reason": None,
+        "created_at": "2026-11-22T10:00:00Z", "finished_at": "2026-11-22T10:00:02Z"}]})
 
     task_id: UUID
     status: Literal["queued", "processing", "completed", "failed"]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ingest_api.errors import ApiError
+from ingest_api.main import create_app
+from ingest_api.security import issue_token
 from models.engine import InferenceEngine
 from models.registry import Registry
 from streamscore.embedded import free_port
@@ -198,3 +202,25 @@ async def test_activate_switches_this_process_and_moves_the_pointer(
     assert activated.json() == {"active": "v-copy", "previous": version}
     assert listed["active"] == listed["serving"] == "v-copy"
     assert Registry(registry_dir).active_version() == "v-copy"
+
+
+async def test_database_down_is_503_not_500(
+    kafka_settings: KafkaSettings, redis_url: str, inference_engine: InferenceEngine
+) -> None:
+    dead_database = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
+    settings = api_settings(kafka_settings, dead_database, redis_url)
+    app = create_app(settings, engine=inference_engine)
+    async with app.router.lifespan_context(app):
+        services = app.state.services
+        token = issue_token(services.security.jwt, "reader", "reader")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+            headers = {"Authorization": f"Bearer {token}"}
+            status = await client.get(f"/api/v1/predict/batch/{uuid.uuid4()}", headers=headers)
+            ready = await client.get("/ready")
+
+    assert status.status_code == 503, status.text
+    assert status.json()["error"]["code"] == "service_unavailable"
+    assert status.headers["retry-after"] == "1"
+    assert ready.status_code == 503
+    assert ready.json()["dependencies"]["database"]["ok"] is False

@@ -102,8 +102,11 @@ class BatchUpload:
         except UploadFormatError as error:
             await self._fail(str(error))
             raise ApiError(422, str(error), code="invalid_upload") from None
-        except (StarletteHTTPException, ApiError, ClientDisconnect) as error:
-            await self._fail(f"upload aborted: {getattr(error, 'detail', None) or error!r}")
+        except ClientDisconnect:
+            await self._fail("upload aborted: the client disconnected before the end of the file")
+            raise ApiError(400, "the client disconnected before the end of the upload") from None
+        except (StarletteHTTPException, ApiError) as error:
+            await self._fail(f"upload aborted: {getattr(error, 'detail', None) or error}")
             raise
         except Exception as error:
             log.error("batch publish failed", extra={"batch_id": str(self.task_id), "error": repr(error)})
