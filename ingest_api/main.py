@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -164,6 +165,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
         stack.push_async_callback(_cancel, watcher)
         app.state.services = services
+        # TensorFlow/Keras leave millions of long-lived objects; without freezing them every full
+        # collection walks them all and stalls requests for hundreds of milliseconds (the p99).
+        gc.collect()
+        gc.freeze()
         log.info("api ready", extra={"model_version": engine.model_version})
         yield
         log.info("api stopping")
