@@ -24,7 +24,7 @@ demo: $(STAMP)  ## run the whole stack, score the demo data, print a summary and
 	$(BIN)/streamscore dev --demo
 
 test: $(STAMP)  ## run the test suite
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term:skip-covered --cov-report=xml
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check .
