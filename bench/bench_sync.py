@@ -6,6 +6,10 @@ measures p50/p95/p99 latency and throughput with dynamic batching on and off.
 
     .venv/bin/python bench/bench_sync.py --duration 15 --concurrency 50 --mode both
 
+Closed loop by default; `--rate 2000` offers a fixed 2,000 req/s over the same connections instead
+(open loop, latency from each request's scheduled send time). By Little's law a closed loop of 50
+clients at 2,000 req/s averages 25 ms, so the p99 target is read at a fixed offered rate.
+
 Targets: p99 <= 10 ms and >= 2,000 req/s. The client is a minimal HTTP/1.1 client on uvloop so that it
 costs as little CPU as possible on the shared cores.
 """
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import itertools
 import json
 import os
 import statistics
@@ -197,15 +202,60 @@ async def _client(port: int, requests: list[bytes], offset: int, stop_at: float,
         writer.close()
 
 
-async def load(port: int, requests: list[bytes], concurrency: int, duration_s: float) -> dict[str, Any]:
-    """Drive the API with `concurrency` keep-alive clients for `duration_s`; latency percentiles and rate."""
+async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return int(head[9:12])
+
+
+async def _open_loop_client(port: int, requests: list[bytes], schedule: Iterator[int], started: float,
+                            rate: float, stop_at: float, latencies: list[float],
+                            statuses: dict[int, int]) -> None:
+    """Take the next scheduled request whenever this connection is free; latency from the scheduled time."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i in schedule:
+            due = started + i / rate
+            if due >= stop_at:
+                break
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            status = await _roundtrip(reader, writer, requests[i % len(requests)])
+            # From the scheduled send time: a request that waited for a free connection counts its wait.
+            latencies.append(time.perf_counter() - due)
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+async def load(port: int, requests: list[bytes], concurrency: int, duration_s: float,
+               rate: float | None = None) -> dict[str, Any]:
+    """Drive the API with `concurrency` keep-alive clients for `duration_s`; latency percentiles and rate.
+
+    Closed loop by default (each client sends its next request when the last one is answered). With
+    `rate`, open loop: requests are scheduled at `rate` per second and spread over the connections,
+    and latency is measured from each request's scheduled time (no coordinated omission).
+    """
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     started = time.perf_counter()
     stop_at = started + duration_s
-    await asyncio.gather(*(
-        _client(port, requests, n * 997, stop_at, latencies, statuses) for n in range(concurrency)
-    ))
+    if rate:
+        schedule = itertools.count()
+        await asyncio.gather(*(
+            _open_loop_client(port, requests, schedule, started, rate, stop_at, latencies, statuses)
+            for _ in range(concurrency)
+        ))
+    else:
+        await asyncio.gather(*(
+            _client(port, requests, n * 997, stop_at, latencies, statuses) for n in range(concurrency)
+        ))
     elapsed = time.perf_counter() - started
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
@@ -247,16 +297,16 @@ def run_mode(running: Stack, dynamic: bool, args: argparse.Namespace) -> dict[st
     try:
         wait_healthy(port)
         requests = build_requests(running.api_key, "/api/v1/predict/single", 5000)
-        uvloop.run(load(port, requests, args.concurrency, args.warmup))
+        uvloop.run(load(port, requests, args.concurrency, args.warmup, args.rate))
         cpu_before = cpu_seconds(process.pid)
-        result = uvloop.run(load(port, requests, args.concurrency, args.duration))
+        result = uvloop.run(load(port, requests, args.concurrency, args.duration, args.rate))
         # CPU per request is the figure that survives a busy machine; req/s and latency do not.
         spent = cpu_seconds(process.pid) - cpu_before
         result["api_cpu_us_per_req"] = round(spent / result["requests"] * 1e6)
         result["mean_engine_batch"] = mean_batch_size(port)
     finally:
         running.stop(process)
-    return {"dynamic_batching": dynamic, "concurrency": args.concurrency, **result}
+    return {"dynamic_batching": dynamic, "concurrency": args.concurrency, "offered_rate": args.rate, **result}
 
 
 def main() -> None:
@@ -268,6 +318,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=("on", "off", "both"), default="both", help="Dynamic batching.")
     parser.add_argument("--window-ms", type=float, default=1.0)
     parser.add_argument("--batch-max", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=None,
+                        help="Open loop: offered req/s spread over the connections (default: closed loop).")
     args = parser.parse_args()
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.mode]
     with stack() as running:

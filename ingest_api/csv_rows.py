@@ -91,6 +91,14 @@ class CsvRowParser:
 
     def _lines(self, lines: list[str]) -> ParsedRows:
         parsed = ParsedRows()
+        try:
+            self._parse(lines, parsed)
+        except csv.Error as error:
+            # An unbalanced quote or a bare carriage return breaks every following line: refuse the upload.
+            raise UploadFormatError(f"line {self._line + 1}: malformed CSV ({error})") from None
+        return parsed
+
+    def _parse(self, lines: list[str], parsed: ParsedRows) -> None:
         for row in csv.reader(line[:-1] if line.endswith("\r") else line for line in lines):
             self._line += 1
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -102,7 +110,6 @@ class CsvRowParser:
             if self.rows_total > self.max_rows:
                 raise TooManyRows(self.max_rows, self._line)
             self._read_row(row, parsed)
-        return parsed
 
     def _read_header(self, row: list[str]) -> None:
         names = [name.strip() for name in row]

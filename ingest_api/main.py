@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ingest_api.batching import DirectScorer, DynamicBatcher
 from ingest_api.deps import Services
 from ingest_api.errors import error_response, install_error_handlers
+from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
 from ingest_api.routes import batch, dashboard, events, health, models, predictions, scoring
@@ -202,6 +203,9 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     app.state.preloaded_engine = engine
     app.state.metrics = ApiMetrics()
     install_error_handlers(app)
+    # Innermost: the hot scoring route skips routing and dependency solving, inside the body limit,
+    # CORS and metrics (ingest_api.fast_path).
+    app.add_middleware(FastPathMiddleware, fastapi_app=app)
     app.add_middleware(
         BodyLimitMiddleware, json_limit=settings.max_json_bytes, upload_limit=settings.batch_max_bytes
     )

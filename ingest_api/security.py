@@ -381,6 +381,18 @@ async def enforce_rate_limit(limiter: RateLimiter, subject: str) -> None:
         )
 
 
+async def authorize(
+    services: Services, bearer: str | None, api_key: str | None, scope: str | None
+) -> Principal:
+    """Authenticate, rate-limit, then demand `scope` (None: any principal); 401/429/403 as HTTPException."""
+    principal = await authenticate(services, bearer, api_key)
+    # Kind in the key: a user named "key:x" must not share API key x's budget.
+    await enforce_rate_limit(get_security(services).limiter, f"{principal.kind}:{principal.subject}")
+    if scope is not None and not principal.allows(scope):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"missing scope '{scope}'")
+    return principal
+
+
 def require_scope(scope: Scope | None) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency: authenticate, rate-limit, then demand `scope` (None: any principal)."""
 
@@ -389,12 +401,7 @@ def require_scope(scope: Scope | None) -> Callable[..., Awaitable[Principal]]:
         bearer: Annotated[str | None, Depends(oauth2_scheme)],
         api_key: Annotated[str | None, Depends(api_key_scheme)],
     ) -> Principal:
-        principal = await authenticate(services, bearer, api_key)
-        # Kind in the key: a user named "key:x" must not share API key x's budget.
-        await enforce_rate_limit(get_security(services).limiter, f"{principal.kind}:{principal.subject}")
-        if scope is not None and not principal.allows(scope):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"missing scope '{scope}'")
-        return principal
+        return await authorize(services, bearer, api_key, scope)
 
     dependency.__name__ = f"require_{scope or 'principal'}"
     return dependency

@@ -17,19 +17,17 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import uvloop
 from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from prometheus_client import start_http_server
 
 from schemas import topics
 from scorer import metrics
 from scorer.handlers import ScorerRuntime, inference_executor, producer_publish, score_batch
 from scorer.settings import ScorerSettings
 from streamscore.kafka import ensure_topics, producer_options, topic_name
-from streamscore.logging import configure_logging
+from streamscore.process import serve
 from streamscore.stats import publish_stats_forever, track_lag_forever
 
 if TYPE_CHECKING:
@@ -143,9 +141,9 @@ def runtime_of(app: FastStream) -> ScorerRuntime:
 def run() -> None:
     """Run one scorer process until SIGINT/SIGTERM (`streamscore scorer`)."""
     settings = ScorerSettings()
-    configure_logging(settings.log_level, service="scorer")
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
-    # uvloop: cheaper socket writes and callbacks than the default loop for every Kafka/Postgres hop.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(build_app(settings).run())
+    serve(
+        build_app(settings),
+        service="scorer",
+        log_level=settings.log_level,
+        metrics_port=settings.metrics_port,
+    )

@@ -19,6 +19,7 @@ from scorer.partitioning import partitions_for_keys
 from scorer.scoring import Scored, SourceRecord, assemble, decode_records, score_rows
 from scorer.settings import ScorerSettings
 from streamscore.kafka import topic_name
+from streamscore.logging import dead_letter_fields
 from streamscore.stats import PipelineStats
 
 if TYPE_CHECKING:
@@ -150,19 +151,7 @@ async def score_batch(runtime: ScorerRuntime, publish: Publish, records: Sequenc
 
     for _, letter in scored.dead_letters:
         metrics.DEAD_LETTERS.labels(letter.stage).inc()
-        log.warning(
-            "record dead-lettered",
-            extra={
-                "stage": letter.stage,
-                "reason": letter.reason,
-                "topic": letter.topic,
-                "partition": letter.partition,
-                "offset": letter.offset,
-                "event_id": str(letter.event_id) if letter.event_id else None,
-                "customer_id": letter.customer_id,
-                "batch_id": str(letter.batch_id) if letter.batch_id else None,
-            },
-        )
+        log.warning("record dead-lettered", extra=dead_letter_fields(letter))
     metrics.EVENTS_OUT.inc(len(scored.predictions))
     runtime.stats.events_out += len(scored.predictions)
     runtime.stats.dlq += len(scored.dead_letters)

@@ -16,12 +16,10 @@ import gc
 import logging
 from typing import Any
 
-import uvloop
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
-from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from schemas import topics
@@ -30,7 +28,7 @@ from sink.handlers import SinkRuntime, store_batch
 from sink.settings import SinkSettings
 from streamscore.database import create_engine, create_sessionmaker
 from streamscore.kafka import ensure_topics, producer_options, topic_name
-from streamscore.logging import configure_logging
+from streamscore.process import serve
 from streamscore.stats import publish_stats_forever, track_lag_forever
 
 log = logging.getLogger(__name__)
@@ -126,9 +124,6 @@ def runtime_of(app: FastStream) -> SinkRuntime:
 def run() -> None:
     """Run one sink process until SIGINT/SIGTERM (`streamscore sink`)."""
     settings = SinkSettings()
-    configure_logging(settings.log_level, service="sink")
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
-    # uvloop: cheaper socket writes and callbacks than the default loop for every Kafka/Postgres hop.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(build_app(settings).run())
+    serve(
+        build_app(settings), service="sink", log_level=settings.log_level, metrics_port=settings.metrics_port
+    )

@@ -23,6 +23,7 @@ from sink.parsing import PredictionRow, parse_predictions
 from sink.repository import StoredPredictions, add_batch_progress, store_dead_letters, store_predictions
 from sink.settings import SinkSettings
 from streamscore.kafka import topic_name
+from streamscore.logging import dead_letter_fields
 from streamscore.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -111,17 +112,7 @@ async def publish_dead_letters(
     if futures:
         await asyncio.gather(*futures)
     for _, letter in letters:
-        log.warning(
-            "prediction dead-lettered",
-            extra={
-                "reason": letter.reason,
-                "topic": letter.topic,
-                "partition": letter.partition,
-                "offset": letter.offset,
-                "event_id": str(letter.event_id) if letter.event_id else None,
-                "customer_id": letter.customer_id,
-            },
-        )
+        log.warning("prediction dead-lettered", extra=dead_letter_fields(letter))
 
 
 def parse_dead_letters(records: Sequence[SourceRecord]) -> list[DeadLetter]:

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from schemas.messages import DeadLetter
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
 
@@ -37,3 +39,17 @@ def configure_logging(level: str = "INFO", service: str = "streamscore") -> None
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def dead_letter_fields(letter: DeadLetter) -> dict[str, Any]:
+    """Log `extra` fields that locate a dead-lettered record and say why it failed."""
+    return {
+        "stage": letter.stage,
+        "reason": letter.reason,
+        "topic": letter.topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "event_id": str(letter.event_id) if letter.event_id else None,
+        "customer_id": letter.customer_id,
+        "batch_id": str(letter.batch_id) if letter.batch_id else None,
+    }

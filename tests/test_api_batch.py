@@ -135,6 +135,18 @@ async def test_empty_file_and_missing_file_part_are_422(api: Api) -> None:
     assert "multipart/form-data" in not_multipart.json()["error"]["message"]
 
 
+async def test_malformed_csv_is_422_with_its_line_not_a_server_error(api: Api) -> None:
+    header = ",".join(["customer_id", *FEATURE_NAMES])
+    bare_carriage_return = f"{header}\r\nc1,12\r34\r\n".encode()
+
+    response = await api.client.post("/api/v1/predict/batch", files=_upload(bare_carriage_return))
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_upload"
+    assert error["message"].startswith("line 2: malformed CSV")
+
+
 @pytest.fixture
 async def tight_api(
     kafka_settings: KafkaSettings, database_url: str, redis_url: str, inference_engine

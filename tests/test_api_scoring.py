@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import orjson
 import pytest
 
 from ingest_api.batching import DynamicBatcher
@@ -186,3 +187,60 @@ async def test_dynamic_batcher_coalesces_within_the_window(inference_engine: Inf
     assert calls == [8, 8, 4]  # two full batches at once, the rest after the window
     expected = inference_engine.score(np.asarray(rows)).records()
     assert all(_same_scores(got, want) for got, want in zip(results, expected, strict=True))
+
+
+def test_prediction_json_is_what_pydantic_writes(inference_engine: InferenceEngine) -> None:
+    from ingest_api.routes.scoring import prediction_json
+
+    for record in inference_engine.score(np.asarray(dataset_rows(50))).records():
+        payload = prediction_json(record, "c-1")
+        assert Prediction.model_validate_json(payload).model_dump_json().encode() == payload
+
+
+async def test_fast_path_answers_like_the_fastapi_route(api: Api, unique_id: str) -> None:
+    """The pure-ASGI fast path (ingest_api.fast_path) answers exactly as the FastAPI route does."""
+    from ingest_api.deps import get_services
+
+    features = dataset_rows(1)[0]
+    body = {"customer_id": f"c{unique_id}", "features": features}
+    bad_feature = {**body, "features": [42, *features[1:]]}
+    cases: list[tuple[dict[str, str], bytes]] = [
+        ({"X-API-Key": ""}, orjson.dumps(body)),
+        ({"X-API-Key": "ssk_nope"}, orjson.dumps(body)),
+        ({"Authorization": "Bearer not-a-token", "X-API-Key": ""}, orjson.dumps(body)),
+        ({"Content-Type": "application/json"}, b'{"customer_id": '),
+        ({"Content-Type": "text/plain"}, b"x=1"),
+        ({}, b""),
+        ({}, orjson.dumps({**body, "nope": 1})),
+        ({}, orjson.dumps({**body, "customer_id": "bad id"})),
+        ({}, orjson.dumps(bad_feature)),
+        ({}, orjson.dumps([1, 2])),
+        ({"Content-Type": "application/json; charset=utf-8"}, orjson.dumps(body)),
+    ]
+
+    async def answers() -> list[tuple[int, object, str | None]]:
+        out = []
+        for headers, content in cases:
+            response = await api.client.post("/api/v1/predict/single", content=content,
+                                             headers={"Content-Type": "application/json", **headers})
+            payload = response.json()
+            if response.status_code == 200:
+                payload = sorted(payload)  # fresh event_id and scored_at per call
+            out.append((response.status_code, payload, response.headers.get("WWW-Authenticate")))
+        return out
+
+    fast = await answers()
+    api.app.dependency_overrides[get_services] = lambda: api.services  # forces the FastAPI route
+    try:
+        slow = await answers()
+    finally:
+        api.app.dependency_overrides.clear()
+
+    assert fast == slow
+    assert [status for status, _, _ in fast] == [401, 401, 401, 422, 422, 422, 422, 422, 422, 422, 200]
+    assert fast[8][1]["error"]["details"] == [  # type: ignore[index]
+        {"field": "features[0] (MOSTYPE)", "message": "must be 1–41; got 42"}
+    ]
+    metrics = (await api.client.get("/metrics")).text
+    assert 'route="/api/v1/predict/single",status="200"' in metrics
+    assert 'route="/api/v1/predict/single",status="401"' in metrics

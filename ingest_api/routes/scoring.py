@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+import orjson
 from fastapi import APIRouter, Response
 
 from ingest_api.deps import Services, ServicesDep
@@ -15,11 +16,12 @@ from ingest_api.models_api import ScoreRequest, SegmentOut, SegmentRequest
 from ingest_api.routes.predictions import latest_prediction
 from ingest_api.security import PredictPrincipal
 from schemas import topics
-from schemas.messages import Prediction
+from schemas.messages import SCHEMA_VERSION, Prediction
 from streamscore.kafka import topic_name
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
+PREDICT_SINGLE_PATH = "/api/v1/predict/single"
 
 
 async def score_one(services: Services, features: tuple[int, ...]) -> dict[str, Any]:
@@ -31,6 +33,36 @@ async def score_one(services: Services, features: tuple[int, ...]) -> dict[str, 
     except Exception as error:
         log.exception("sync scoring failed")
         raise ApiError(503, f"scoring failed: {type(error).__name__}", code="inference_failed") from None
+
+
+def prediction_json(record: dict[str, Any], customer_id: str) -> bytes:
+    """The sync Prediction for an engine record, as JSON.
+
+    orjson writes exactly what `Prediction.model_dump_json()` writes (same field order, floats and
+    `Z` timestamps; tests/test_api_scoring.py checks it) at a third of the cost; the contract's range
+    checks are done inline, and a record that breaks one goes through pydantic to raise its error.
+    """
+    recommendations, segment, propensity = record["recommendations"], record["segment"], record["propensity"]
+    if not (
+        len(recommendations) == 3
+        and all(0.0 <= r["probability"] <= 1.0 for r in recommendations)
+        and 0.0 <= propensity <= 1.0
+        and 0.0 <= segment["score"] <= 100.0
+    ):
+        Prediction.model_validate({**record, "event_id": uuid4(), "customer_id": customer_id,
+                                   "scored_at": datetime.now(UTC), "source": "sync"})
+    return orjson.dumps({
+        "schema_version": SCHEMA_VERSION,
+        "event_id": uuid4(),
+        "customer_id": customer_id,
+        "model_version": record["model_version"],
+        "recommendations": recommendations,
+        "propensity": propensity,
+        "segment": segment,
+        "scored_at": datetime.now(UTC),
+        "source": "sync",
+        "batch_id": None,
+    }, option=orjson.OPT_UTC_Z)
 
 
 @router.post(
@@ -48,22 +80,22 @@ async def score_one(services: Services, features: tuple[int, ...]) -> dict[str, 
 )
 async def predict_single(body: ScoreRequest, services: ServicesDep, _: PredictPrincipal) -> Response:
     """Score now, or look up the latest prediction."""
+    return Response(await predict_payload(services, body), media_type="application/json")
+
+
+async def predict_payload(services: Services, body: ScoreRequest) -> bytes:
+    """The JSON answer of `predict_single` (also served by ingest_api.fast_path); errors raise ApiError."""
     if body.features is None:
         stored = await latest_prediction(services, body.customer_id)
-        return Response(stored.model_dump_json(), media_type="application/json")
+        return stored.model_dump_json().encode()
     record = await score_one(services, body.features)
-    # record holds model_version, recommendations, propensity and segment.
-    prediction = Prediction.model_validate({
-        **record, "event_id": uuid4(), "customer_id": body.customer_id, "scored_at": datetime.now(UTC),
-        "source": "sync",
-    })
     # Serialised once: the same bytes go to predictions.v1 and back to the caller.
-    payload = prediction.model_dump_json().encode()
+    payload = prediction_json(record, body.customer_id)
     if services.background is not None:
         await services.background.publish(
             topic_name(services.settings, topics.PREDICTIONS), body.customer_id.encode(), payload
         )
-    return Response(payload, media_type="application/json")
+    return payload
 
 
 @router.post(
