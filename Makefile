@@ -24,7 +24,7 @@ demo: $(STAMP)  ## run the whole stack, score the demo data, print a summary and
 	$(BIN)/streamscore dev --demo
 
 test: $(STAMP)  ## run the test suite
-	$(BIN)/pytest --cov --cov-report=term:skip-covered --cov-report=xml
+	$(BIN)/pytest --cov --cov-report=term:skip-covered --cov-report=xml --cov-fail-under=80
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check .

@@ -87,7 +87,9 @@ def _rows(tmp_path: Path, count: int) -> list[list[int]]:
 
 
 def _stats(stack: Launched) -> dict[str, Any]:
-    response = httpx.get(f"{stack.api_url}/api/v1/dashboard/stats", headers={"X-API-Key": stack.api_key})
+    response = httpx.get(
+        f"{stack.api_url}/api/v1/dashboard/stats", headers={"X-API-Key": stack.api_key}, timeout=30
+    )
     response.raise_for_status()
     data: dict[str, Any] = response.json()
     return data
