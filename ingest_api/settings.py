@@ -25,7 +25,9 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
     jwt_issuer: str = "streamscore"
     jwt_audience: str = "streamscore-api"
     jwt_ttl_seconds: int = Field(default=3600, ge=60)
-    rate_limit: int = Field(default=60_000, ge=0, description="Requests per minute per principal; 0 disables.")
+    rate_limit: int = Field(
+        default=60_000, ge=0, description="Requests per minute per principal; 0 disables."
+    )
     cors_origins: list[str] = Field(default_factory=list, description="CORS allow-list; none by default.")
     max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(default=10_000, ge=1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 app = typer.Typer(
@@ -31,5 +34,9 @@ def _register() -> None:
 
 def main() -> None:
     """Run the CLI."""
+    if sys.argv[1:2] != ["train"]:
+        # Services score small batches on one thread each; BLAS/OpenMP pools only add contention on 2 cores.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _register()
     app()
