@@ -17,19 +17,13 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach each package's commands; heavy imports stay inside the commands themselves."""
+    from ingest_api.cli import register as register_credentials
     from models.cli import register as register_models
+    from streamscore.ops import register as register_ops
     from streamscore.services import register as register_services
 
-    register_services(app)
-    register_models(app)
-    for optional in ("ingest_api.cli", "streamscore.ops"):
-        try:
-            module = __import__(optional, fromlist=["register"])
-        except ModuleNotFoundError as missing:
-            if missing.name != optional:
-                raise
-            continue
-        module.register(app)
+    for register in (register_services, register_models, register_credentials, register_ops):
+        register(app)
 
 
 def main() -> None:
