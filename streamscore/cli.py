@@ -32,5 +32,6 @@ def main() -> None:
         # Services score small batches on one thread each; BLAS/OpenMP pools only add contention on 2 cores.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow start-up chatter is not for operators
     _register()
     app()
