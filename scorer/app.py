@@ -11,7 +11,6 @@ In-process use (tests, other services' end-to-end tests):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 from pathlib import Path
@@ -27,7 +26,7 @@ from scorer import metrics
 from scorer.handlers import ScorerRuntime, inference_executor, producer_publish, score_batch
 from scorer.settings import ScorerSettings
 from streamscore.kafka import ensure_topics, producer_options, topic_name
-from streamscore.process import serve
+from streamscore.process import cancel_tasks, serve
 from streamscore.stats import publish_stats_forever, track_lag_forever
 
 if TYPE_CHECKING:
@@ -113,12 +112,7 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
             )
 
     async def stop_runtime() -> None:
-        for task in runtime.tasks:
-            task.cancel()
-        for task in runtime.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        runtime.tasks.clear()
+        await cancel_tasks(runtime.tasks)
         runtime.publish = None
         if runtime.producer is not None:
             await runtime.producer.stop()  # flushes whatever is still in flight

@@ -11,7 +11,6 @@ In-process use (tests, other services' end-to-end tests):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 from typing import Any
@@ -28,7 +27,7 @@ from sink.handlers import SinkRuntime, store_batch
 from sink.settings import SinkSettings
 from streamscore.database import create_engine, create_sessionmaker
 from streamscore.kafka import ensure_topics, producer_options, topic_name
-from streamscore.process import serve
+from streamscore.process import cancel_tasks, serve
 from streamscore.stats import publish_stats_forever, track_lag_forever
 
 log = logging.getLogger(__name__)
@@ -97,12 +96,7 @@ def build_app(settings: SinkSettings | None = None) -> FastStream:
         log.info("sink starting", extra={"instance_id": settings.instance_id})
 
     async def stop_runtime() -> None:
-        for task in runtime.tasks:
-            task.cancel()
-        for task in runtime.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        runtime.tasks.clear()
+        await cancel_tasks(runtime.tasks)
         if runtime.redis is not None:
             await runtime.redis.aclose()
             runtime.redis = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import uvloop
 from faststream import FastStream
@@ -19,3 +21,13 @@ def serve(app: FastStream, *, service: str, log_level: str, metrics_port: int) -
     # uvloop: cheaper socket writes and callbacks than the default loop for every Kafka/Postgres hop.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(app.run())
+
+
+async def cancel_tasks(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel background tasks, wait for each to finish, and empty the list."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    tasks.clear()
