@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -14,13 +16,21 @@ from schemas.features import PRODUCT_COUNT_INDEX
 TINY_DQN = {"rounds": 4, "episodes_per_round": 128, "updates_per_round": 5, "batch_size": 64}
 
 
+def _missing_data() -> NoReturn:
+    """CI always has ../shared beside the clone, so missing data there is a failure, not a skip."""
+    message = "CoIL training data not available (expected ../shared/datasets/caravan/train.csv)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def _data_path() -> Path:
     try:
         path = D.resolve_data_path()
     except FileNotFoundError:
-        pytest.skip("CoIL training data not available")
+        _missing_data()
     if not path.exists():
-        pytest.skip("CoIL training data not available")
+        _missing_data()
     return path
 
 
