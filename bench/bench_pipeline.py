@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,10 @@ import numpy as np
 import orjson
 import redis.asyncio as redis
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import topics
 from schemas.features import FEATURE_RANGES
+from scorer.handlers import send_keyed_batches
 from streamscore.embedded import TansuBroker
 from streamscore.kafka import ensure_topics, topic_name
 from streamscore.migrations import upgrade_head
@@ -62,25 +61,12 @@ def feature_payloads(count: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
 
 
 async def produce_fast(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> float:
-    """Keyed produce with hand-built per-partition batches (acks=all); returns seconds taken."""
+    """Keyed produce with the scorer's per-partition batch sender (acks=all); returns seconds taken."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     started = time.perf_counter()
     try:
-        partitions = sorted(await producer.partitions_for(topic))
-        choose = DefaultPartitioner()
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        for key, value in payloads:
-            by_partition[choose(key, partitions, partitions)].append((key, value))
-        futures = []
-        for partition, items in by_partition.items():
-            batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        futures = await send_keyed_batches(producer, topic, payloads)
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
