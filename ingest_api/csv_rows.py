@@ -14,9 +14,10 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from schemas.features import FEATURE_NAMES, FEATURE_RANGES, TARGET_NAME
+from schemas.messages import CUSTOMER_ID_PATTERN
 
 CUSTOMER_COLUMN = "customer_id"
-_CUSTOMER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 _LOWER = tuple(low for low, _ in FEATURE_RANGES)
 _UPPER = tuple(high for _, high in FEATURE_RANGES)
 # Canonical spellings of every allowed value per column: one set lookup replaces int() plus two compares.

@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
@@ -29,6 +29,7 @@ from ingest_api.settings import ApiSettings
 from streamscore.database import create_engine, create_sessionmaker
 from streamscore.kafka import ensure_topics, producer_options
 from streamscore.logging import configure_logging
+from streamscore.process import cancel_tasks
 
 if TYPE_CHECKING:
     from models.engine import InferenceEngine
@@ -164,7 +165,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(services.background.drain)
         stack.push_async_callback(services.sync_scorer.close)
         watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
-        stack.push_async_callback(_cancel, watcher)
+        stack.push_async_callback(cancel_tasks, [watcher])
         app.state.services = services
         # TensorFlow/Keras leave millions of long-lived objects; without freezing them every full
         # collection walks them all and stalls requests for hundreds of milliseconds (the p99).
@@ -173,12 +174,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("api ready", extra={"model_version": engine.model_version})
         yield
         log.info("api stopping")
-
-
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine | None = None) -> FastAPI:

@@ -13,9 +13,12 @@ from schemas.features import FeatureVector
 SCHEMA_VERSION: Literal[1] = 1
 """Bumped only for breaking changes; additive fields keep the version (see docs/consumers.md)."""
 
+CUSTOMER_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
+"""A customer id, unanchored: every layer that checks ids (API, CSV, scorer, sink) compiles this one."""
+
 CustomerId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"),
+    StringConstraints(min_length=1, max_length=64, pattern=f"^{CUSTOMER_ID_PATTERN}$"),
 ]
 """1–64 characters of letters, digits, `_ . @ -`, starting with a letter or digit (safe inside Redis keys)."""
 

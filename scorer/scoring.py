@@ -15,7 +15,7 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.features import FEATURE_COUNT, FEATURE_RANGES
-from schemas.messages import DeadLetter, FeatureEvent
+from schemas.messages import CUSTOMER_ID_PATTERN, DeadLetter, FeatureEvent
 
 if TYPE_CHECKING:
     from models.engine import ScoreBatch
@@ -116,7 +116,7 @@ def dead_letter(record: SourceRecord, stage: Stage, reason: str, event: EventIds
 
 
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-CUSTOMER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # schemas.messages.CustomerId
+CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
 _EVENT_KEYS = frozenset(FeatureEvent.model_fields)
 _SOURCES = frozenset(("event", "batch", "sync"))

@@ -13,25 +13,20 @@ from ingest_api import repository
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 from ingest_api.security import ReadPrincipal
-from schemas.messages import Prediction
+from schemas.messages import CUSTOMER_ID_PATTERN, Prediction
+from sink.cache import prediction_key
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
 
-CUSTOMER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"
-CustomerPath = Annotated[str, Path(min_length=1, max_length=64, pattern=CUSTOMER_PATTERN,
+CustomerPath = Annotated[str, Path(min_length=1, max_length=64, pattern=f"^{CUSTOMER_ID_PATTERN}$",
                                    description="The customer's id.", examples=["c-1001"])]
-
-
-def cache_key(customer_id: str, model_version: str) -> str:
-    """Redis key the sink writes the latest prediction under (per model version)."""
-    return f"predict:{customer_id}:{model_version}"
 
 
 async def cached_prediction(services: Services, customer_id: str) -> Prediction | None:
     """The latest prediction under the active model version from Redis; None on a miss or a Redis error."""
     try:
-        raw = await services.redis.get(cache_key(customer_id, services.engine.model_version))
+        raw = await services.redis.get(prediction_key(customer_id, services.engine.model_version))
     except RedisError as error:
         log.warning("redis read failed; falling back to Postgres", extra={"error": repr(error)})
         return None
