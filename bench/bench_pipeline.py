@@ -27,13 +27,13 @@ import orjson
 import redis.asyncio as redis
 from aiokafka import AIOKafkaProducer
 
+from infra.kafka import ensure_topics, topic_name
+from infra.settings import KafkaSettings
+from migrations.runner import upgrade_head
 from schemas import topics
 from schemas.features import FEATURE_RANGES
 from scorer.handlers import send_keyed_batches
 from streamscore.embedded import TansuBroker
-from streamscore.kafka import ensure_topics, topic_name
-from streamscore.migrations import upgrade_head
-from streamscore.settings import KafkaSettings
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 STREAMSCORE = Path(sys.executable).with_name("streamscore")

@@ -95,9 +95,9 @@ async def _drop_database(admin_url: str, url: str) -> None:
 
 
 async def _create_key(database_url: str) -> str:
+    from infra.database import create_engine, create_sessionmaker
+    from infra.settings import DatabaseSettings
     from ingest_api.security import create_api_key
-    from streamscore.database import create_engine, create_sessionmaker
-    from streamscore.settings import DatabaseSettings
 
     engine = create_engine(DatabaseSettings(database_url=database_url))
     try:
@@ -112,7 +112,7 @@ async def _create_key(database_url: str) -> str:
 @contextlib.contextmanager
 def stack() -> Iterator[Stack]:
     """A broker, a migrated scratch database and an admin API key; everything is removed afterwards."""
-    from streamscore.migrations import upgrade_head
+    from migrations.runner import upgrade_head
 
     broker = None
     bootstrap = os.environ.get("STREAMSCORE_KAFKA_BOOTSTRAP")

@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
 
 def _run_in_session(work: Callable[..., Awaitable[T]], commit: bool = True) -> T:
     """Run `work(session)` in one session against the configured database, then commit and dispose."""
-    from streamscore.database import create_engine, create_sessionmaker
-    from streamscore.settings import DatabaseSettings
+    from infra.database import create_engine, create_sessionmaker
+    from infra.settings import DatabaseSettings
 
     async def main() -> T:
         engine = create_engine(DatabaseSettings())
@@ -73,7 +73,7 @@ def create_key(
 @api_keys.command("revoke")
 def revoke_key(name: Annotated[str, typer.Argument(help="Name of the key to revoke.")]) -> None:
     """Revoke a key; running APIs stop accepting it within their key-cache TTL (5 s)."""
-    from ingest_api.users import revoke_api_key
+    from store.users import revoke_api_key
 
     if not _run_in_session(lambda session: revoke_api_key(session, name)):
         raise _fail(f"no API key named {name!r}")
@@ -83,7 +83,7 @@ def revoke_key(name: Annotated[str, typer.Argument(help="Name of the key to revo
 @api_keys.command("list")
 def list_keys() -> None:
     """List keys (name, scopes, state, dates); never the keys or their hashes."""
-    from ingest_api.users import list_api_keys
+    from store.users import list_api_keys
 
     async def rows(session: AsyncSession) -> list[tuple[str, str, str, str, str]]:
         keys = await list_api_keys(session)

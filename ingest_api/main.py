@@ -18,6 +18,10 @@ from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra.database import create_engine, create_sessionmaker
+from infra.kafka import ensure_topics, producer_options
+from infra.logging import configure_logging
+from infra.process import cancel_tasks
 from ingest_api.batching import DirectScorer, DynamicBatcher
 from ingest_api.deps import Services
 from ingest_api.errors import error_response, install_error_handlers
@@ -26,10 +30,6 @@ from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
 from ingest_api.routes import batch, dashboard, events, health, models, predictions, scoring
 from ingest_api.settings import ApiSettings
-from streamscore.database import create_engine, create_sessionmaker
-from streamscore.kafka import ensure_topics, producer_options
-from streamscore.logging import configure_logging
-from streamscore.process import cancel_tasks
 
 if TYPE_CHECKING:
     from models.engine import InferenceEngine

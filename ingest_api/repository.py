@@ -13,7 +13,7 @@ from uuid import UUID
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from streamscore.tables import BatchJob, Prediction
+from store.tables import BatchJob, Prediction
 
 
 async def create_batch_job(session: AsyncSession, task_id: UUID, filename: str | None) -> None:

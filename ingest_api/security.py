@@ -32,10 +32,10 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ingest_api import users
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.rate_limit import RateLimiter
 from ingest_api.settings import ApiSettings
+from store import users
 
 log = logging.getLogger(__name__)
 

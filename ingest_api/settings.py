@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from streamscore.settings import DatabaseSettings, KafkaSettings, RedisSettings
+from infra.settings import DatabaseSettings, KafkaSettings, RedisSettings
 
 
 class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):

@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from streamscore.settings import DatabaseSettings
-from streamscore.tables import Base
+from infra.settings import DatabaseSettings
+from store.tables import Base
 
 target_metadata = Base.metadata
 

@@ -1,5 +1,7 @@
 """Kafka topic names and consumer groups: part of the public contract."""
 
+from dataclasses import dataclass
+
 CUSTOMER_FEATURES = "customer-features.v1"
 BATCH_ROWS = "batch-rows.v1"
 PREDICTIONS = "predictions.v1"
@@ -9,3 +11,28 @@ ALL_TOPICS: tuple[str, ...] = (CUSTOMER_FEATURES, BATCH_ROWS, PREDICTIONS, DEAD_
 
 SCORER_GROUP = "scorer"
 SINK_GROUP = "sink"
+
+
+@dataclass(frozen=True)
+class ConsumerContract:
+    """One consumer group of the pipeline: what it reads, and its name in the AsyncAPI document."""
+
+    group: str
+    topics: tuple[str, ...]
+    operation: str
+    description: str
+
+
+SCORER = ConsumerContract(
+    SCORER_GROUP,
+    (CUSTOMER_FEATURES, BATCH_ROWS),
+    "ScoreMicroBatch",
+    "Score one micro-batch; returning means every result is on the broker, so offsets may commit.",
+)
+SINK = ConsumerContract(
+    SINK_GROUP,
+    (PREDICTIONS, DEAD_LETTER),
+    "StoreRecords",
+    "Store a batch of predictions and dead letters; returning lets its offsets commit.",
+)
+CONSUMERS: tuple[ConsumerContract, ...] = (SCORER, SINK)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from streamscore.settings import KafkaSettings
-from streamscore.stats import instance_id
+from infra.settings import ConsumerSettings
 
 
-class ScorerSettings(KafkaSettings):
+class ScorerSettings(ConsumerSettings):
     """Everything one scorer process needs; built once in run() or by the caller of build_app()."""
 
     model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore", protected_namespaces=())
@@ -18,11 +17,6 @@ class ScorerSettings(KafkaSettings):
         default=4000, ge=1, description="Largest micro-batch (<= the engine's 4096-row chunk: one call)."
     )
     batch_timeout_ms: int = Field(default=20, ge=0, description="Longest wait for a micro-batch to fill.")
-    fetch_max_wait_ms: int = Field(default=10, ge=0, description="Broker-side fetch wait.")
     model_registry: str | None = Field(default=None, description="Registry dir; default: the packaged one.")
     model_refresh_seconds: float = Field(default=5.0, gt=0, description="Hot-swap poll interval.")
-    metrics_port: int = Field(default=0, ge=0, description="Prometheus port; 0 disables.")
     redis_url: str | None = Field(default=None, description="Dashboard stats go here when set.")
-    stats_interval_seconds: float = Field(default=1.0, gt=0)
-    instance_id: str = Field(default_factory=instance_id)
-    log_level: str = "INFO"

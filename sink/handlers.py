@@ -6,45 +6,40 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infra.consumer import ConsumerRuntime, Publish
+from infra.kafka import topic_name
+from infra.logging import dead_letter_fields
 from schemas import topics
 from schemas.messages import DeadLetter
 from scorer.scoring import SourceRecord, dead_letter, validation_reason
 from sink import metrics
-from sink.cache import cache_predictions
 from sink.parsing import PredictionRow, parse_predictions
 from sink.repository import StoredPredictions, add_batch_progress, store_dead_letters, store_predictions
 from sink.settings import SinkSettings
-from streamscore.kafka import topic_name
-from streamscore.logging import dead_letter_fields
-from streamscore.stats import PipelineStats
+from store.cache import cache_predictions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-Publish = Callable[..., Awaitable[Any]]
-"""`KafkaBroker.publish`-compatible: (body, topic, *, key, no_confirm) -> future or metadata."""
 
 RETRYABLE_DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 """Postgres unreachable, restarting or timing out; anything else is a bug and surfaces."""
 
 
-@dataclass
-class SinkRuntime:
+@dataclass(kw_only=True)
+class SinkRuntime(ConsumerRuntime):
     """Per-process clients of one sink, created in the startup hook and closed on shutdown."""
 
     settings: SinkSettings
-    stats: PipelineStats = field(default_factory=PipelineStats)
     sessionmaker: async_sessionmaker[AsyncSession] | None = None
     redis: Redis | None = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @property
     def dead_letter_topic(self) -> str:

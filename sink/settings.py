@@ -5,27 +5,19 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from streamscore.settings import DatabaseSettings, KafkaSettings, RedisSettings
-from streamscore.stats import instance_id
+from infra.settings import ConsumerSettings, DatabaseSettings, RedisSettings
 
 
-class SinkSettings(KafkaSettings, DatabaseSettings, RedisSettings):
+class SinkSettings(ConsumerSettings, DatabaseSettings, RedisSettings):
     """Everything one sink process needs; built once in run() or by the caller of build_app()."""
 
     model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore")
 
-    batch_max_records: int = Field(
-        default=5000, ge=1, description="Largest batch written in one transaction."
-    )
+    batch_max_records: int = Field(default=5000, ge=1, description="Largest batch in one transaction.")
     batch_timeout_ms: int = Field(default=50, ge=0, description="Longest wait for a batch to fill.")
-    fetch_max_wait_ms: int = Field(default=10, ge=0, description="Broker-side fetch wait.")
     retry_initial_seconds: float = Field(default=0.1, gt=0, description="First Postgres retry delay.")
     retry_max_seconds: float = Field(default=5.0, gt=0, description="Cap of the doubling retry delay.")
     retry_window_seconds: float = Field(
         default=30.0, gt=0, description="Retry in the handler this long, then rewind and re-poll the batch."
     )
     redis_timeout_seconds: float = Field(default=1.0, gt=0, description="Cache writes give up after this.")
-    metrics_port: int = Field(default=0, ge=0, description="Prometheus port; 0 disables.")
-    stats_interval_seconds: float = Field(default=1.0, gt=0)
-    instance_id: str = Field(default_factory=instance_id)
-    log_level: str = "INFO"

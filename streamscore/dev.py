@@ -107,7 +107,7 @@ class DevStack:
 
     def prepare(self, endpoints: Endpoints) -> str:
         """Migrate the database, create the topics, and create a dev admin API key (returned)."""
-        from streamscore.migrations import upgrade_head
+        from migrations.runner import upgrade_head
 
         with self.console.status("applying database migrations…"):
             upgrade_head(endpoints.database_url)
@@ -188,8 +188,8 @@ class DevStack:
 
 
 async def _ensure_topics(endpoints: Endpoints) -> None:
-    from streamscore.kafka import ensure_topics
-    from streamscore.settings import KafkaSettings
+    from infra.kafka import ensure_topics
+    from infra.settings import KafkaSettings
 
     overrides: dict[str, Any] = {"kafka_bootstrap": endpoints.kafka_bootstrap}
     if endpoints.embedded_kafka:
@@ -199,9 +199,9 @@ async def _ensure_topics(endpoints: Endpoints) -> None:
 
 async def _create_dev_key(database_url: str) -> str:
     """A fresh admin-scoped API key named after the time (keys are stored hashed, so one per run)."""
+    from infra.database import create_engine, create_sessionmaker
+    from infra.settings import DatabaseSettings
     from ingest_api.security import create_api_key
-    from streamscore.database import create_engine, create_sessionmaker
-    from streamscore.settings import DatabaseSettings
 
     engine = create_engine(DatabaseSettings(database_url=database_url, database_pool_size=1))
     try:

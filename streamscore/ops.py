@@ -236,7 +236,7 @@ def tail_predictions(
       streamscore tail predictions --customer C-1001 --limit 1
       streamscore tail predictions --json | jq .propensity
     """
-    from streamscore.settings import KafkaSettings
+    from infra.settings import KafkaSettings
 
     settings = KafkaSettings()
     address = bootstrap or _dev_bootstrap() or settings.kafka_bootstrap
@@ -252,8 +252,8 @@ async def _tail(bootstrap: str, settings: Any, customer: str | None, limit: int,
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
+    from infra.kafka import topic_name
     from schemas import topics
-    from streamscore.kafka import topic_name
 
     topic = topic_name(settings, topics.PREDICTIONS)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
@@ -378,7 +378,7 @@ def docs_asyncapi(
 
       streamscore docs asyncapi --output asyncapi.json
     """
-    from streamscore.asyncapi import asyncapi_document
+    from infra.asyncapi import asyncapi_document
 
     document = asyncapi_document()
     if yaml:

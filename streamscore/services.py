@@ -31,7 +31,7 @@ def sink() -> None:
 
 def migrate() -> None:
     """Apply database migrations (alembic upgrade head) to STREAMSCORE_DATABASE_URL."""
-    from streamscore.migrations import upgrade_head
+    from migrations.runner import upgrade_head
 
     upgrade_head()
     typer.echo("database is at head")

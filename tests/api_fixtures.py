@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from infra.settings import KafkaSettings
 from models.engine import InferenceEngine
-from streamscore.settings import KafkaSettings
 from tests.api_helpers import Api, api_settings, running_api
 
 

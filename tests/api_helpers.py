@@ -17,15 +17,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 from sqlalchemy import insert
 
+from infra.kafka import topic_name
+from infra.settings import KafkaSettings
 from ingest_api.deps import Services
 from ingest_api.main import create_app
 from ingest_api.security import create_api_key
 from ingest_api.settings import ApiSettings
 from models.engine import InferenceEngine
 from schemas.features import FEATURE_NAMES
-from streamscore.kafka import topic_name
-from streamscore.settings import KafkaSettings
-from streamscore.tables import Prediction as PredictionRow
+from store.tables import Prediction as PredictionRow
 from tests.conftest import DATA_DIR
 
 

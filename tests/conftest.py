@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from streamscore.migrations import upgrade_head
-from streamscore.settings import KafkaSettings
+from infra.settings import KafkaSettings
+from migrations.runner import upgrade_head
 from tests import engines
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from infra.settings import KafkaSettings
 from schemas import topics
 from schemas.features import FEATURE_NAMES
 from schemas.messages import FeatureEvent, Prediction
-from streamscore.settings import KafkaSettings
 from tests.api_helpers import (
     Api,
     api_settings,

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from infra.settings import KafkaSettings
 from schemas import topics
 from schemas.features import FEATURE_NAMES
 from schemas.messages import FeatureEvent
-from streamscore.settings import KafkaSettings
 from tests.api_helpers import Api, api_settings, dataset_rows, read_topic, running_api, topic_size
 
 pytest_plugins = ["tests.api_fixtures"]

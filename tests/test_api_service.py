@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.settings import KafkaSettings
 from ingest_api.errors import ApiError
 from ingest_api.main import create_app
 from ingest_api.security import issue_token
 from models.engine import InferenceEngine
 from models.registry import Registry
 from streamscore.embedded import free_port
-from streamscore.settings import KafkaSettings
 from tests.api_helpers import Api, api_settings, running_api
 
 pytest_plugins = ["tests.api_fixtures"]

@@ -12,14 +12,14 @@ import orjson
 from faststream import FastStream
 from sqlalchemy import func, select
 
+from infra.settings import KafkaSettings
 from models.engine import InferenceEngine
 from schemas.messages import Prediction
 from scorer.app import build_app as build_scorer
 from scorer.settings import ScorerSettings
 from sink.app import build_app as build_sink
 from sink.settings import SinkSettings
-from streamscore.settings import KafkaSettings
-from streamscore.tables import Prediction as PredictionRow
+from store.tables import Prediction as PredictionRow
 from tests.api_helpers import Api, api_settings, batch_csv, dataset_rows, running_api
 
 pytest_plugins = ["tests.api_fixtures"]

@@ -6,8 +6,8 @@ import asyncpg
 import redis.asyncio as redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamscore.kafka import ensure_topics, producer_options, topic_name
-from streamscore.settings import KafkaSettings
+from infra.kafka import ensure_topics, producer_options, topic_name
+from infra.settings import KafkaSettings
 from tests.conftest import _asyncpg_dsn
 
 

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 import pytest
 import redis.asyncio as redis
 
+from infra.kafka import ensure_topics, topic_name
+from infra.settings import KafkaSettings
 from models.engine import InferenceEngine
 from schemas import topics
 from schemas.messages import Prediction
 from scorer.app import build_app as build_scorer
 from sink.app import build_app as build_sink
 from sink.app import runtime_of as sink_runtime
-from streamscore.kafka import ensure_topics, topic_name
-from streamscore.settings import KafkaSettings
 from tests.test_scorer import make_events, produce, scorer_settings, wait_for
 from tests.test_sink import count, fetch, sink_settings
 

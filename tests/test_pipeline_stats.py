@@ -8,11 +8,11 @@ import contextlib
 import redis.asyncio as redis
 from aiokafka import AIOKafkaConsumer
 
+from infra.kafka import ensure_topics, topic_name
+from infra.settings import KafkaSettings
+from infra.stats import LatencyWindow, PipelineStats, consumer_lag, publish_stats_forever
 from schemas import topics
 from streamscore.embedded import free_port
-from streamscore.kafka import ensure_topics, topic_name
-from streamscore.settings import KafkaSettings
-from streamscore.stats import LatencyWindow, PipelineStats, consumer_lag, publish_stats_forever
 from tests.test_scorer import produce
 
 

@@ -15,6 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaTimeoutError
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 
+from infra.kafka import ensure_topics, producer_options, topic_name
+from infra.settings import KafkaSettings
 from models.engine import InferenceEngine
 from schemas import topics
 from schemas.features import FEATURE_RANGES
@@ -22,8 +24,6 @@ from schemas.messages import DeadLetter, FeatureEvent, Prediction
 from scorer.app import build_app, runtime_of
 from scorer.scoring import score_rows
 from scorer.settings import ScorerSettings
-from streamscore.kafka import ensure_topics, producer_options, topic_name
-from streamscore.settings import KafkaSettings
 
 _LOW = np.array([low for low, _ in FEATURE_RANGES])
 _HIGH = np.array([high for _, high in FEATURE_RANGES])

@@ -22,7 +22,7 @@ from jose import jwt
 from redis.asyncio import Redis
 from sqlalchemy import update
 
-from ingest_api import users
+from infra.database import create_engine, create_sessionmaker
 from ingest_api.deps import Services
 from ingest_api.errors import install_error_handlers
 from ingest_api.rate_limit import WINDOW_SECONDS
@@ -40,8 +40,8 @@ from ingest_api.security import (
     resolve_jwt_secret,
 )
 from ingest_api.settings import ApiSettings
-from streamscore.database import create_engine, create_sessionmaker
-from streamscore.tables import User
+from store import users
+from store.tables import User
 
 SECRET = "s" * 24 + "-test-secret-of-40-bytes"
 PASSWORD = "correct horse battery"

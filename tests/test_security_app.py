@@ -7,9 +7,9 @@ import uuid
 
 import httpx
 
+from infra.settings import KafkaSettings
 from ingest_api.security import create_user
 from models.engine import InferenceEngine
-from streamscore.settings import KafkaSettings
 from tests.api_helpers import Api, api_settings, running_api
 from tests.test_security import PASSWORD, wait_for_fresh_window
 

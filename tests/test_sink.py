@@ -15,16 +15,16 @@ import pytest
 import redis.asyncio as redis
 from sqlalchemy.engine import make_url
 
+from infra.database import create_engine, create_sessionmaker
+from infra.kafka import ensure_topics, topic_name
+from infra.settings import KafkaSettings
 from schemas import topics
 from schemas.messages import DeadLetter, Prediction, Recommendation, Segment
 from sink import metrics
 from sink.app import build_app, runtime_of
 from sink.repository import mark_published
 from sink.settings import SinkSettings
-from streamscore.database import create_engine, create_sessionmaker
 from streamscore.embedded import free_port
-from streamscore.kafka import ensure_topics, topic_name
-from streamscore.settings import KafkaSettings
 from tests.conftest import _asyncpg_dsn
 from tests.test_scorer import committed_offsets, end_offsets, produce, wait_for
 

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from infra.kafka import topic_name
 from ingest_api import repository
 from ingest_api.csv_rows import (
     CsvHeaderError,
@@ -32,7 +33,6 @@ from ingest_api.publisher import AckedPublisher, BatchRowEncoder
 from ingest_api.security import BatchPrincipal, ReadPrincipal
 from schemas import topics
 from sink.repository import mark_published
-from streamscore.kafka import topic_name
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/predict/batch", tags=["batch"])

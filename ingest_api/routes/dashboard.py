@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from ingest_api.deps import RedisDep, ServicesDep, SessionDep
 from ingest_api.security import ReadPrincipal
-from streamscore.tables import BatchJob, Prediction, Segment
+from store.tables import BatchJob, Prediction, Segment
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +298,6 @@ async def dashboard_asset(name: str) -> FileResponse:
 )
 async def asyncapi() -> JSONResponse:
     """The AsyncAPI document (also `streamscore docs asyncapi`)."""
-    from streamscore.asyncapi import asyncapi_document
+    from infra.asyncapi import asyncapi_document
 
     return JSONResponse(await asyncio.to_thread(asyncapi_document))

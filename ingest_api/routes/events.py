@@ -11,13 +11,13 @@ import pydantic_core
 from fastapi import APIRouter, Request, status
 from pydantic import TypeAdapter, ValidationError
 
+from infra.kafka import topic_name
 from ingest_api.deps import ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses, validation_error
 from ingest_api.models_api import EventIn, EventsAccepted
 from ingest_api.publisher import AckedPublisher, feature_event_json
 from ingest_api.security import EventsPrincipal
 from schemas import topics
-from streamscore.kafka import topic_name
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["events"])

@@ -14,7 +14,7 @@ from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 from ingest_api.security import ReadPrincipal
 from schemas.messages import CUSTOMER_ID_PATTERN, Prediction
-from sink.cache import prediction_key
+from store.cache import prediction_key
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["predictions"])

@@ -10,6 +10,7 @@ from uuid import uuid4
 import orjson
 from fastapi import APIRouter, Response
 
+from infra.kafka import topic_name
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, error_responses
 from ingest_api.models_api import ScoreRequest, SegmentOut, SegmentRequest
@@ -17,7 +18,6 @@ from ingest_api.routes.predictions import latest_prediction
 from ingest_api.security import PredictPrincipal
 from schemas import topics
 from schemas.messages import SCHEMA_VERSION, Prediction
-from streamscore.kafka import topic_name
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["predictions"])

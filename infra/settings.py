@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra.stats import instance_id
+
 
 class KafkaSettings(BaseSettings):
     """Broker connection and topic layout."""
@@ -43,3 +45,15 @@ class RedisSettings(BaseSettings):
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0")
     redis_ttl_seconds: int = Field(default=86_400, ge=1)
+
+
+class ConsumerSettings(KafkaSettings):
+    """What every batch consumer (scorer, sink) sets; each service overrides the defaults it tunes."""
+
+    batch_max_records: int = Field(default=4000, ge=1, description="Largest batch handled in one call.")
+    batch_timeout_ms: int = Field(default=20, ge=0, description="Longest wait for a batch to fill.")
+    fetch_max_wait_ms: int = Field(default=10, ge=0, description="Broker-side fetch wait.")
+    metrics_port: int = Field(default=0, ge=0, description="Prometheus port; 0 disables.")
+    stats_interval_seconds: float = Field(default=1.0, gt=0)
+    instance_id: str = Field(default_factory=instance_id)
+    log_level: str = "INFO"

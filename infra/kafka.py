@@ -8,8 +8,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from infra.settings import KafkaSettings
 from schemas import topics
-from streamscore.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 import migrations
-from streamscore.settings import DatabaseSettings
+from infra.settings import DatabaseSettings
 
 
 def alembic_config(database_url: str | None = None) -> Config:

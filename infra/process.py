@@ -10,7 +10,7 @@ import uvloop
 from faststream import FastStream
 from prometheus_client import start_http_server
 
-from streamscore.logging import configure_logging
+from infra.logging import configure_logging
 
 
 def serve(app: FastStream, *, service: str, log_level: str, metrics_port: int) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from streamscore.tables import ApiKey, User
+from store.tables import ApiKey, User
 
 
 async def add_user(session: AsyncSession, username: str, password_hash: str, role: str) -> None:

@@ -1,14 +1,13 @@
-"""AsyncAPI 3.0 document of the four topics, generated from the FastStream scorer and sink apps.
+"""AsyncAPI 3.0 document of the four topics, generated from the contracts in `schemas/`.
 
-FastStream describes what each app subscribes to; the producers that are not FastStream publishers
-(the API, the scorer's per-message sends) are declared here on a documentation-only broker, and every
-message payload is set to its contract model from `schemas.messages` (the subscribers read raw bytes).
+The consumer groups (`schemas.topics.CONSUMERS`) and the producers are declared on a documentation-only
+FastStream broker, never connected, and every message payload is set to its contract model from
+`schemas.messages` (the services read raw bytes). No service app is built to describe it.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 from typing import Any
 from urllib.parse import unquote
 
@@ -16,10 +15,10 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
+from infra.kafka import topic_name
+from infra.settings import KafkaSettings
 from schemas import topics
 from schemas.messages import SCHEMA_VERSION, DeadLetter, FeatureEvent, Prediction
-from streamscore.kafka import topic_name
-from streamscore.settings import KafkaSettings
 
 CONTRACTS: dict[str, type[BaseModel]] = {
     topics.CUSTOMER_FEATURES: FeatureEvent,
@@ -45,26 +44,25 @@ StreamScore's Kafka contracts, schema version {SCHEMA_VERSION}.
 KEY_BINDING = {"kafka": {"key": {"type": "string", "description": "customer_id"}, "bindingVersion": "0.4.0"}}
 
 
-def _apps(settings: KafkaSettings) -> list[Any]:
-    """The FastStream apps whose subscribers are part of the contract (built, never started)."""
-    apps = []
-    for module in ("scorer.app", "sink.app"):
-        try:
-            build = importlib.import_module(module).build_app
-        except (ModuleNotFoundError, AttributeError):
-            continue
-        apps.append(build())
-    return apps
-
-
-def _producers_broker(settings: KafkaSettings) -> KafkaBroker:
-    """A never-connected broker declaring the producers that are not FastStream publishers."""
+def _documentation_broker(settings: KafkaSettings) -> KafkaBroker:
+    """A never-connected broker declaring every consumer group and every producer of the contract."""
     broker = KafkaBroker(settings.kafka_bootstrap)
+    for consumer in topics.CONSUMERS:
+        for base in consumer.topics:
+            topic = topic_name(settings, base)
+            broker.subscriber(
+                topic, group_id=settings.topic_prefix + consumer.group,
+                title=f"{topic}:{consumer.operation}", description=consumer.description,
+            )(_documented_only)
     for base, producer, description in PRODUCERS:
         topic = topic_name(settings, base)
         broker.publisher(topic, title=f"{topic}:{producer}", schema=CONTRACTS[base],
                          description=f"Published by the {producer} service. {description}")
     return broker
+
+
+async def _documented_only(body: bytes) -> None:
+    """Never called: the documentation broker only describes subscriptions."""
 
 
 def _contract_schemas() -> dict[str, Any]:
@@ -85,6 +83,14 @@ def _merge_servers(document: dict[str, Any], host: str) -> None:
     }}
     for channel in document.get("channels", {}).values():
         channel["servers"] = [{"$ref": "#/servers/kafka"}]
+
+
+def _name_receive_operations(document: dict[str, Any]) -> None:
+    """Receive operations keep the `<channel>Subscribe` ids FastStream gives untitled subscribers."""
+    document["operations"] = {
+        (f"{name}Subscribe" if operation.get("action") == "receive" else name): operation
+        for name, operation in document.get("operations", {}).items()
+    }
 
 
 def _set_payloads(document: dict[str, Any], settings: KafkaSettings) -> None:
@@ -111,10 +117,10 @@ def _set_payloads(document: dict[str, Any], settings: KafkaSettings) -> None:
 def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
     """The AsyncAPI 3.0 document as a JSON-ready dict."""
     settings = settings or KafkaSettings()
-    brokers = [app.broker for app in _apps(settings)] + [_producers_broker(settings)]
-    factory = AsyncAPI(*brokers, title="StreamScore event contracts", version=f"{SCHEMA_VERSION}.0.0",
-                       description=DESCRIPTION, schema_version="3.0.0")
+    factory = AsyncAPI(_documentation_broker(settings), title="StreamScore event contracts",
+                       version=f"{SCHEMA_VERSION}.0.0", description=DESCRIPTION, schema_version="3.0.0")
     document: dict[str, Any] = factory.to_specification().to_jsonable()
     _merge_servers(document, settings.kafka_bootstrap)
+    _name_receive_operations(document)
     _set_payloads(document, settings)
     return document

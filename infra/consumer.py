@@ -1,0 +1,143 @@
+"""The batch-consumer runtime shared by the scorer and the sink: broker, subscriber, background tasks, serve.
+
+Each service supplies its topics, its group, its per-batch handler and its own start/stop hooks; this module
+owns what both need identically: a raw-bytes batch subscriber with an explicit ack policy, topic creation,
+lag tracking, the dashboard stats hash, `gc.freeze()` after start-up and an orderly shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+
+from infra.kafka import ensure_topics, producer_options, topic_name
+from infra.process import cancel_tasks, serve
+from infra.settings import ConsumerSettings
+from infra.stats import PipelineStats, publish_stats_forever, track_lag_forever
+from schemas.topics import ConsumerContract
+
+log = logging.getLogger(__name__)
+RUNTIME_KEY = "consumer_runtime"
+R = TypeVar("R", bound="ConsumerRuntime")
+
+Publish = Callable[..., Awaitable[Any]]
+"""`KafkaBroker.publish`-compatible: (body, topic, *, key, no_confirm) -> future or metadata."""
+Hook = Callable[[], Awaitable[None]]
+Handler = Callable[[Sequence[Any], Publish], Awaitable[None]]
+SetLag = Callable[[Any, int], None]
+
+
+@dataclass(kw_only=True)
+class ConsumerRuntime:
+    """Per-process state every batch consumer has: counters and background tasks."""
+
+    stats: PipelineStats = field(default_factory=PipelineStats)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """What distinguishes one batch consumer service from another."""
+
+    service: str
+    contract: ConsumerContract
+    set_lag: SetLag
+
+
+def raw_values(message: StreamMessage[Any]) -> Any:
+    """Skip FastStream's per-record JSON decode: the handlers validate the raw bytes themselves."""
+    return message.body
+
+
+def build_broker(settings: ConsumerSettings, service: str) -> KafkaBroker:
+    """A broker whose producer waits for all replicas (acks=all) and batches sends."""
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        **producer_options(settings),
+        logger=logging.getLogger(f"{service}.broker"),  # through the JSON root handler
+        log_level=logging.DEBUG,  # per-batch "Received/Processed" lines would drown the logs
+    )
+
+
+def build_consumer_app(
+    settings: ConsumerSettings,
+    spec: ConsumerSpec,
+    runtime: ConsumerRuntime,
+    handle: Handler,
+    *,
+    on_start: Hook,
+    on_stop: Hook,
+    stats_redis_url: str | None,
+) -> FastStream:
+    """A FastStream app with one batch subscriber (one group, one poll per batch) for all of spec.topics."""
+    broker = build_broker(settings, spec.service)
+    # One subscriber for every topic: on Tansu every group join costs ~5 s and subscribers start in turn.
+    subscriber = broker.subscriber(
+        *(topic_name(settings, base) for base in spec.contract.topics),
+        batch=True,
+        group_id=settings.topic_prefix + spec.contract.group,
+        auto_offset_reset="earliest",
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        ack_policy=AckPolicy.NACK_ON_ERROR,  # commit only after the handler returned; rewind on error
+        decoder=raw_values,
+    )
+
+    @subscriber
+    async def consume_batch(values: list[bytes], message: KafkaMessage) -> None:
+        """Handle one polled batch; returning lets its offsets commit."""
+        await handle(message.raw_message, broker.publish)
+
+    async def start() -> None:
+        await ensure_topics(settings)
+        await on_start()
+        # Start-up objects (TensorFlow's above all) live forever: keep them out of every collection.
+        gc.freeze()
+        runtime.tasks.append(
+            asyncio.create_task(track_lag_forever(lambda: [subscriber.consumer], runtime.stats, spec.set_lag))
+        )
+        if stats_redis_url:
+            key = f"stats:{spec.service}:{settings.instance_id}"
+            interval = settings.stats_interval_seconds
+            runtime.tasks.append(
+                asyncio.create_task(publish_stats_forever(stats_redis_url, key, runtime.stats, interval))
+            )
+        log.info(f"{spec.service} starting", extra={"instance_id": settings.instance_id})
+
+    async def stop() -> None:
+        await cancel_tasks(runtime.tasks)
+        await on_stop()
+
+    app = FastStream(broker, logger=log, on_startup=[start], after_shutdown=[stop])
+    app.context.set_global(RUNTIME_KEY, runtime)
+    return app
+
+
+def runtime_of(app: FastStream, kind: type[R]) -> R:
+    """The runtime of an app made by build_consumer_app, checked to be of the expected kind."""
+    runtime = app.context.get(RUNTIME_KEY)
+    if not isinstance(runtime, kind):
+        raise TypeError(f"app runtime is {type(runtime).__name__}, not {kind.__name__}")
+    return runtime
+
+
+def broker_of(app: FastStream) -> KafkaBroker:
+    """The Kafka broker of an app made by build_consumer_app."""
+    if not isinstance(app.broker, KafkaBroker):
+        raise TypeError("app has no Kafka broker")
+    return app.broker
+
+
+def serve_consumer(app: FastStream, service: str, settings: ConsumerSettings) -> None:
+    """Run one consumer process until SIGINT/SIGTERM."""
+    serve(app, service=service, log_level=settings.log_level, metrics_port=settings.metrics_port)

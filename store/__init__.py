@@ -1,0 +1,1 @@
+"""Storage shared by the services: tables, batch jobs, predictions, users and keys, the Redis cache key."""
