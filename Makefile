@@ -26,9 +26,10 @@ demo: $(STAMP)  ## run the whole stack, score the demo data, print a summary and
 test: $(STAMP)  ## run the test suite
 	$(BIN)/pytest --cov --cov-report=term:skip-covered --cov-report=xml --cov-fail-under=80
 
-lint: $(STAMP)  ## ruff and mypy
+lint: $(STAMP)  ## ruff, mypy and the layer contracts (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 
 docs: $(STAMP)  ## export the AsyncAPI document to asyncapi.json
 	$(BIN)/streamscore docs asyncapi --output asyncapi.json

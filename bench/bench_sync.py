@@ -37,10 +37,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from models.data import resolve_data_path  # noqa: E402
 from streamscore.embedded import TansuBroker, free_port, spawn, stop_process  # noqa: E402
 
 CLI = "from streamscore.cli import main; main()"
-DATA = Path(os.environ.get("STREAMSCORE_DATA_DIR", REPO.parent / "shared" / "datasets" / "caravan"))
+DATA = resolve_data_path().parent
 ADMIN_URL = os.environ.get("STREAMSCORE_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 
 

@@ -64,7 +64,7 @@ def train(
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same models."),
     output: Path | None = typer.Option(None, help="Registry directory (default: models/registry)."),
     data: Path | None = typer.Option(
-        None, help="train.csv (default: $STREAMSCORE_TRAIN_DATA or shared data)."
+        None, help="train.csv (default: $STREAMSCORE_TRAIN_DATA, else the packaged CoIL 2000 data)."
     ),
     subsample: int | None = typer.Option(None, help="Train on this many random rows (quick runs)."),
     dqn_rounds: int | None = typer.Option(None, help="Override the number of DQN collection rounds."),

@@ -11,12 +11,9 @@ import numpy as np
 
 from schemas.features import FEATURE_COUNT, FEATURE_NAMES, FEATURE_RANGES, PRODUCT_COUNT_INDEX, TARGET_INDEX
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "STREAMSCORE_TRAIN_DATA"
-DEFAULT_DATA_CANDIDATES: tuple[Path, ...] = (
-    REPO_ROOT.parent / "shared" / "datasets" / "caravan" / "train.csv",
-    Path("/work/shared/datasets/caravan/train.csv"),
-)
+PACKAGED_DATA = Path(__file__).resolve().parent / "datasets" / "caravan" / "train.csv"
+"""The CoIL 2000 training set shipped as package data (UCI, CC BY 4.0; see datasets/caravan/README.md)."""
 
 PROPENSITY_COLUMNS: tuple[int, ...] = tuple(range(TARGET_INDEX))  # columns 1-85; CARAVAN never an input
 VALUE_COLUMNS: tuple[int, ...] = tuple(range(43)) + tuple(range(64, FEATURE_COUNT))  # columns 1-43, 65-86
@@ -27,16 +24,11 @@ COUNT_INDEX = np.array(PRODUCT_COUNT_INDEX, dtype=np.int64)
 
 
 def resolve_data_path(path: Path | str | None = None) -> Path:
-    """Return the training CSV: the given path, else $STREAMSCORE_TRAIN_DATA, else the first default found."""
+    """The training CSV: the given path, else $STREAMSCORE_TRAIN_DATA, else the packaged CoIL 2000 data."""
     if path is not None:
         return Path(path)
     env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env)
-    for candidate in DEFAULT_DATA_CANDIDATES:
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"no training data: pass --data or set {DATA_ENV}")
+    return Path(env) if env else PACKAGED_DATA
 
 
 def load_matrix(path: Path) -> np.ndarray:

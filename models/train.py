@@ -239,7 +239,7 @@ def _manifest(
         "seed": seed,
         "training_seconds": round(seconds, 1),
         "data": {
-            "path": str(path),
+            "path": path.name,  # no machine path in a shipped manifest
             "sha256": D.sha256_file(path),
             "rows": rows,
             "subsample": subsample,

@@ -120,8 +120,8 @@ def _documented_range(position: int) -> tuple[int, int]:
 FEATURE_RANGES: tuple[tuple[int, int], ...] = tuple(
     _documented_range(position) for position in range(1, FEATURE_COUNT + 1)
 )
-_LOWER = tuple(low for low, _ in FEATURE_RANGES)
-_UPPER = tuple(high for _, high in FEATURE_RANGES)
+FEATURE_LOWER: tuple[int, ...] = tuple(low for low, _ in FEATURE_RANGES)
+FEATURE_UPPER: tuple[int, ...] = tuple(high for _, high in FEATURE_RANGES)
 _INT_ONLY = {int}
 
 
@@ -184,7 +184,7 @@ def _check_value(index: int, value: Any) -> int:
         number = int(value)
     else:
         raise _invalid(f"{range_message(index)}; got {value!r}, which is not an integer")
-    if not _LOWER[index] <= number <= _UPPER[index]:
+    if not FEATURE_LOWER[index] <= number <= FEATURE_UPPER[index]:
         raise _invalid(f"{range_message(index)}; got {number}")
     return number
 
@@ -199,8 +199,8 @@ def _from_sequence(values: Sequence[Any]) -> tuple[int, ...]:
     # ~3x cheaper than generator expressions; this check dominated the scorer's decode at 25k events/s.
     if (
         set(map(type, fast)) == _INT_ONLY
-        and all(map(operator.le, _LOWER, fast))
-        and all(map(operator.le, fast, _UPPER))
+        and all(map(operator.le, FEATURE_LOWER, fast))
+        and all(map(operator.le, fast, FEATURE_UPPER))
     ):
         return fast
     return tuple(_check_value(index, value) for index, value in enumerate(fast))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -23,6 +23,8 @@ CustomerId = Annotated[
 """1–64 characters of letters, digits, `_ . @ -`, starting with a letter or digit (safe inside Redis keys)."""
 
 Source = Literal["event", "batch", "sync"]
+SOURCES: frozenset[str] = frozenset(get_args(Source))
+Stage = Literal["decode", "validation", "inference", "publish"]
 SegmentLabel = Literal["high", "medium", "low"]
 
 
@@ -88,7 +90,7 @@ class DeadLetter(Contract):
 
     payload: str = Field(description="The original message value (UTF-8, undecodable bytes replaced).")
     reason: str
-    stage: Literal["decode", "validation", "inference", "publish"]
+    stage: Stage
     topic: str
     partition: int
     offset: int

@@ -19,12 +19,13 @@ from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
 from schemas import topics
 from schemas.messages import DeadLetter
-from scorer.scoring import SourceRecord, dead_letter, validation_reason
+from schemas.wire import SourceRecord, dead_letter, validation_reason
 from sink import metrics
-from sink.parsing import PredictionRow, parse_predictions
-from sink.repository import StoredPredictions, add_batch_progress, store_dead_letters, store_predictions
+from sink.parsing import parse_predictions
 from sink.settings import SinkSettings
+from store.batch_jobs import add_batch_progress
 from store.cache import cache_predictions
+from store.predictions import PredictionRow, StoredPredictions, store_dead_letters, store_predictions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

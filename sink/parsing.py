@@ -3,69 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from schemas.messages import DeadLetter, Prediction
-from scorer.scoring import (
+from schemas.messages import SOURCES, DeadLetter, Prediction
+from schemas.wire import (
     CUSTOMER_ID,
     UUID_TEXT,
     SourceRecord,
-    Stage,
     dead_letter,
+    error_stage,
     is_timestamp,
     validation_reason,
 )
-
-MODEL_VERSION_MAX = 64
-"""Width of predictions.model_version / customers.model_version / segments.model_version."""
+from store.predictions import MODEL_VERSION_MAX, PredictionRow
 
 _KEYS = frozenset(Prediction.model_fields)
 _REQUIRED = _KEYS - {"schema_version", "batch_id"}
 _RECOMMENDATION_KEYS = {"product_id", "name", "probability"}
 _SEGMENT_KEYS = {"label", "score"}
 _LABELS = frozenset(("high", "medium", "low"))
-_SOURCES = frozenset(("event", "batch", "sync"))
-
-
-class PredictionRow(NamedTuple):
-    """One prediction as the predictions table stores it (ids and timestamp as canonical text)."""
-
-    event_id: str
-    customer_id: str
-    model_version: str
-    source: str
-    batch_id: str | None
-    recommendations: str
-    propensity: float
-    segment_label: str
-    segment_score: float
-    scored_at: str
-
-    @classmethod
-    def of(cls, prediction: Prediction) -> PredictionRow:
-        """The row of a validated Prediction (a naive scored_at is local time, as asyncpg reads it)."""
-        recommendations = orjson.dumps(
-            [
-                {"product_id": r.product_id, "name": r.name, "probability": r.probability}
-                for r in prediction.recommendations
-            ]
-        ).decode()
-        return cls(
-            str(prediction.event_id),
-            prediction.customer_id,
-            prediction.model_version,
-            prediction.source,
-            str(prediction.batch_id) if prediction.batch_id else None,
-            recommendations,
-            prediction.propensity,
-            prediction.segment.label,
-            prediction.segment.score,
-            prediction.scored_at.astimezone(UTC).isoformat(),
-        )
 
 
 def _unit(value: Any, high: float = 1.0) -> bool:
@@ -118,7 +77,7 @@ def fast_row(value: bytes) -> PredictionRow | None:
         or not _unit(segment["score"], 100.0)
         or not is_timestamp(raw["scored_at"])
         or type(source) is not str
-        or source not in _SOURCES
+        or source not in SOURCES
         or (batch_id is not None and (type(batch_id) is not str or UUID_TEXT.fullmatch(batch_id) is None))
         or type(version) is not int
         or version != 1
@@ -162,10 +121,8 @@ def parse_predictions(
         try:
             prediction = Prediction.model_validate_json(value)
         except ValidationError as error:
-            stage: Stage = (
-                "decode" if any(e["type"] == "json_invalid" for e in error.errors()) else "validation"
-            )
-            letter = dead_letter(record, stage, f"invalid prediction: {validation_reason(error)}")
+            reason = f"invalid prediction: {validation_reason(error)}"
+            letter = dead_letter(record, error_stage(error), reason)
             dead.append((record.key, letter))
             continue
         if problem := unstorable(prediction, value):

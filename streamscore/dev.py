@@ -298,7 +298,7 @@ def demo_csv(source: Path, run_tag: str) -> tuple[bytes, int]:
 
 
 def resolve_demo_file(explicit: Path | None) -> Path:
-    """--demo-file, else $STREAMSCORE_TRAIN_DATA, else ../shared/datasets/caravan/train.csv (like models/)."""
+    """--demo-file, else $STREAMSCORE_TRAIN_DATA, else the packaged CoIL 2000 data (models.data)."""
     if explicit is not None:
         if not explicit.is_file():
             raise CliError(f"demo file not found: {explicit}", EXIT_USAGE)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -14,10 +12,11 @@ from sqlalchemy.engine import make_url
 
 from infra.settings import KafkaSettings
 from migrations.runner import upgrade_head
-from tests import engines
+from tests.helpers import engines
+from tests.helpers.db import asyncpg_dsn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("STREAMSCORE_DATA_DIR", REPO_ROOT.parent / "shared" / "datasets" / "caravan"))
+pytest_plugins = ["tests.helpers.api_fixtures"]
+
 
 
 @pytest.fixture(scope="session")
@@ -45,15 +44,13 @@ def postgres_admin_url() -> Iterator[str]:
         yield url
 
 
-def _asyncpg_dsn(sqlalchemy_url: str) -> str:
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @pytest.fixture
 async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test, dropped afterwards."""
     name = f"ss_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(_asyncpg_dsn(postgres_admin_url))
+    admin = await asyncpg.connect(asyncpg_dsn(postgres_admin_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -61,7 +58,7 @@ async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
     url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
     await asyncio.to_thread(upgrade_head, url)
     yield url
-    admin = await asyncpg.connect(_asyncpg_dsn(postgres_admin_url))
+    admin = await asyncpg.connect(asyncpg_dsn(postgres_admin_url))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

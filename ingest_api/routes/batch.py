@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from infra.kafka import topic_name
-from ingest_api import repository
 from ingest_api.csv_rows import (
     CsvHeaderError,
     CsvRowParser,
@@ -29,10 +28,12 @@ from ingest_api.csv_rows import (
 from ingest_api.deps import Services, ServicesDep, SessionDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 from ingest_api.models_api import BatchAccepted, BatchStatus, RowError
-from ingest_api.publisher import AckedPublisher, BatchRowEncoder
+from ingest_api.publisher import AckedPublisher
 from ingest_api.security import BatchPrincipal, ReadPrincipal
 from schemas import topics
-from sink.repository import mark_published
+from schemas.wire import BatchRowEncoder
+from store import batch_jobs
+from store import predictions as stored
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/predict/batch", tags=["batch"])
@@ -120,7 +121,7 @@ class BatchUpload:
             # Committed before the first row is published, so the sink always finds the job to update.
             async with self.services.sessionmaker() as session:
                 filename = self.reader.filename if self.reader else None
-                await repository.create_batch_job(session, self.task_id, filename)
+                await batch_jobs.create_batch_job(session, self.task_id, filename)
                 await session.commit()
             self.job_created = True
         if parsed.invalid:
@@ -138,12 +139,12 @@ class BatchUpload:
     async def _finish(self) -> BatchAccepted:
         rows_valid = self.publisher.sent
         async with self.services.sessionmaker() as session:
-            await repository.record_upload_counts(
+            await batch_jobs.record_upload_counts(
                 session, self.task_id, self.rows.rows_total, rows_valid, self.rows_invalid, self.errors
             )
-            await mark_published(session, self.task_id)
+            await batch_jobs.mark_published(session, self.task_id)
             await session.commit()
-            job = await repository.get_batch_job(session, self.task_id)
+            job = await batch_jobs.get_batch_job(session, self.task_id)
         if self.services.metrics is not None:
             self.services.metrics.events_published.labels(topics.BATCH_ROWS).inc(rows_valid)
             self.services.metrics.rows_rejected.inc(self.rows_invalid)
@@ -161,7 +162,7 @@ class BatchUpload:
             return
         try:
             async with self.services.sessionmaker() as session:
-                await repository.fail_batch_job(session, self.task_id, reason)
+                await batch_jobs.fail_batch_job(session, self.task_id, reason)
                 await session.commit()
         except Exception:
             log.exception("could not mark batch failed", extra={"batch_id": str(self.task_id)})
@@ -196,7 +197,7 @@ async def upload_batch(request: Request, services: ServicesDep, _: BatchPrincipa
 
 
 async def _job_or_404(session: SessionDep, task_id: UUID) -> Any:
-    job = await repository.get_batch_job(session, task_id)
+    job = await batch_jobs.get_batch_job(session, task_id)
     if job is None:
         raise ApiError(404, f"no batch task {task_id}",
                        details=[ErrorDetail(field="task_id", message="unknown")])
@@ -267,11 +268,11 @@ async def _pages(services: Services, task_id: UUID) -> AsyncIterator[list[dict[s
     while True:
         # A short session per page: no connection is held while the client reads slowly.
         async with services.sessionmaker() as session:
-            rows = await repository.batch_predictions_page(session, task_id, after, RESULTS_PAGE)
+            rows = await stored.batch_predictions_page(session, task_id, after, RESULTS_PAGE)
         if not rows:
             return
         after = rows[-1].id
-        yield [repository.prediction_payload(row) for row in rows]
+        yield [stored.prediction_payload(row) for row in rows]
         if len(rows) < RESULTS_PAGE:
             return
 

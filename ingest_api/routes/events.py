@@ -15,9 +15,10 @@ from infra.kafka import topic_name
 from ingest_api.deps import ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses, validation_error
 from ingest_api.models_api import EventIn, EventsAccepted
-from ingest_api.publisher import AckedPublisher, feature_event_json
+from ingest_api.publisher import AckedPublisher
 from ingest_api.security import EventsPrincipal
 from schemas import topics
+from schemas.wire import feature_event_json
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["events"])

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Path
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from ingest_api import repository
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 from ingest_api.security import ReadPrincipal
 from schemas.messages import CUSTOMER_ID_PATTERN, Prediction
+from store import predictions as stored
 from store.cache import prediction_key
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,11 @@ async def latest_prediction(services: Services, customer_id: str) -> Prediction:
     if cached is not None:
         return cached
     async with services.sessionmaker() as session:
-        row = await repository.latest_prediction(session, customer_id)
+        row = await stored.latest_prediction(session, customer_id)
     if row is None:
         raise ApiError(404, f"no prediction for customer {customer_id!r}",
                        details=[ErrorDetail(field="customer_id", message="no stored prediction")])
-    return Prediction.model_validate(repository.prediction_payload(row))
+    return Prediction.model_validate(stored.prediction_payload(row))
 
 
 @router.get(

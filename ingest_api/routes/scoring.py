@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-import orjson
 from fastapi import APIRouter, Response
 
 from infra.kafka import topic_name
@@ -16,8 +15,9 @@ from ingest_api.errors import AUTH_ERRORS, ApiError, error_responses
 from ingest_api.models_api import ScoreRequest, SegmentOut, SegmentRequest
 from ingest_api.routes.predictions import latest_prediction
 from ingest_api.security import PredictPrincipal
-from schemas import topics
-from schemas.messages import SCHEMA_VERSION, Prediction
+from schemas import topics, wire
+from schemas.messages import Prediction
+from schemas.wire import EventIds
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
@@ -36,11 +36,10 @@ async def score_one(services: Services, features: tuple[int, ...]) -> dict[str, 
 
 
 def prediction_json(record: dict[str, Any], customer_id: str) -> bytes:
-    """The sync Prediction for an engine record, as JSON.
+    """The sync Prediction for an engine record, as JSON (`schemas.wire.prediction_json`).
 
-    orjson writes exactly what `Prediction.model_dump_json()` writes (same field order, floats and
-    `Z` timestamps; tests/test_api_scoring.py checks it) at a third of the cost; the contract's range
-    checks are done inline, and a record that breaks one goes through pydantic to raise its error.
+    The contract's range checks are done inline, and a record that breaks one goes through pydantic to
+    raise its error.
     """
     recommendations, segment, propensity = record["recommendations"], record["segment"], record["propensity"]
     if not (
@@ -51,18 +50,7 @@ def prediction_json(record: dict[str, Any], customer_id: str) -> bytes:
     ):
         Prediction.model_validate({**record, "event_id": uuid4(), "customer_id": customer_id,
                                    "scored_at": datetime.now(UTC), "source": "sync"})
-    return orjson.dumps({
-        "schema_version": SCHEMA_VERSION,
-        "event_id": uuid4(),
-        "customer_id": customer_id,
-        "model_version": record["model_version"],
-        "recommendations": recommendations,
-        "propensity": propensity,
-        "segment": segment,
-        "scored_at": datetime.now(UTC),
-        "source": "sync",
-        "batch_id": None,
-    }, option=orjson.OPT_UTC_Z)
+    return wire.prediction_json(EventIds(str(uuid4()), customer_id, "sync", None), record, wire.utc_now())
 
 
 @router.post(

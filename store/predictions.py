@@ -1,0 +1,232 @@
+"""Stored predictions and dead letters: the sink's bulk writes and the API's reads; callers commit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import orjson
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.messages import DeadLetter, Prediction
+from store.tables import Prediction as PredictionTable
+
+MODEL_VERSION_MAX = 64
+"""Width of predictions.model_version / customers.model_version / segments.model_version."""
+
+
+class PredictionRow(NamedTuple):
+    """One prediction as the predictions table stores it (ids and timestamp as canonical text)."""
+
+    event_id: str
+    customer_id: str
+    model_version: str
+    source: str
+    batch_id: str | None
+    recommendations: str
+    propensity: float
+    segment_label: str
+    segment_score: float
+    scored_at: str
+
+    @classmethod
+    def of(cls, prediction: Prediction) -> PredictionRow:
+        """The row of a validated Prediction (a naive scored_at is local time, as asyncpg reads it)."""
+        recommendations = orjson.dumps(
+            [
+                {"product_id": r.product_id, "name": r.name, "probability": r.probability}
+                for r in prediction.recommendations
+            ]
+        ).decode()
+        return cls(
+            str(prediction.event_id),
+            prediction.customer_id,
+            prediction.model_version,
+            prediction.source,
+            str(prediction.batch_id) if prediction.batch_id else None,
+            recommendations,
+            prediction.propensity,
+            prediction.segment.label,
+            prediction.segment.score,
+            prediction.scored_at.astimezone(UTC).isoformat(),
+        )
+
+
+# One statement: insert the batch's predictions (duplicates skipped by event_id), then move each
+# customer and segment forward from the rows that were new. Data-modifying CTEs run exactly once.
+_STORE_PREDICTIONS = text(
+    """
+WITH input AS (
+    SELECT * FROM unnest(
+        CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
+        CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
+        CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
+        CAST(CAST(:scored_ats AS text[]) AS timestamptz[])
+    ) AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
+           propensity, segment_label, segment_score, scored_at)
+),
+inserted AS (
+    INSERT INTO predictions (event_id, customer_id, model_version, source, batch_id, recommendations,
+                             propensity, segment_label, segment_score, scored_at)
+    SELECT event_id, customer_id, model_version, source, batch_id, recommendations::jsonb,
+           propensity, segment_label, segment_score, scored_at
+    FROM input
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id, customer_id, model_version, batch_id, propensity, segment_label, segment_score,
+              scored_at
+),
+latest AS (
+    SELECT DISTINCT ON (customer_id) customer_id, event_id, model_version, propensity, scored_at,
+           count(*) OVER (PARTITION BY customer_id) AS added
+    FROM inserted
+    ORDER BY customer_id, scored_at DESC, event_id
+),
+customers_upserted AS (
+    INSERT INTO customers AS c (customer_id, last_event_id, model_version, propensity, last_scored_at,
+                                predictions_count)
+    SELECT customer_id, event_id, model_version, propensity, scored_at, added FROM latest
+    ON CONFLICT (customer_id) DO UPDATE SET
+        last_event_id = CASE WHEN EXCLUDED.last_scored_at >= c.last_scored_at
+                             THEN EXCLUDED.last_event_id ELSE c.last_event_id END,
+        model_version = CASE WHEN EXCLUDED.last_scored_at >= c.last_scored_at
+                             THEN EXCLUDED.model_version ELSE c.model_version END,
+        propensity = CASE WHEN EXCLUDED.last_scored_at >= c.last_scored_at
+                          THEN EXCLUDED.propensity ELSE c.propensity END,
+        last_scored_at = GREATEST(c.last_scored_at, EXCLUDED.last_scored_at),
+        predictions_count = c.predictions_count + EXCLUDED.predictions_count
+    RETURNING 1
+),
+segments_upserted AS (
+    INSERT INTO segments AS s (customer_id, model_version, label, score, scored_at)
+    SELECT DISTINCT ON (customer_id, model_version)
+           customer_id, model_version, segment_label, segment_score, scored_at
+    FROM inserted
+    ORDER BY customer_id, model_version, scored_at DESC, event_id
+    ON CONFLICT (customer_id, model_version) DO UPDATE SET
+        label = EXCLUDED.label, score = EXCLUDED.score, scored_at = EXCLUDED.scored_at
+    WHERE s.scored_at <= EXCLUDED.scored_at
+    RETURNING 1
+)
+SELECT event_id, batch_id FROM inserted
+"""
+)
+
+_PREDICTION_PARAMS = (
+    "event_ids",
+    "customer_ids",
+    "model_versions",
+    "sources",
+    "batch_ids",
+    "recommendations",
+    "propensities",
+    "segment_labels",
+    "segment_scores",
+    "scored_ats",
+)
+"""The unnest parameters above, in PredictionRow field order."""
+
+_STORE_DEAD_LETTERS = text(
+    """
+INSERT INTO dead_letters (source_topic, source_partition, source_offset, stage, reason, payload,
+                          event_id, customer_id, batch_id, failed_at)
+SELECT * FROM unnest(
+    CAST(:topics AS text[]), CAST(:partitions AS int[]), CAST(:offsets AS bigint[]), CAST(:stages AS text[]),
+    CAST(:reasons AS text[]), CAST(:payloads AS text[]), CAST(:event_ids AS uuid[]),
+    CAST(:customer_ids AS text[]), CAST(:batch_ids AS uuid[]), CAST(:failed_ats AS timestamptz[])
+)
+ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING
+RETURNING batch_id
+"""
+)
+
+
+@dataclass
+class StoredPredictions:
+    """What one store call changed: newly inserted event ids and new rows per batch job."""
+
+    inserted: set[str] = field(default_factory=set)  # canonical text, as PredictionRow.event_id
+    per_batch: Counter[UUID] = field(default_factory=Counter)
+
+
+async def store_predictions(session: AsyncSession, rows: Sequence[PredictionRow]) -> StoredPredictions:
+    """Insert predictions idempotently on event_id and upsert customers/segments from the new ones."""
+    if not rows:
+        return StoredPredictions()
+    columns = dict(zip(_PREDICTION_PARAMS, map(list, zip(*rows, strict=True)), strict=True))
+    result = await session.execute(_STORE_PREDICTIONS, columns)
+    stored = StoredPredictions()
+    for event_id, batch_id in result.all():
+        stored.inserted.add(str(event_id))
+        if batch_id is not None:
+            stored.per_batch[batch_id] += 1
+    return stored
+
+
+async def store_dead_letters(
+    session: AsyncSession, letters: Sequence[DeadLetter]
+) -> tuple[int, Counter[UUID]]:
+    """Insert dead letters once per origin (topic, partition, offset): (new rows, new rows per batch job)."""
+    if not letters:
+        return 0, Counter()
+    result = await session.execute(
+        _STORE_DEAD_LETTERS,
+        {
+            "topics": [d.topic for d in letters],
+            "partitions": [d.partition for d in letters],
+            "offsets": [d.offset for d in letters],
+            "stages": [d.stage for d in letters],
+            "reasons": [d.reason for d in letters],
+            "payloads": [d.payload.replace("\x00", "\ufffd") for d in letters],  # text cannot hold NUL
+            "event_ids": [d.event_id for d in letters],
+            "customer_ids": [d.customer_id[:255] if d.customer_id else None for d in letters],
+            "batch_ids": [d.batch_id for d in letters],
+            "failed_ats": [d.failed_at for d in letters],
+        },
+    )
+    batch_ids = [row[0] for row in result.all()]
+    return len(batch_ids), Counter(b for b in batch_ids if b is not None)
+
+
+async def latest_prediction(session: AsyncSession, customer_id: str) -> PredictionTable | None:
+    """The customer's most recently scored prediction (any model version)."""
+    result = await session.execute(
+        select(PredictionTable)
+        .where(PredictionTable.customer_id == customer_id)
+        .order_by(PredictionTable.scored_at.desc(), PredictionTable.id.desc())
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
+async def batch_predictions_page(
+    session: AsyncSession, batch_id: UUID, after_id: int, limit: int
+) -> Sequence[PredictionTable]:
+    """The next page of a batch's predictions by id (keyset pagination on ix_predictions_batch)."""
+    result = await session.execute(
+        select(PredictionTable)
+        .where(PredictionTable.batch_id == batch_id, PredictionTable.id > after_id)
+        .order_by(PredictionTable.id)
+        .limit(limit)
+    )
+    return result.scalars().all()
+
+
+def prediction_payload(row: PredictionTable) -> dict[str, Any]:
+    """A stored prediction in the shape of the `Prediction` contract (orjson-serialisable)."""
+    return {
+        "schema_version": 1,
+        "event_id": row.event_id,
+        "customer_id": row.customer_id,
+        "model_version": row.model_version,
+        "recommendations": row.recommendations,
+        "propensity": row.propensity,
+        "segment": {"label": row.segment_label, "score": row.segment_score},
+        "scored_at": row.scored_at,
+        "source": row.source,
+        "batch_id": row.batch_id,
+    }

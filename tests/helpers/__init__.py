@@ -1,0 +1,1 @@
+"""Helpers shared by the test packages (never imported by production code)."""

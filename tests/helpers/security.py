@@ -1,0 +1,123 @@
+"""A secured API app in-process: users, keys, sign-in, and the rate-limit window."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from infra.database import create_engine, create_sessionmaker
+from ingest_api.deps import Services
+from ingest_api.errors import install_error_handlers
+from ingest_api.rate_limit import WINDOW_SECONDS
+from ingest_api.routes import auth
+from ingest_api.security import (
+    AdminPrincipal,
+    PredictPrincipal,
+    ReadPrincipal,
+    SecurityState,
+    build_security,
+    create_api_key,
+    create_user,
+)
+from ingest_api.settings import ApiSettings
+
+SECRET = "s" * 24 + "-test-secret-of-40-bytes"
+
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class SecureApp:
+    """A small app with the real security dependencies, its services and an HTTP client."""
+
+    app: FastAPI
+    services: Services
+    client: httpx.AsyncClient
+
+    @property
+    def security(self) -> SecurityState:
+        assert self.services.security is not None
+        return self.services.security
+
+
+def build_app(services: Services) -> FastAPI:
+    """The auth router plus one route per scope, with the API's error handlers."""
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(auth.router)
+
+    @app.get("/predict-only")
+    async def predict_only(principal: PredictPrincipal) -> dict[str, str]:
+        return {"subject": principal.subject}
+
+    @app.get("/read-only")
+    async def read_only(principal: ReadPrincipal) -> dict[str, str]:
+        return {"subject": principal.subject}
+
+    @app.get("/admin-only")
+    async def admin_only(principal: AdminPrincipal) -> dict[str, str]:
+        return {"subject": principal.subject}
+
+    app.state.services = services
+    return app
+
+
+async def open_app(settings: ApiSettings, key_cache_ttl_s: float = 0.0) -> SecureApp:
+    """Services on the real database and Redis (no broker/model: these routes never use them)."""
+    db_engine = create_engine(settings)
+    redis = Redis.from_url(settings.redis_url)
+    services = Services(
+        settings=settings,
+        db_engine=db_engine,
+        sessionmaker=create_sessionmaker(db_engine),
+        redis=redis,
+        producer=cast(Any, None),
+        engine=cast(Any, None),
+        security=build_security(settings, redis, key_cache_ttl_s=key_cache_ttl_s),
+    )
+    app = build_app(services)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    return SecureApp(app, services, client)
+
+
+async def close_app(secure: SecureApp) -> None:
+    """Close the client and the services' connections."""
+    await secure.client.aclose()
+    await secure.services.redis.aclose()
+    await secure.services.db_engine.dispose()
+
+
+async def add_user(secure: SecureApp, username: str, role: str) -> None:
+    """Create a user through the public function, committing like a boundary does."""
+    async with secure.services.sessionmaker() as session:
+        await create_user(session, username, PASSWORD, role)
+        await session.commit()
+
+
+async def add_key(secure: SecureApp, name: str, scopes: list[str]) -> str:
+    """Create an API key and return its plaintext."""
+    async with secure.services.sessionmaker() as session:
+        key = await create_api_key(session, name, scopes)
+        await session.commit()
+    return key
+
+
+async def login(secure: SecureApp, username: str, password: str = PASSWORD) -> httpx.Response:
+    """Call the token endpoint with form data."""
+    return await secure.client.post("/api/v1/auth/token", data={"username": username, "password": password})
+
+
+async def wait_for_fresh_window(needed_s: float = 10.0) -> None:
+    """Sleep into the next rate-limit window if this one ends within `needed_s` (counts stay in one)."""
+    remaining = WINDOW_SECONDS - time.time() % WINDOW_SECONDS
+    if remaining < needed_s:
+        await asyncio.sleep(remaining + 0.05)
+
+
