@@ -20,3 +20,6 @@ class ScorerSettings(ConsumerSettings):
     model_registry: str | None = Field(default=None, description="Registry dir; default: the packaged one.")
     model_refresh_seconds: float = Field(default=5.0, gt=0, description="Hot-swap poll interval.")
     redis_url: str | None = Field(default=None, description="Dashboard stats go here when set.")
+    shadow_scoring: bool = Field(
+        default=True, description="Also score with the registry's shadow version, when one is set."
+    )

@@ -26,6 +26,7 @@ from sink.settings import SinkSettings
 from store.batch_jobs import add_batch_progress
 from store.cache import cache_predictions
 from store.predictions import PredictionRow, StoredPredictions, store_dead_letters, store_predictions
+from store.shadow import store_shadow_predictions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,6 +124,14 @@ def parse_dead_letters(records: Sequence[SourceRecord]) -> list[DeadLetter]:
     return letters
 
 
+def shadow_rows(records: Sequence[SourceRecord]) -> list[PredictionRow]:
+    """Shadow predictions to store; an invalid one is logged and dropped (a shadow never dead-letters)."""
+    valid, invalid = parse_predictions(records)
+    for _, letter in invalid:
+        log.warning("invalid shadow prediction dropped", extra=dead_letter_fields(letter))
+    return [row for _, row in valid]
+
+
 @dataclass
 class Written:
     """What one committed transaction changed."""
@@ -138,6 +147,10 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
     inserts predictions and dead letters, moves batch jobs forward, and fills Redis before committing.
     """
     dead_topic = runtime.dead_letter_topic
+    # Shadow hook: predictions-shadow.v1 records go only to predictions_shadow (see shadow_rows).
+    shadow_topic = topic_name(runtime.settings, topics.PREDICTIONS_SHADOW)
+    shadow = shadow_rows([r for r in records if r.topic == shadow_topic])
+    records = [r for r in records if r.topic != shadow_topic]
     prediction_records = [r for r in records if r.topic != dead_topic]
     dead_records = [r for r in records if r.topic == dead_topic]
     metrics.ROWS_IN.labels(topics.PREDICTIONS).inc(len(prediction_records))
@@ -164,6 +177,7 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
             runtime.redis, entries, runtime.settings.redis_ttl_seconds
         ):
             metrics.CACHE_FAILURES.inc()
+        await store_shadow_predictions(session, shadow)
         return Written(stored, dead_count)
 
     started = time.perf_counter()
