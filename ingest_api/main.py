@@ -28,7 +28,7 @@ from ingest_api.errors import error_response, install_error_handlers
 from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
-from ingest_api.routes import batch, dashboard, events, health, models, predictions, scoring, shadow
+from ingest_api.routes import batch, dashboard, drift, events, health, models, predictions, scoring, shadow
 from ingest_api.settings import ApiSettings
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
         )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
-                   models.router, health.router, shadow.router):
+                   models.router, health.router, shadow.router, drift.router):
         app.include_router(router)
     app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats, /asyncapi
     return app

@@ -16,9 +16,10 @@ from aiokafka import AIOKafkaProducer
 from infra.consumer import ConsumerRuntime, Publish
 from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
+from models.drift import DriftMonitor
 from models.shadow import ShadowComparison
 from schemas import topics
-from scorer import metrics, shadow
+from scorer import drift, metrics, shadow
 from scorer.partitioning import partitions_for_keys
 from scorer.scoring import Scored, SourceRecord, assemble, decode_records, score_rows
 from scorer.settings import ScorerSettings
@@ -87,6 +88,7 @@ class ScorerRuntime(ConsumerRuntime):
     executor: ThreadPoolExecutor | None = None
     sender: KeyedSender | None = None  # set by build_app: the broker's publish, then the aiokafka producer
     shadow: ShadowComparison = field(default_factory=ShadowComparison)  # scorer/shadow.py
+    drift: DriftMonitor = field(default_factory=DriftMonitor)  # scorer/drift.py
 
     @property
     def predictions_topic(self) -> str:
@@ -154,6 +156,7 @@ async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -
     runtime.stats.events_in += count
 
     valid, matrix, dead = decode_records(records)
+    drift.observe(runtime, matrix)  # drift hook: bin counts of the decoded rows (~µs per batch)
     rows: list[Any] = []
     elapsed = 0.0
     if valid:
