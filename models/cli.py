@@ -119,6 +119,7 @@ def predict(
     input: Path = typer.Option(..., "--input", "-i", exists=True, dir_okay=False, help="CSV to score."),
     output: Path = typer.Option(..., "--output", "-o", help="JSON Lines output file."),
     registry: Path | None = typer.Option(None, help="Registry directory (default: models/registry)."),
+    reasons: bool = typer.Option(True, help="Add each row's reason codes (TreeSHAP; slower)."),
 ) -> None:
     """Score a CSV offline with the inference engine; a bad row fails the run with exit code 2."""
     import orjson
@@ -133,8 +134,12 @@ def predict(
     engine = InferenceEngine.load(registry)
     with output.open("wb") as handle:
         for start in range(0, len(ids), PREDICT_CHUNK):
-            batch = engine.score(matrix[start : start + PREDICT_CHUNK])
-            for cid, record in zip(ids[start : start + PREDICT_CHUNK], batch.records(), strict=True):
+            chunk = matrix[start : start + PREDICT_CHUNK]
+            records = engine.score(chunk).records()
+            if reasons:
+                why = engine.reasons(chunk)
+                records = [{**r, "reasons": w} for r, w in zip(records, why, strict=True)]
+            for cid, record in zip(ids[start : start + PREDICT_CHUNK], records, strict=True):
                 handle.write(orjson.dumps({"customer_id": cid, **record}) + b"\n")
     typer.echo(f"scored {len(ids)} rows with model {engine.model_version} -> {output}", err=True)
 

@@ -21,6 +21,7 @@ from models.shadow import ShadowComparison
 from schemas import topics
 from scorer import drift, metrics, shadow
 from scorer.partitioning import partitions_for_keys
+from scorer.reasons import with_reasons
 from scorer.scoring import Scored, SourceRecord, assemble, decode_records, score_rows
 from scorer.settings import ScorerSettings
 
@@ -162,6 +163,10 @@ async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -
     if valid:
         started = time.perf_counter()
         rows = await asyncio.get_running_loop().run_in_executor(runtime.executor, score_rows, engine, matrix)
+        if runtime.settings.reasons:  # reasons hook (STREAMSCORE_REASONS)
+            rows = await asyncio.get_running_loop().run_in_executor(
+                runtime.executor, with_reasons, engine, matrix, rows
+            )
         elapsed = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.observe(elapsed)
         runtime.stats.latency.record(elapsed * 1000.0)

@@ -20,6 +20,10 @@ class ScorerSettings(ConsumerSettings):
     model_registry: str | None = Field(default=None, description="Registry dir; default: the packaged one.")
     model_refresh_seconds: float = Field(default=5.0, gt=0, description="Hot-swap poll interval.")
     redis_url: str | None = Field(default=None, description="Dashboard stats go here when set.")
+    reasons: bool = Field(
+        default=False,
+        description="Add reason codes to streamed predictions (TreeSHAP: costlier than scoring; see docs).",
+    )
     shadow_scoring: bool = Field(
         default=True, description="Also score with the registry's shadow version, when one is set."
     )

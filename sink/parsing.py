@@ -21,7 +21,7 @@ from schemas.wire import (
 from store.predictions import MODEL_VERSION_MAX, PredictionRow
 
 _KEYS = frozenset(Prediction.model_fields)
-_REQUIRED = _KEYS - {"schema_version", "batch_id"}
+_REQUIRED = _KEYS - {"schema_version", "batch_id", "reasons"}
 _RECOMMENDATION_KEYS = {"product_id", "name", "probability"}
 _SEGMENT_KEYS = {"label", "score"}
 _LABELS = frozenset(("high", "medium", "low"))
@@ -54,8 +54,8 @@ def fast_row(value: bytes) -> PredictionRow | None:
         raw = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
-    if type(raw) is not dict or not _REQUIRED <= raw.keys() <= _KEYS:
-        return None
+    if type(raw) is not dict or not _REQUIRED <= raw.keys() <= _KEYS or raw.get("reasons") is not None:
+        return None  # reason codes (optional, rare on the stream) are validated by the contract itself
     event_id, customer, model_version = raw["event_id"], raw["customer_id"], raw["model_version"]
     recommendations, segment, source = raw["recommendations"], raw["segment"], raw["source"]
     batch_id, version = raw.get("batch_id"), raw.get("schema_version", 1)
