@@ -33,6 +33,7 @@ class PredictionRow(NamedTuple):
     segment_label: str
     segment_score: float
     scored_at: str
+    reasons: str | None = None  # JSON text of Prediction.reasons, when the prediction carried them
 
     @classmethod
     def of(cls, prediction: Prediction) -> PredictionRow:
@@ -54,6 +55,8 @@ class PredictionRow(NamedTuple):
             prediction.segment.label,
             prediction.segment.score,
             prediction.scored_at.astimezone(UTC).isoformat(),
+            None if prediction.reasons is None
+            else orjson.dumps(prediction.model_dump(mode="json", include={"reasons"})["reasons"]).decode(),
         )
 
 
@@ -66,15 +69,15 @@ WITH input AS (
         CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
         CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
         CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
-        CAST(CAST(:scored_ats AS text[]) AS timestamptz[])
+        CAST(CAST(:scored_ats AS text[]) AS timestamptz[]), CAST(:reasons AS text[])
     ) AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
-           propensity, segment_label, segment_score, scored_at)
+           propensity, segment_label, segment_score, scored_at, reasons)
 ),
 inserted AS (
     INSERT INTO predictions (event_id, customer_id, model_version, source, batch_id, recommendations,
-                             propensity, segment_label, segment_score, scored_at)
+                             propensity, segment_label, segment_score, scored_at, reasons)
     SELECT event_id, customer_id, model_version, source, batch_id, recommendations::jsonb,
-           propensity, segment_label, segment_score, scored_at
+           propensity, segment_label, segment_score, scored_at, reasons::jsonb
     FROM input
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, customer_id, model_version, batch_id, propensity, segment_label, segment_score,
@@ -127,6 +130,7 @@ _PREDICTION_PARAMS = (
     "segment_labels",
     "segment_scores",
     "scored_ats",
+    "reasons",
 )
 """The unnest parameters above, in PredictionRow field order."""
 
@@ -229,4 +233,5 @@ def prediction_payload(row: PredictionTable) -> dict[str, Any]:
         "scored_at": row.scored_at,
         "source": row.source,
         "batch_id": row.batch_id,
+        "reasons": row.reasons,
     }
