@@ -161,7 +161,7 @@ def evaluate(
 
 @models_app.command("list")
 def list_versions(registry: Path | None = typer.Option(None, help="Registry directory.")) -> None:
-    """List registry versions; the active one is marked with *."""
+    """List registry versions; the active one is marked with *, the shadow with s."""
     from models.registry import Registry
 
     reg = Registry(registry)
@@ -169,11 +169,13 @@ def list_versions(registry: Path | None = typer.Option(None, help="Registry dire
         active = reg.active_version()
     except FileNotFoundError:
         active = ""
+    shadow = reg.shadow_version()
     for name in reg.versions():
         m = reg.manifest(name).get("metrics", {})
         auc = m.get("propensity", {}).get("auc", float("nan"))
         hr3 = m.get("recommender", {}).get("dqn", {}).get("hr3", float("nan"))
-        typer.echo(f"{'*' if name == active else ' '} {name}  auc={auc:.3f} hr3={hr3:.3f}")
+        mark = "*" if name == active else "s" if name == shadow else " "
+        typer.echo(f"{mark} {name}  auc={auc:.3f} hr3={hr3:.3f}")
 
 
 @models_app.command("activate")
