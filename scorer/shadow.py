@@ -23,6 +23,7 @@ from schemas.wire import EventIds, SourceRecord, prediction_json, utc_now
 from scorer.scoring import score_rows
 
 if TYPE_CHECKING:
+    from models.engine import InferenceEngine
     from scorer.handlers import ScorerRuntime
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,20 @@ class ShadowOutput:
     paired: PairedRows
 
 
+@dataclass(frozen=True)
+class ShadowScorer:
+    """The engine as scorer.scoring.score_rows sees it, scoring with the shadow version."""
+
+    engine: InferenceEngine
+
+    def score(self, features: np.ndarray) -> Any:
+        """Score with the shadow; raises if it was cleared meanwhile (score_rows turns that into reasons)."""
+        batch = self.engine.score_shadow(features)
+        if batch is None:
+            raise RuntimeError("shadow cleared mid-batch")
+        return batch
+
+
 def shadow_work(
     runtime: ScorerRuntime, valid: Sequence[tuple[SourceRecord, EventIds]], matrix: np.ndarray,
     active: Sequence[dict[str, Any] | str],
@@ -54,18 +69,7 @@ def shadow_work(
     engine = runtime.engine
     if engine is None or engine.shadow_version is None:
         return None
-    scorer = engine
-
-    class ShadowOnly:
-        """The engine as score_rows sees it, scoring with the shadow bundle."""
-
-        def score(self, features: np.ndarray) -> Any:
-            batch = scorer.score_shadow(features)
-            if batch is None:
-                raise RuntimeError("shadow cleared mid-batch")
-            return batch
-
-    shadow = score_rows(ShadowOnly(), matrix)
+    shadow = score_rows(ShadowScorer(engine), matrix)
     scored_at = utc_now()
     messages = [
         (event.customer_id.encode(), prediction_json(event, row, scored_at))
