@@ -57,6 +57,11 @@ class PasswordHasher:
         finally:
             self._pending -= 1
 
+    @property
+    def thread_names(self) -> list[str]:
+        """Names of the pool's threads (at most `workers`)."""
+        return [thread.name for thread in self._executor._threads]
+
     def close(self) -> None:
         """Stop the pool (queued checks are cancelled)."""
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -89,6 +89,7 @@ async def open_app(settings: ApiSettings, key_cache_ttl_s: float = 0.0) -> Secur
 async def close_app(secure: SecureApp) -> None:
     """Close the client and the services' connections."""
     await secure.client.aclose()
+    secure.security.close()
     await secure.services.redis.aclose()
     await secure.services.db_engine.dispose()
 
