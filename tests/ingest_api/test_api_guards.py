@@ -4,6 +4,7 @@ browser hardening headers, host-free redirects, and a database outage named as s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -25,14 +26,14 @@ FEATURES = dataset_rows(1)[0]
                                   "/api/v1/predict/batch", "/api/v1/models/v1/activate"])
 async def test_no_body_byte_is_read_before_the_headers_authenticate(api: Api, path: str) -> None:
     reads = 0
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         nonlocal reads
         reads += 1
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
