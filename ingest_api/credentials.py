@@ -2,16 +2,21 @@
 
 Keys are 256-bit random strings, stored as SHA-256 only: a slow hash (argon2) protects guessable
 passwords, but a random key cannot be guessed, and argon2 would cost ~50 ms per lookup and forbid
-lookup by hash. Passwords are argon2 (pwdlib's recommended parameters, ~200-350 ms of CPU here), so
-sign-in hashing runs on its own small thread pool with a bounded queue (`PasswordHasher`): a flood
-of sign-ins is refused instead of taking the executor the rest of the API shares.
+lookup by hash. Passwords are argon2 (pwdlib's recommended parameters: 64 MiB, t=3, p=4, so one
+check runs 4 threads for ~200-350 ms of CPU here), so sign-in hashing runs on its own small thread
+pool with a bounded queue (`PasswordHasher`): a flood of sign-ins is refused instead of taking the
+executor the rest of the API shares. The pool's threads run at the lowest CPU priority (nice 19,
+inherited by argon2's lane threads), so the event loop always preempts them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import secrets
+import threading
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +46,8 @@ class PasswordHasher:
     def __init__(self, workers: int = 1, max_pending: int = 8) -> None:
         self.max_pending = max_pending
         self._pending = 0
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2",
+                                            initializer=_lowest_priority)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """Check a password; with no user, hash anyway so timing does not leak. May raise HasherBusy."""
@@ -65,6 +71,12 @@ class PasswordHasher:
     def close(self) -> None:
         """Stop the pool (queued checks are cancelled)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _lowest_priority() -> None:
+    # Linux niceness is per thread, and threads argon2 starts inherit it.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def hash_api_key(key: str) -> str:

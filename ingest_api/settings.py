@@ -38,7 +38,7 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
         default=20, ge=1, description="Wrong passwords per (username, client address) per minute."
     )
     login_hash_workers: int = Field(default=1, ge=1, description="Threads that run argon2 for sign-in.")
-    login_hash_queue: int = Field(default=8, ge=1, description="Sign-ins queued for argon2 before 429.")
+    login_hash_queue: int = Field(default=4, ge=1, description="Sign-ins queued for argon2 before 429.")
     auth_outage_grace_s: float = Field(
         default=300.0, ge=0.0,
         description="Seconds a key or user verified before a database outage keeps working during it.",
