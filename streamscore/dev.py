@@ -201,7 +201,7 @@ async def _create_dev_key(database_url: str) -> str:
     """A fresh admin-scoped API key named after the time (keys are stored hashed, so one per run)."""
     from infra.database import create_engine, create_sessionmaker
     from infra.settings import DatabaseSettings
-    from ingest_api.security import create_api_key
+    from ingest_api.credentials import create_api_key
 
     engine = create_engine(DatabaseSettings(database_url=database_url, database_pool_size=1))
     try:

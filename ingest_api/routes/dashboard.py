@@ -17,8 +17,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from ingest_api.auth_deps import ReadPrincipal
 from ingest_api.deps import RedisDep, ServicesDep, SessionDep
-from ingest_api.security import ReadPrincipal
 from store.tables import BatchJob, Prediction, Segment
 
 log = logging.getLogger(__name__)

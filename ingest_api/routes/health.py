@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 
+from ingest_api.bodies import DependencyStatus, Liveness, Readiness
 from ingest_api.deps import Services, ServicesDep
-from ingest_api.models_api import DependencyStatus, Liveness, Readiness
 
 router = APIRouter(tags=["ops"])
 

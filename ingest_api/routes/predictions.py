@@ -9,9 +9,9 @@ from fastapi import APIRouter, Path
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from ingest_api.auth_deps import ReadPrincipal
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
-from ingest_api.security import ReadPrincipal
 from schemas.messages import CUSTOMER_ID_PATTERN, Prediction
 from store import predictions as stored
 from store.cache import prediction_key
