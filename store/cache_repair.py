@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 from sqlalchemy import text
@@ -65,6 +66,11 @@ class Repairs:
     notes: list[tuple[str, str, datetime]]
 
 
+def as_json(value: Any) -> Any:
+    """A jsonb column as orjson writes it (asyncpg hands text() results over as the JSON text)."""
+    return orjson.Fragment(value) if isinstance(value, str) else value
+
+
 async def pending_repairs(session: AsyncSession, limit: int) -> Repairs:
     """Up to `limit` noted keys with the latest stored prediction of each, as Prediction JSON."""
     result = await session.execute(_PENDING, {"limit": limit})
@@ -79,8 +85,7 @@ async def pending_repairs(session: AsyncSession, limit: int) -> Repairs:
                 "event_id": str(row["event_id"]),
                 "customer_id": row["customer_id"],
                 "model_version": row["model_version"],
-                "recommendations": recommendations if not isinstance(recommendations := row["recommendations"],
-                                                                       str) else orjson.Fragment(recommendations),
+                "recommendations": as_json(row["recommendations"]),
                 "propensity": row["propensity"],
                 "segment": {"label": row["segment_label"], "score": row["segment_score"]},
                 "scored_at": row["scored_at"],
