@@ -14,16 +14,15 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.database import create_engine, create_sessionmaker
-from infra.kafka import ensure_topics, producer_options
+from infra.kafka import TopicGuard, ensure_topics, producer_options
 from infra.logging import configure_logging
 from infra.process import cancel_tasks
 from ingest_api.batching import DirectScorer, DynamicBatcher
-from ingest_api.deps import Services
+from ingest_api.deps import Services, build_redis
 from ingest_api.errors import error_response, install_error_handlers
 from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.hardening import SecurityHeadersMiddleware
@@ -31,6 +30,7 @@ from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
 from ingest_api.routes import batch, dashboard, events, health, predictions, registry, scoring
 from ingest_api.settings import ApiSettings
+from schemas import topics
 
 if TYPE_CHECKING:
     from models.engine import InferenceEngine
@@ -141,7 +141,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         db_engine = create_engine(settings)
         stack.push_async_callback(db_engine.dispose)
-        redis = Redis.from_url(settings.redis_url)
+        redis = build_redis(settings)
         stack.push_async_callback(redis.aclose)
         await ensure_topics(settings)
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **producer_options(settings))
@@ -150,6 +150,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = app.state.preloaded_engine or await asyncio.to_thread(InferenceEngine.load,
                                                                        _registry_dir(settings))
         metrics: ApiMetrics = app.state.metrics
+        topic_guard = TopicGuard(settings, (topics.CUSTOMER_FEATURES, topics.BATCH_ROWS))
         services = Services(
             settings=settings,
             db_engine=db_engine,
@@ -159,6 +160,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             engine=engine,
             security=build_security(settings, redis, key_cache_ttl_s=settings.key_cache_ttl_s),
             metrics=metrics,
+            topics=topic_guard,
         )
         if settings.dynamic_batching:
             services.sync_scorer = DynamicBatcher(
@@ -174,7 +176,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(services.background.drain)
         stack.push_async_callback(services.sync_scorer.close)
         watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
-        stack.push_async_callback(cancel_tasks, [watcher])
+        guard = asyncio.create_task(topic_guard.run_forever(), name="topic-guard")
+        stack.push_async_callback(cancel_tasks, [watcher, guard])
         assert services.security is not None
         stack.callback(services.security.close)
         app.state.services = services

@@ -6,6 +6,8 @@ writes; anything else falls back to the model itself (tests/schemas prove both w
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +20,15 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.features import FEATURE_COUNT, FEATURE_LOWER, FEATURE_UPPER
-from schemas.messages import CUSTOMER_ID_PATTERN, SCHEMA_VERSION, SOURCES, DeadLetter, FeatureEvent, Stage
+from schemas.messages import (
+    CUSTOMER_ID_PATTERN,
+    DEAD_LETTER_PAYLOAD_MAX,
+    SCHEMA_VERSION,
+    SOURCES,
+    DeadLetter,
+    FeatureEvent,
+    Stage,
+)
 
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
@@ -27,6 +37,8 @@ _EVENT_KEYS = frozenset(FeatureEvent.model_fields)
 _INT_ONLY = {int}
 _LOWER = np.array(FEATURE_LOWER, dtype=np.int64)
 _UPPER = np.array(FEATURE_UPPER, dtype=np.int64)
+REASON_MAX = 2000
+"""Longest dead-letter reason kept (characters)."""
 
 
 class SourceRecord(Protocol):
@@ -76,9 +88,31 @@ def _uuid_or_none(value: Any) -> UUID | None:
         return None
 
 
+def bounded_payload(value: bytes) -> dict[str, Any]:
+    """The dead-letter payload fields of a value: at most DEAD_LETTER_PAYLOAD_MAX bytes, UTF-8 or base64."""
+    cut = value[:DEAD_LETTER_PAYLOAD_MAX]
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(cut).decode("ascii"), "base64"
+    else:  # a valid UTF-8 value can only be split inside its last character
+        text, encoding = cut.decode("utf-8", errors="ignore"), "utf-8"
+    return {
+        "payload": text,
+        "payload_encoding": encoding,
+        "payload_size": len(value),
+        "payload_sha256": hashlib.sha256(value).hexdigest(),
+        "payload_truncated": len(cut) < len(value),
+    }
+
+
 def dead_letter(record: SourceRecord, stage: Stage, reason: str, event: EventIds | None = None) -> DeadLetter:
-    """A dead letter for a record, with whatever ids can be recovered from it."""
-    payload = (record.value or b"").decode("utf-8", errors="replace")
+    """A dead letter for a record, with whatever ids can be recovered from it and a bounded payload.
+
+    The single owner of dead-letter building: the payload is cut to DEAD_LETTER_PAYLOAD_MAX bytes (size and
+    SHA-256 of the original kept) so a letter always fits the producer's request limit.
+    """
+    value = record.value or b""
     if event is not None:
         ids: dict[str, Any] = {
             "event_id": UUID(event.event_id),
@@ -87,7 +121,7 @@ def dead_letter(record: SourceRecord, stage: Stage, reason: str, event: EventIds
         }
     else:
         try:
-            raw = orjson.loads(record.value or b"")
+            raw = orjson.loads(value)
         except orjson.JSONDecodeError:
             raw = None
         raw = raw if isinstance(raw, dict) else {}
@@ -98,8 +132,8 @@ def dead_letter(record: SourceRecord, stage: Stage, reason: str, event: EventIds
             "batch_id": _uuid_or_none(raw.get("batch_id")),
         }
     return DeadLetter(
-        payload=payload,
-        reason=reason,
+        **bounded_payload(value),
+        reason=reason[:REASON_MAX],
         stage=stage,
         topic=record.topic,
         partition=record.partition,
