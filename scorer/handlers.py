@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import threadpoolctl
@@ -17,10 +17,11 @@ from infra.consumer import ConsumerRuntime, Publish
 from infra.delivery import Backoff, Outgoing, publish_isolated
 from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
+from models.shadow import ShadowComparison
 from schemas import topics
 from schemas.messages import DeadLetter
 from schemas.wire import dead_letter
-from scorer import metrics
+from scorer import metrics, shadow
 from scorer.partitioning import partitions_for_keys
 from scorer.scoring import Scored, SourceRecord, assemble, decode_records, score_rows
 from scorer.settings import ScorerSettings
@@ -110,6 +111,7 @@ class ScorerRuntime(ConsumerRuntime):
     engine: InferenceEngine | None = None
     executor: ThreadPoolExecutor | None = None
     sender: KeyedSender | None = None  # set by build_app: the broker's publish, then the aiokafka producer
+    shadow: ShadowComparison = field(default_factory=ShadowComparison)  # scorer/shadow.py
 
     @property
     def predictions_topic(self) -> str:
@@ -217,6 +219,7 @@ async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -
 
     valid, matrix, dead = decode_records(records)
     rows: list[Any] = []
+    elapsed = 0.0
     if valid:
         started = time.perf_counter()
         rows = await asyncio.get_running_loop().run_in_executor(runtime.executor, score_rows, engine, matrix)
@@ -230,6 +233,8 @@ async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -
     scored.dead_letters[:0] = dead
 
     await publish_scored(runtime, scored, origins)
+    # Shadow hook: runs once the active results are on the broker; it never raises.
+    await shadow.shadow_batch(runtime, valid, matrix, rows, elapsed * 1000.0)
 
     for _, letter in scored.dead_letters:
         metrics.DEAD_LETTERS.labels(letter.stage).inc()

@@ -28,6 +28,7 @@ from store.batch_jobs import add_batch_progress
 from store.cache import CacheEntry, cache_predictions
 from store.cache_repair import clear_repairs, note_cache_misses, pending_repairs
 from store.predictions import PredictionRow, StoredPredictions, store_dead_letters, store_predictions
+from store.shadow import store_shadow_predictions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,6 +121,14 @@ def parse_dead_letters(records: Sequence[SourceRecord]) -> list[DeadLetter]:
             reason = f"unreadable dead letter: {validation_reason(error)}"
             letters.append(dead_letter(record, "decode", reason))
     return letters
+
+
+def shadow_rows(records: Sequence[SourceRecord]) -> list[PredictionRow]:
+    """Shadow predictions to store; an invalid one is logged and dropped (a shadow never dead-letters)."""
+    valid, invalid = parse_predictions(records)
+    for _, letter in invalid:
+        log.warning("invalid shadow prediction dropped", extra=dead_letter_fields(letter))
+    return [row for _, row in valid]
 
 
 @dataclass
@@ -265,6 +274,10 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
     (never holding the transaction open); keys it misses are noted in Postgres and repaired later.
     """
     dead_topic = runtime.dead_letter_topic
+    # Shadow hook: predictions-shadow.v1 records go only to predictions_shadow (see shadow_rows).
+    shadow_topic = topic_name(runtime.settings, topics.PREDICTIONS_SHADOW)
+    shadow = shadow_rows([r for r in records if r.topic == shadow_topic])
+    records = [r for r in records if r.topic != shadow_topic]
     prediction_records = [r for r in records if r.topic != dead_topic]
     dead_records = [r for r in records if r.topic == dead_topic]
     metrics.ROWS_IN.labels(topics.PREDICTIONS).inc(len(prediction_records))
@@ -276,6 +289,12 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
         metrics.INVALID.inc(len(invalid))
         await publish_dead_letters(runtime, publish, invalid)
     letters = parse_dead_letters(dead_records)
+    if shadow:
+        # Shadow rows in their own (idempotent) transaction: they never touch customers, segments or Redis.
+        async def store_shadow(session: AsyncSession) -> None:
+            await store_shadow_predictions(session, shadow)
+
+        await in_transaction_with_retry(runtime, store_shadow)
 
     started = time.perf_counter()
     written = await store_isolated(runtime, publish, [*valid, *letters])

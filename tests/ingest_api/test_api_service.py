@@ -30,6 +30,10 @@ API_ROUTES = [
     ("get", "/api/v1/models"),
     ("get", "/api/v1/models/metrics"),
     ("post", "/api/v1/models/{version}/activate"),
+    ("get", "/api/v1/models/shadow"),
+    ("post", "/api/v1/models/shadow"),
+    ("delete", "/api/v1/models/shadow"),
+    ("post", "/api/v1/models/promote"),
 ]
 
 
