@@ -1,7 +1,7 @@
 """predictions_shadow: the shadow model version's predictions
 
-Revision ID: 0002_shadow
-Revises: 0001
+Revision ID: 0003_shadow
+Revises: 0002
 Create Date: 2026-12-01 22:30:00
 """
 from collections.abc import Sequence
