@@ -19,11 +19,11 @@ from infra.logging import dead_letter_fields
 from schemas import topics
 from scorer import metrics
 from scorer.partitioning import partitions_for_keys
-from scorer.scoring import Scored, SourceRecord, assemble, decode_records, score_rows
+from scorer.scoring import Scored, SourceRecord, assemble, decode_records, score_matrix
 from scorer.settings import ScorerSettings
 
 if TYPE_CHECKING:
-    from models.engine import InferenceEngine
+    from models.engine import InferenceEngine, ScoreBatch
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +152,15 @@ async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -
     runtime.stats.events_in += count
 
     valid, matrix, dead = decode_records(records)
-    rows: list[Any] = []
+    result: ScoreBatch | list[Any] = []
     if valid:
         started = time.perf_counter()
-        rows = await asyncio.get_running_loop().run_in_executor(runtime.executor, score_rows, engine, matrix)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(runtime.executor, score_matrix, engine, matrix)
         elapsed = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.observe(elapsed)
         runtime.stats.latency.record(elapsed * 1000.0)
-    scored = assemble(valid, rows)
+    scored = assemble(valid, result)
     scored.dead_letters[:0] = dead
 
     await publish_scored(runtime, scored)
