@@ -23,11 +23,11 @@ from schemas.messages import DeadLetter
 from schemas.wire import dead_letter
 from scorer import metrics, shadow
 from scorer.partitioning import partitions_for_keys
-from scorer.scoring import Scored, SourceRecord, assemble, decode_records, score_rows
+from scorer.scoring import Scored, SourceRecord, assemble, decode_records, score_matrix
 from scorer.settings import ScorerSettings
 
 if TYPE_CHECKING:
-    from models.engine import InferenceEngine
+    from models.engine import InferenceEngine, ScoreBatch
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +202,6 @@ async def publish_scored(
         raise still[0][1]
 
 
-def origins_of(valid: Sequence[tuple[SourceRecord, Any]], rows: Sequence[Any]) -> list[SourceRecord | None]:
-    """The consumed record of each prediction `assemble` builds (valid rows not failed in inference)."""
-    return [record for (record, _), row in zip(valid, rows, strict=True) if not isinstance(row, str)]
-
-
 async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -> None:
     """Process one consumed micro-batch end to end; returns only when all its output is acknowledged."""
     engine = runtime.engine
@@ -218,23 +213,22 @@ async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -
     runtime.stats.events_in += count
 
     valid, matrix, dead = decode_records(records)
-    rows: list[Any] = []
+    result: ScoreBatch | list[Any] = []
     elapsed = 0.0
     if valid:
         started = time.perf_counter()
-        rows = await asyncio.get_running_loop().run_in_executor(runtime.executor, score_rows, engine, matrix)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(runtime.executor, score_matrix, engine, matrix)
         elapsed = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.observe(elapsed)
         runtime.stats.latency.record(elapsed * 1000.0)
-    scored = assemble(valid, rows)
-    origins: list[SourceRecord | None] = origins_of(valid, rows)
-    if len(origins) != len(scored.predictions):  # assemble changed shape: no origin, no isolation
-        origins = [None] * len(scored.predictions)
+    scored = assemble(valid, result)
+    origins: list[SourceRecord | None] = list(scored.origins)
     scored.dead_letters[:0] = dead
 
     await publish_scored(runtime, scored, origins)
     # Shadow hook: runs once the active results are on the broker; it never raises.
-    await shadow.shadow_batch(runtime, valid, matrix, rows, elapsed * 1000.0)
+    await shadow.shadow_batch(runtime, valid, matrix, result, elapsed * 1000.0)
 
     for _, letter in scored.dead_letters:
         metrics.DEAD_LETTERS.labels(letter.stage).inc()
