@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.database import create_engine, create_sessionmaker
-from infra.kafka import ensure_topics, producer_options
+from infra.kafka import ensure_topics, producer_options, resolve_idempotence
 from infra.logging import configure_logging
 from infra.process import cancel_tasks
 from ingest_api.batching import DirectScorer, DynamicBatcher
@@ -135,7 +135,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = Redis.from_url(settings.redis_url)
         stack.push_async_callback(redis.aclose)
         await ensure_topics(settings)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **producer_options(settings))
+        idempotent = await resolve_idempotence(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                    **producer_options(settings) | {"enable_idempotence": idempotent})
         await producer.start()
         stack.push_async_callback(producer.stop)
         engine = app.state.preloaded_engine or await asyncio.to_thread(InferenceEngine.load,
