@@ -28,7 +28,7 @@ from ingest_api.errors import error_response, install_error_handlers
 from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
-from ingest_api.routes import batch, dashboard, events, health, models, predictions, scoring
+from ingest_api.routes import batch, dashboard, docs, events, health, models, predictions, scoring
 from ingest_api.settings import ApiSettings
 
 if TYPE_CHECKING:
@@ -193,6 +193,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,  # served offline by ingest_api.routes.docs
+        redoc_url=None,
         # Metrics are Prometheus (ingest_api.metrics); FastAPI's OpenTelemetry hooks would cost per request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
@@ -217,7 +219,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
                    models.router, health.router):
         app.include_router(router)
-    app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats, /asyncapi
+    app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats
+    app.include_router(docs.router)  # /docs, /redoc, /asyncapi (JSON or page), without a CDN
     return app
 
 
