@@ -116,3 +116,37 @@ class TopicGuard:
             except Exception as error:
                 log.warning("topic check failed", extra={"error": repr(error)[:300]})
             await asyncio.sleep(interval_s)
+
+
+IDEMPOTENCE_SETTING = "STREAMSCORE_KAFKA_IDEMPOTENT"
+
+
+async def resolve_idempotence(settings: KafkaSettings) -> bool:
+    """Whether producers may be idempotent: the setting, turned off with one warning when the broker
+    cannot grant a producer id (InitProducerId), as Tansu cannot; an unreachable broker still raises."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    if not settings.kafka_idempotent:
+        return False
+    probe = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+                             request_timeout_ms=10_000)
+    sender_log = logging.getLogger("aiokafka.producer.sender")
+    level = sender_log.level
+    sender_log.setLevel(logging.CRITICAL)  # its own ERROR line would repeat the one warning below
+    try:
+        await probe.start()
+    except KafkaConnectionError:
+        raise
+    except KafkaError as error:
+        log.warning(
+            f"the broker at {settings.kafka_bootstrap} does not support idempotent producers "
+            f"(InitProducerId failed: {type(error).__name__}); producing without idempotence "
+            f"(acks=all still). Set {IDEMPOTENCE_SETTING}=false to skip this check.",
+            extra={"bootstrap": settings.kafka_bootstrap, "error": str(error)},
+        )
+        return False
+    finally:
+        sender_log.setLevel(level)
+        await probe.stop()
+    return True

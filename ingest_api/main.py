@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.database import create_engine, create_sessionmaker
-from infra.kafka import TopicGuard, ensure_topics, producer_options
+from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence
 from infra.logging import configure_logging
 from infra.process import cancel_tasks
 from ingest_api.batching import DirectScorer, DynamicBatcher
@@ -28,7 +28,7 @@ from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.hardening import SecurityHeadersMiddleware
 from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
-from ingest_api.routes import batch, dashboard, events, health, predictions, registry, scoring, shadow
+from ingest_api.routes import batch, dashboard, docs, events, health, predictions, registry, scoring, shadow
 from ingest_api.settings import ApiSettings
 from schemas import topics
 
@@ -144,7 +144,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = build_redis(settings)
         stack.push_async_callback(redis.aclose)
         await ensure_topics(settings)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **producer_options(settings))
+        idempotent = await resolve_idempotence(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                    **producer_options(settings) | {"enable_idempotence": idempotent})
         await producer.start()
         stack.push_async_callback(producer.stop)
         engine = app.state.preloaded_engine or await asyncio.to_thread(InferenceEngine.load,
@@ -206,6 +208,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,  # served offline by ingest_api.routes.docs
+        redoc_url=None,
         # Metrics are Prometheus (ingest_api.metrics); FastAPI's OpenTelemetry hooks would cost per request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
@@ -234,7 +238,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
                    registry.router, health.router, shadow.router):
         app.include_router(router)
-    app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats, /asyncapi
+    app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats
+    app.include_router(docs.router)  # /docs, /redoc, /asyncapi (JSON or page), without a CDN
     return app
 
 
