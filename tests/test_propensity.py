@@ -64,9 +64,13 @@ def test_reason_codes_are_the_extremes(model: P.AdditivePropensity, data: np.nda
     contrib = model.contributions(data[:50])
     np.testing.assert_allclose(codes["up_logit"][:, 0], contrib.max(axis=1))
     np.testing.assert_allclose(codes["down_logit"][:, 0], contrib.min(axis=1))
-    assert (np.diff(codes["up_logit"], axis=1) <= 0).all() and (
-        np.diff(codes["down_logit"], axis=1) >= 0
-    ).all()
+    assert (np.diff(codes["up_logit"], axis=1) <= 0).all()
+    assert (np.diff(codes["down_logit"], axis=1) >= 0).all()
+    # A padded slot (-1) means fewer than k features push that way; a named one pushes that way.
+    assert ((codes["up"] == -1) == (codes["up_logit"] == 0)).all()
+    assert ((codes["down"] == -1) == (codes["down_logit"] == 0)).all()
+    named = codes["up"][codes["up"] >= 0]
+    assert set(named.tolist()) <= {t["column"] for t in model.terms}
 
 
 def test_target_is_never_an_input() -> None:
