@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,30 +57,42 @@ class AdditivePropensity:
     intercept: float
     mean: np.ndarray  # training mean of each design column (reason-code reference point)
     info: dict[str, Any]
+    _cols: np.ndarray = field(init=False, repr=False, compare=False)
+    _flat: np.ndarray = field(init=False, repr=False, compare=False)
+    _stride: np.ndarray = field(init=False, repr=False, compare=False)
+    _offset: np.ndarray = field(init=False, repr=False, compare=False)
+    _base: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        """Precompute the (85, max+1) logit table and the per-column training-mean contribution."""
+        """Precompute the (used columns, max+1) logit table and each column's training-mean contribution."""
         values = np.zeros((MAX_VALUE + 1, TARGET_INDEX), dtype=np.int64)
         values[:] = np.arange(MAX_VALUE + 1)[:, None]
         d, owners = design(values, self.terms)
-        table = np.zeros((TARGET_INDEX, MAX_VALUE + 1))
-        np.add.at(table, owners, (d * self.coef[None, :]).T)
-        offset = np.zeros(TARGET_INDEX)
-        np.add.at(offset, owners, self.coef * self.mean)
+        cols, slot = np.unique(owners, return_inverse=True)
+        table = np.zeros((len(cols), MAX_VALUE + 1))
+        np.add.at(table, slot, (d * self.coef[None, :]).T)
+        offset = np.zeros(len(cols))
+        np.add.at(offset, slot, self.coef * self.mean)
+        object.__setattr__(self, "_cols", cols)
         object.__setattr__(self, "_flat", table.ravel())
+        object.__setattr__(self, "_stride", np.arange(len(cols))[None, :] * (MAX_VALUE + 1))
         object.__setattr__(self, "_offset", offset)
         object.__setattr__(self, "_base", float(self.intercept + offset.sum()))
 
     @property
     def base_logit(self) -> float:
         """Logit at the training-mean design row (contributions are measured from here)."""
-        return float(self._base)  # type: ignore[attr-defined]
+        return float(self._base)
+
+    @property
+    def columns(self) -> np.ndarray:
+        """Sorted feature columns the model uses."""
+        return np.asarray(self._cols)
 
     def _lookup(self, features: np.ndarray) -> np.ndarray:
-        """(n, 85) table values for each row's column values."""
-        x = np.asarray(features)[:, :TARGET_INDEX].astype(np.int64)
-        index = x + np.arange(TARGET_INDEX)[None, :] * (MAX_VALUE + 1)
-        return np.asarray(self._flat[index])  # type: ignore[attr-defined]
+        """(n, used columns) table values for each row's values of the used columns."""
+        x = np.clip(np.asarray(features)[:, self._cols].astype(np.int64), 0, MAX_VALUE)
+        return np.asarray(self._flat[x + self._stride])
 
     def logit(self, features: np.ndarray) -> np.ndarray:
         """Logit per row of an (n, >=85) integer matrix (column 86 ignored)."""
@@ -92,7 +104,10 @@ class AdditivePropensity:
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """(n, 85) logit contributions: coef x (design value - training mean), summed per feature column."""
-        return np.asarray(self._lookup(features) - self._offset[None, :])  # type: ignore[attr-defined]
+        x = np.asarray(features)
+        out = np.zeros((len(x), TARGET_INDEX))
+        out[:, self._cols] = self._lookup(x) - self._offset[None, :]
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (format, terms, coefficients, intercept, design means, info)."""
