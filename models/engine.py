@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from models import boosting, dqn
+from models import propensity as prop
 from models.registry import Registry
 from schemas.features import FEATURE_COUNT, PRODUCTS
 
@@ -66,7 +67,7 @@ class ModelBundle:
     version: str
     q_weights: list[tuple[np.ndarray, np.ndarray]]
     calibrator: dict[str, list[float]]
-    propensity: list[Any]
+    propensity: prop.AdditivePropensity | list[Any]  # additive logistic (JSON) or old XGBoost seed ensemble
     value: Any
     value_grid: np.ndarray
     high_min: float
@@ -85,7 +86,7 @@ class ModelBundle:
             version=manifest["version"],
             q_weights=dqn.dense_weights(model),
             calibrator=json.loads((directory / art["dqn_calibration"]).read_text(encoding="utf-8")),
-            propensity=[boosting.load(directory / name) for name in art["propensity"]],
+            propensity=_load_propensity(directory, art["propensity"]),
             value=boosting.load(directory / art["value"]),
             value_grid=np.asarray(json.loads((directory / art["value_grid"]).read_text(encoding="utf-8"))),
             high_min=float(thresholds["segment_high_min"]),
@@ -102,10 +103,33 @@ class ModelBundle:
             model_version=self.version,
             product_index=actions.astype(np.int64),
             product_probability=dqn.calibrate(self.calibrator, q).astype(np.float64),
-            propensity=np.clip(boosting.predict_propensity(self.propensity, x), 0.0, 1.0),
+            propensity=np.clip(self.predict_propensity(x), 0.0, 1.0),
             segment_score=score.astype(np.float64),
             segment_label=label.astype(str),
         )
+
+    def predict_propensity(self, features: np.ndarray) -> np.ndarray:
+        """P(caravan) per row of an (n, 86) matrix, whichever kind of propensity model the version has."""
+        if isinstance(self.propensity, prop.AdditivePropensity):
+            return self.propensity.predict(features)
+        return boosting.predict_propensity(self.propensity, features)
+
+    def propensity_contributions(self, features: np.ndarray) -> np.ndarray:
+        """(n, 85) logit contributions per feature (reason codes); XGBoost versions use pred_contribs."""
+        if isinstance(self.propensity, prop.AdditivePropensity):
+            return self.propensity.contributions(features)
+        import xgboost as xgb
+
+        matrix = xgb.DMatrix(np.asarray(features)[:, :85].astype(np.float32))
+        parts = [b.predict(matrix, pred_contribs=True)[:, :-1] for b in self.propensity]
+        return np.asarray(np.mean(parts, axis=0), dtype=np.float64)  # mean margin contributions, bias dropped
+
+
+def _load_propensity(directory: Path, artifact: str | list[str]) -> prop.AdditivePropensity | list[Any]:
+    """A JSON additive model (current) or a list of XGBoost .ubj boosters (versions before it)."""
+    if isinstance(artifact, str):
+        return prop.load(directory / artifact)
+    return [boosting.load(directory / name) for name in artifact]
 
 
 def _score_bundle(bundle: ModelBundle, features: np.ndarray) -> ScoreBatch:
