@@ -19,7 +19,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 
-from infra.kafka import ensure_topics, producer_options, topic_name
+from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence, topic_name
 from infra.process import cancel_tasks, serve
 from infra.settings import ConsumerSettings
 from infra.stats import PipelineStats, publish_stats_forever, track_lag_forever
@@ -100,11 +100,17 @@ def build_consumer_app(
 
     async def start() -> None:
         await ensure_topics(settings)
+        if not await resolve_idempotence(settings):
+            # Runs before the broker connects; FastStream exposes no public way to change producer options.
+            broker._connection_kwargs["enable_idempotence"] = False
         await on_start()
+        # A memory-only broker loses its topics on restart: recreate them instead of failing every commit.
+        runtime.tasks.append(asyncio.create_task(TopicGuard(settings).run_forever()))
         # Start-up objects (TensorFlow's above all) live forever: keep them out of every collection.
         gc.freeze()
         runtime.tasks.append(
-            asyncio.create_task(track_lag_forever(lambda: [subscriber.consumer], runtime.stats, spec.set_lag))
+            asyncio.create_task(track_lag_forever(lambda: [subscriber.consumer], runtime.stats, spec.set_lag,
+                                                  settings.kafka_bootstrap))
         )
         if stats_redis_url:
             key = f"stats:{spec.service}:{settings.instance_id}"

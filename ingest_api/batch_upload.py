@@ -94,7 +94,8 @@ class BatchUpload:
         self.reader = reader
         self.task_id = uuid4()
         self.rows = CsvRowParser(settings.batch_max_rows)
-        self.publisher = AckedPublisher(services.producer, topic_name(settings, topics.BATCH_ROWS))
+        self.publisher = AckedPublisher(services.producer, topic_name(settings, topics.BATCH_ROWS),
+                                        services.topics)
         self.encoder = BatchRowEncoder(self.task_id, datetime.now(UTC))
         self.errors_kept = settings.batch_errors_kept
         self.errors: list[dict[str, Any]] = []

@@ -14,23 +14,23 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.database import create_engine, create_sessionmaker
-from infra.kafka import ensure_topics, producer_options
+from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence
 from infra.logging import configure_logging
 from infra.process import cancel_tasks
 from ingest_api.batching import DirectScorer, DynamicBatcher
-from ingest_api.deps import Services
+from ingest_api.deps import Services, build_redis
 from ingest_api.errors import error_response, install_error_handlers
 from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.hardening import SecurityHeadersMiddleware
 from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
-from ingest_api.routes import batch, dashboard, events, health, predictions, registry, scoring
+from ingest_api.routes import batch, dashboard, docs, events, health, predictions, registry, scoring, shadow
 from ingest_api.settings import ApiSettings
+from schemas import topics
 
 if TYPE_CHECKING:
     from models.engine import InferenceEngine
@@ -141,15 +141,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         db_engine = create_engine(settings)
         stack.push_async_callback(db_engine.dispose)
-        redis = Redis.from_url(settings.redis_url)
+        redis = build_redis(settings)
         stack.push_async_callback(redis.aclose)
         await ensure_topics(settings)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **producer_options(settings))
+        idempotent = await resolve_idempotence(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                    **producer_options(settings) | {"enable_idempotence": idempotent})
         await producer.start()
         stack.push_async_callback(producer.stop)
         engine = app.state.preloaded_engine or await asyncio.to_thread(InferenceEngine.load,
                                                                        _registry_dir(settings))
         metrics: ApiMetrics = app.state.metrics
+        topic_guard = TopicGuard(settings, (topics.CUSTOMER_FEATURES, topics.BATCH_ROWS))
         services = Services(
             settings=settings,
             db_engine=db_engine,
@@ -159,6 +162,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             engine=engine,
             security=build_security(settings, redis, key_cache_ttl_s=settings.key_cache_ttl_s),
             metrics=metrics,
+            topics=topic_guard,
         )
         if settings.dynamic_batching:
             services.sync_scorer = DynamicBatcher(
@@ -174,7 +178,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(services.background.drain)
         stack.push_async_callback(services.sync_scorer.close)
         watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
-        stack.push_async_callback(cancel_tasks, [watcher])
+        guard = asyncio.create_task(topic_guard.run_forever(), name="topic-guard")
+        stack.push_async_callback(cancel_tasks, [watcher, guard])
         assert services.security is not None
         stack.callback(services.security.close)
         app.state.services = services
@@ -203,6 +208,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,  # served offline by ingest_api.routes.docs
+        redoc_url=None,
         # Metrics are Prometheus (ingest_api.metrics); FastAPI's OpenTelemetry hooks would cost per request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
@@ -229,9 +236,10 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
-                   registry.router, health.router):
+                   registry.router, health.router, shadow.router):
         app.include_router(router)
-    app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats, /asyncapi
+    app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats
+    app.include_router(docs.router)  # /docs, /redoc, /asyncapi (JSON or page), without a CDN
     return app
 
 

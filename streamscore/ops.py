@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -270,6 +271,9 @@ async def _tail(bootstrap: str, settings: Any, customer: str | None, limit: int,
             raise CliError(f"topic {topic} does not exist on {bootstrap}")
         assigned = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(assigned)
+        # A broker's listed end may trail the data (Tansu leaves out each partition's last batch), so
+        # records are also skipped by time: only those produced after this point are "from now on".
+        since_ms = int(time.time() * 1000)
         await consumer.seek_to_end(*assigned)
         for partition in assigned:  # resolve "end" now, so nothing published after this line is missed
             await consumer.position(partition)
@@ -278,6 +282,8 @@ async def _tail(bootstrap: str, settings: Any, customer: str | None, limit: int,
         while not limit or shown < limit:
             batch = await consumer.getmany(timeout_ms=500, max_records=500)
             for record in (r for records in batch.values() for r in records):
+                if record.timestamp < since_ms:
+                    continue
                 shown += _show_prediction(record.value, customer, raw)
                 if limit and shown >= limit:
                     break

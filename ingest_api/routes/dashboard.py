@@ -1,4 +1,4 @@
-"""The live dashboard: a static page (public) and its data endpoint (scope `read`), plus /asyncapi."""
+"""The live dashboard: a static page (public) and its data endpoint (scope `read`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
@@ -288,16 +288,3 @@ async def dashboard_asset(name: str) -> FileResponse:
         raise HTTPException(404, detail=f"no dashboard asset {name!r}")
     return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name],
                         headers={"Cache-Control": "no-cache"})
-
-
-@router.get(
-    "/asyncapi",
-    summary="AsyncAPI 3.0 document of the Kafka topics",
-    description="Channels, messages and JSON schemas of customer-features.v1, batch-rows.v1, predictions.v1 "
-    "and dead-letter.v1, generated from the FastStream scorer and sink apps. Public, like /docs.",
-)
-async def asyncapi() -> JSONResponse:
-    """The AsyncAPI document (also `streamscore docs asyncapi`)."""
-    from infra.asyncapi import asyncapi_document
-
-    return JSONResponse(await asyncio.to_thread(asyncapi_document))

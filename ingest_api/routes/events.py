@@ -94,7 +94,8 @@ async def publish_events(request: Request, services: ServicesDep, _: EventsPrinc
     settings = services.settings
     parsed = parse_events(await request.body(), settings.max_events_per_request)
     received_at = datetime.now(UTC)
-    publisher = AckedPublisher(services.producer, topic_name(settings, topics.CUSTOMER_FEATURES))
+    publisher = AckedPublisher(services.producer, topic_name(settings, topics.CUSTOMER_FEATURES),
+                               services.topics)
     event_ids: list[UUID] = []
     try:
         for event in parsed:
