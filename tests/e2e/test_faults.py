@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -29,9 +27,8 @@ from schemas.messages import DEAD_LETTER_PAYLOAD_MAX, FeatureEvent, Prediction
 from scorer.app import build_app as build_scorer
 from scorer.handlers import ProducerSender
 from sink.app import build_app as build_sink
-from streamscore.embedded import TansuBroker
 from tests.helpers.api import api_settings, running_api
-from tests.helpers.faults import PrivateRedis, Stopwatch, kill_broker
+from tests.helpers.faults import PrivateRedis, Stopwatch, cache_mismatches, keyed, report, started
 from tests.helpers.pipeline import (
     committed_offsets,
     count,
@@ -49,17 +46,6 @@ from tests.helpers.pipeline import (
 pytestmark = pytest.mark.slow
 
 
-def report(scenario: str, **figures: Any) -> None:
-    """One line for the fault report."""
-    print(f"FAULT {scenario}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[InferenceEngine]:
-    """The real engine, loaded once for the module."""
-    yield InferenceEngine.load()
-
-
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     """A redis-server this test may stop and freeze."""
@@ -70,11 +56,6 @@ def private_redis() -> Iterator[PrivateRedis]:
         if server.process is not None:
             server.thaw()
         server.stop()
-
-
-def keyed(events: list[FeatureEvent]) -> list[tuple[bytes | None, bytes]]:
-    """(customer key, JSON) pairs as the API publishes them."""
-    return [(e.customer_id.encode(), e.model_dump_json().encode()) for e in events]
 
 
 async def topic_total(
@@ -96,20 +77,9 @@ async def topic_total(
     return total
 
 
-@contextlib.asynccontextmanager
-async def started(*apps: Any) -> AsyncIterator[None]:
-    """Start apps in order, stop them in reverse."""
-    for app in apps:
-        await app.start()
-    try:
-        yield
-    finally:
-        for app in reversed(apps):
-            await app.stop()
-
-
 async def test_oversized_binary_records_are_dead_lettered_bounded_and_nothing_wedges(
-    kafka_settings: KafkaSettings, database_url: str, redis_url: str, unique_id: str, engine: InferenceEngine
+    kafka_settings: KafkaSettings, database_url: str, redis_url: str, unique_id: str,
+    inference_engine: InferenceEngine,
 ) -> None:
     await ensure_topics(kafka_settings)
     blob = os.urandom(500_000) + b"\xff\xfe"  # not UTF-8
@@ -120,7 +90,7 @@ async def test_oversized_binary_records_are_dead_lettered_bounded_and_nothing_we
     predictions_topic = topic_name(kafka_settings, topics.PREDICTIONS)
     sent = await produce(kafka_settings, features, messages)
     await produce(kafka_settings, predictions_topic, [(b"blob", blob)])  # the same blob for the sink
-    scorer = build_scorer(scorer_settings(kafka_settings), engine=engine)
+    scorer = build_scorer(scorer_settings(kafka_settings), engine=inference_engine)
     sink = build_sink(sink_settings(kafka_settings, database_url, redis_url))
     clock = Stopwatch()
     async with started(scorer, sink):
@@ -172,7 +142,8 @@ async def test_output_the_broker_rejects_is_isolated_in_halves_and_the_rest_publ
 
 
 async def test_latest_is_the_later_of_two_events_in_one_batch_everywhere_and_survives_redelivery(
-    kafka_settings: KafkaSettings, database_url: str, redis_url: str, unique_id: str, engine: InferenceEngine
+    kafka_settings: KafkaSettings, database_url: str, redis_url: str, unique_id: str,
+    inference_engine: InferenceEngine,
 ) -> None:
     await ensure_topics(kafka_settings)
     first = make_events(300, f"pair{unique_id}", seed=1)
@@ -180,7 +151,7 @@ async def test_latest_is_the_later_of_two_events_in_one_batch_everywhere_and_sur
               for i, e in enumerate(first)]
     interleaved = [event for pair in zip(first, second, strict=True) for event in pair]
     await produce(kafka_settings, topic_name(kafka_settings, topics.CUSTOMER_FEATURES), keyed(interleaved))
-    scorer = build_scorer(scorer_settings(kafka_settings, batch_max_records=4000), engine=engine)
+    scorer = build_scorer(scorer_settings(kafka_settings, batch_max_records=4000), engine=inference_engine)
     sink = build_sink(sink_settings(kafka_settings, database_url, redis_url))
     async with started(scorer, sink):
 
@@ -223,12 +194,12 @@ async def test_latest_is_the_later_of_two_events_in_one_batch_everywhere_and_sur
                          for r in segments)
     client = redis.from_url(redis_url)
     try:
-        values = await client.mget([f"predict:{c}:{engine.model_version}" for c in expected])
+        values = await client.mget([f"predict:{c}:{inference_engine.model_version}" for c in expected])
     finally:
         await client.aclose()
     wrong_cache = sum(Prediction.model_validate_json(v).event_id != expected[c]
                       for c, v in zip(expected, values, strict=True) if v is not None)
-    async with running_api(api_settings(kafka_settings, database_url, redis_url), engine) as api:
+    async with running_api(api_settings(kafka_settings, database_url, redis_url), inference_engine) as api:
         sample = list(expected)[:30]
         answers = [await api.client.get(f"/api/v1/predictions/{c}") for c in sample]
     wrong_api = sum(a.json()["event_id"] != str(expected[c]) for c, a in zip(sample, answers, strict=True))
@@ -241,21 +212,9 @@ async def test_latest_is_the_later_of_two_events_in_one_batch_everywhere_and_sur
     assert wrong_api == 0
 
 
-async def cache_mismatches(redis_url: str, database_url: str, model_version: str) -> int:
-    """Customers whose Redis value is missing or not their latest prediction in Postgres."""
-    latest = await fetch(database_url, "SELECT customer_id, last_event_id FROM customers")
-    client = redis.from_url(redis_url, socket_timeout=2)
-    try:
-        values = await client.mget([f"predict:{r['customer_id']}:{model_version}" for r in latest])
-    finally:
-        await client.aclose()
-    return sum(v is None or Prediction.model_validate_json(v).event_id != r["last_event_id"]
-               for r, v in zip(latest, values, strict=True))
-
-
 async def test_redis_outage_then_freeze_postgres_keeps_up_and_the_cache_is_repaired(
     kafka_settings: KafkaSettings, database_url: str, private_redis: PrivateRedis, unique_id: str,
-    engine: InferenceEngine,
+    inference_engine: InferenceEngine,
 ) -> None:
     settings = sink_settings(kafka_settings, database_url, private_redis.url)
     await ensure_topics(settings)
@@ -298,7 +257,8 @@ async def test_redis_outage_then_freeze_postgres_keeps_up_and_the_cache_is_repai
         assert noted == 700 and outage_recovery_s < 5
 
         # Freeze: Redis SIGSTOPped with its connections open; the sink must not hold Postgres on it.
-        async with running_api(api_settings(kafka_settings, database_url, private_redis.url), engine) as api:
+        api_config = api_settings(kafka_settings, database_url, private_redis.url)
+        async with running_api(api_config, inference_engine) as api:
             private_redis.freeze()
             try:
                 third = [prediction(c, minute=3, propensity=0.5) for c in customers[:300]]
@@ -332,65 +292,3 @@ async def test_redis_outage_then_freeze_postgres_keeps_up_and_the_cache_is_repai
     assert await count(database_url, "cache_repair") == 0
 
 
-async def stored_ids(database_url: str, ids: list[str]) -> set[str]:
-    """Which of these event ids Postgres holds."""
-    rows = await fetch(database_url, "SELECT event_id FROM predictions WHERE event_id = ANY($1::uuid[])", ids)
-    return {str(r["event_id"]) for r in rows}
-
-
-async def test_broker_restart_loses_only_what_it_held_and_the_pipeline_carries_on(
-    database_url: str, redis_url: str, unique_id: str, engine: InferenceEngine,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    broker = TansuBroker().start()
-    try:
-        kafka = KafkaSettings(kafka_bootstrap=broker.bootstrap, kafka_partitions=3, kafka_idempotent=False,
-                              topic_prefix=f"t{unique_id}.")
-        await ensure_topics(kafka)
-        scorer = build_scorer(scorer_settings(kafka), engine=engine)
-        sink = build_sink(sink_settings(kafka, database_url, redis_url))
-        settings = api_settings(kafka, database_url, redis_url)
-        async with started(scorer, sink), running_api(settings, engine) as api:
-            events = make_events(600, f"b{unique_id}", seed=4)
-
-            async def post(batch: list[FeatureEvent]) -> list[str]:
-                body = [
-                    {"event_id": str(e.event_id), "customer_id": e.customer_id, "features": list(e.features)}
-                    for e in batch
-                ]
-                answer = await api.client.post("/api/v1/events", json=body)
-                assert answer.status_code in (202, 503), answer.text
-                return [str(e.event_id) for e in batch] if answer.status_code == 202 else []
-
-            before = await post(events[:300])
-
-            async def first_stored() -> bool:
-                return len(await stored_ids(database_url, before)) == 300
-
-            await wait_for(first_stored, within_s=60)
-            caplog.clear()
-            kill_broker(broker)
-            broker.start()  # same port, empty: every topic and group offset is gone
-            clock = Stopwatch()
-            accepted: list[str] = []
-            refused = 0
-            for index in range(300, 600, 20):  # keep posting while the services notice
-                ids = await post(events[index:index + 20])
-                refused += 20 - len(ids)
-                accepted += ids
-                await asyncio.sleep(0.2)
-
-            async def accepted_stored() -> bool:
-                return len(await stored_ids(database_url, accepted)) == len(accepted)
-
-            await wait_for(accepted_stored, within_s=90)
-            recovery_s = clock()
-            duplicated = len(accepted) - len(await stored_ids(database_url, accepted))
-        errors = sum(record.levelname == "ERROR" for record in caplog.records)
-    finally:
-        broker.stop()
-    report("broker restart", sent_after_restart=300, accepted=len(accepted), refused_503=refused,
-           stored=len(accepted), lost=0, duplicated=max(duplicated, 0), dead_lettered=0,
-           recovery_s=recovery_s, error_lines=errors)
-    assert len(accepted) > 0 and errors < 100
-    assert await count(database_url, "predictions") == 300 + len(accepted)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import redis.asyncio as redis
+
+from schemas.messages import FeatureEvent, Prediction
 from streamscore.embedded import TansuBroker, free_port, port_open, wait_for_port
+from tests.helpers.pipeline import fetch
 
 
 @dataclass
@@ -91,3 +98,43 @@ class Stopwatch:
 
     def __call__(self) -> float:
         return round(time.monotonic() - self.started, 2)
+
+
+def report(scenario: str, **figures: Any) -> None:
+    """One line for the fault report."""
+    print(f"FAULT {scenario}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def keyed(events: list[FeatureEvent]) -> list[tuple[bytes | None, bytes]]:
+    """(customer key, JSON) pairs as the API publishes them."""
+    return [(e.customer_id.encode(), e.model_dump_json().encode()) for e in events]
+
+
+@contextlib.asynccontextmanager
+async def started(*apps: Any) -> AsyncIterator[None]:
+    """Start apps in order, stop them in reverse."""
+    for app in apps:
+        await app.start()
+    try:
+        yield
+    finally:
+        for app in reversed(apps):
+            await app.stop()
+
+
+async def cache_mismatches(redis_url: str, database_url: str, model_version: str) -> int:
+    """Customers whose Redis value is missing or not their latest prediction in Postgres."""
+    latest = await fetch(database_url, "SELECT customer_id, last_event_id FROM customers")
+    client = redis.from_url(redis_url, socket_timeout=2)
+    try:
+        values = await client.mget([f"predict:{r['customer_id']}:{model_version}" for r in latest])
+    finally:
+        await client.aclose()
+    return sum(v is None or Prediction.model_validate_json(v).event_id != r["last_event_id"]
+               for r, v in zip(latest, values, strict=True))
+
+
+async def stored_ids(database_url: str, ids: list[str]) -> set[str]:
+    """Which of these event ids Postgres holds."""
+    rows = await fetch(database_url, "SELECT event_id FROM predictions WHERE event_id = ANY($1::uuid[])", ids)
+    return {str(r["event_id"]) for r in rows}
