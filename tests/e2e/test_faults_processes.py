@@ -30,6 +30,7 @@ from tests.helpers.faults import (
     stored_ids,
 )
 from tests.helpers.pipeline import (
+    committed_offsets,
     count,
     encoded,
     fetch,
@@ -89,7 +90,16 @@ async def test_broker_restart_loses_only_what_it_held_and_the_pipeline_carries_o
             async def accepted_stored() -> bool:
                 return len(await stored_ids(database_url, accepted)) == len(accepted)
 
-            await wait_for(accepted_stored, within_s=90)
+            try:
+                await wait_for(accepted_stored, within_s=120)
+            except AssertionError:  # say where it stopped
+                print("DIAG stored", len(await stored_ids(database_url, accepted)), "of", len(accepted),
+                      "total", await count(database_url, "predictions"))
+                for group in (topics.SCORER_GROUP, topics.SINK_GROUP):
+                    print("DIAG", group, await committed_offsets(
+                        kafka, kafka.topic_prefix + group,
+                        [topic_name(kafka, t) for t in topics.ALL_TOPICS]))
+                raise
             recovery_s = clock()
             duplicated = len(accepted) - len(await stored_ids(database_url, accepted))
         errors = sum(record.levelname == "ERROR" for record in caplog.records)
