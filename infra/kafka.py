@@ -28,6 +28,9 @@ def producer_options(settings: KafkaSettings) -> dict[str, Any]:
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 30_000,
+        # A restarted memory-only broker recreates topics, perhaps with another partition count: without
+        # this, cached metadata kept sending to partitions that no longer exist for 5 minutes.
+        "metadata_max_age_ms": 5_000,
     }
 
 
@@ -57,8 +60,8 @@ class TopicGuard:
     """Notices contract topics the broker lost (a memory-only broker restarted) and recreates them.
 
     Checks with an all-topics metadata request, which never auto-creates a topic. A topic that exists with
-    a different partition count than configured (auto-created by a producer before the guard ran) is
-    reported, not deleted: it may hold accepted records.
+    a different partition count than configured (auto-created by a client before the guard ran) is logged,
+    not deleted: it may hold accepted records. Clients see the new layout within metadata_max_age_ms.
     """
 
     def __init__(self, settings: KafkaSettings, names: tuple[str, ...] = topics.ALL_TOPICS) -> None:
@@ -67,6 +70,7 @@ class TopicGuard:
         self.problems: dict[str, str] = {}  # concrete topic -> what is wrong with it
         self.checked = False
         self._warned: set[str] = set()
+        self._odd: set[str] = set()
 
     def ok(self, topic: str | None = None) -> bool:
         """No known problem with `topic` (or with any guarded topic)."""
@@ -98,9 +102,13 @@ class TopicGuard:
         for name in self._names:
             partitions = metadata.partitions_for_topic(name)
             if partitions is None:
-                problems[name] = "missing on the broker"
-            elif len(partitions) != settings.kafka_partitions:
-                problems[name] = f"has {len(partitions)} partitions, expected {settings.kafka_partitions}"
+                problems[name] = "is missing on the broker"
+            elif len(partitions) != settings.kafka_partitions and name not in self._odd:
+                # Auto-created by a client's metadata request before the guard ran (Tansu does that). It
+                # works (keys still map to one partition each) and may hold accepted records: keep it.
+                log.warning("topic has an unexpected partition count", extra={
+                    "topic": name, "partitions": len(partitions), "expected": settings.kafka_partitions})
+                self._odd.add(name)
         for name, problem in problems.items():
             if name not in self._warned:
                 log.error("topic problem", extra={"topic": name, "problem": problem})

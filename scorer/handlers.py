@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import threadpoolctl
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
 from infra.consumer import ConsumerRuntime, Publish
 from infra.delivery import Backoff, Outgoing, publish_isolated
@@ -141,9 +142,14 @@ async def send_keyed_batches(
     for partition, message in zip(chosen, messages, strict=True):
         by_partition.setdefault(partition, []).append(message)
     pending: list[tuple[Any, list[int]]] = []
+    limit = producer._max_request_size  # what producer.send enforces per message
     for partition, items in by_partition.items():
         batch, indices = producer.create_batch(), list[int]()
         for index, key, value in items:
+            if len(value) + len(key) > limit:
+                error = MessageSizeTooLargeError(f"{len(value)}-byte message exceeds max_request_size")
+                pending.append((failed(error), [index]))
+                continue
             if batch.append(key=key, value=value, timestamp=None) is None:
                 if indices:
                     pending.append((await producer.send_batch(batch, topic, partition=partition), indices))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -69,9 +69,7 @@ replayed copies are never inserted again (event_id), so they cannot change it.
 
 # One statement: insert the batch's predictions in partition order (duplicates skipped by event_id), then
 # move each customer and segment forward from its latest new row only. Data-modifying CTEs run exactly once.
-_STORE_PREDICTIONS = text(
-    f"""
-WITH input AS (
+_UNNEST_INPUT = """
     SELECT * FROM unnest(
         CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
         CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
@@ -79,7 +77,10 @@ WITH input AS (
         CAST(CAST(:scored_ats AS text[]) AS timestamptz[])
     ) WITH ORDINALITY AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
            propensity, segment_label, segment_score, scored_at, position)
-),
+"""
+_STAGED_INPUT = "SELECT * FROM prediction_staging"
+_STORE_TEMPLATE = f"""
+WITH input AS ({{input}}),
 inserted AS (
     INSERT INTO predictions (event_id, customer_id, model_version, source, batch_id, recommendations,
                              propensity, segment_label, segment_score, scored_at)
@@ -124,6 +125,15 @@ segments_upserted AS (
     RETURNING 1
 )
 SELECT event_id, batch_id, id, CAST(extract(epoch FROM scored_at) * 1000000 AS bigint) FROM inserted
+"""
+_STORE_PREDICTIONS = text(_STORE_TEMPLATE.format(input=_UNNEST_INPUT))
+_STORE_STAGED = text(_STORE_TEMPLATE.format(input=_STAGED_INPUT))
+_STAGING = text(
+    """
+CREATE TEMP TABLE IF NOT EXISTS prediction_staging (
+    event_id uuid, customer_id text, model_version text, source text, batch_id uuid, recommendations text,
+    propensity float8, segment_label text, segment_score float8, scored_at timestamptz, position bigint
+) ON COMMIT DELETE ROWS
 """
 )
 # A later batch's rows always get greater ids, so `>=` on scored_at across batches agrees with LATEST_ORDER.
@@ -187,6 +197,33 @@ async def store_predictions(session: AsyncSession, rows: Sequence[PredictionRow]
 def cache_version(scored_us: int, row_id: int) -> str:
     """LATEST_ORDER as a fixed-width string: the cache keeps the value with the greatest one."""
     return f"{scored_us:017d}-{row_id:019d}"
+
+
+async def store_predictions_copy(
+    session: AsyncSession, rows: Sequence[PredictionRow]
+) -> StoredPredictions:
+    """store_predictions via binary COPY into a temp staging table (bench/bench_sink_store.py: no faster)."""
+    if not rows:
+        return StoredPredictions()
+    await session.execute(_STAGING)
+    connection = await session.connection()
+    raw: Any = (await connection.get_raw_connection()).driver_connection
+    records = [
+        (UUID(r.event_id), r.customer_id, r.model_version, r.source, UUID(r.batch_id) if r.batch_id else None,
+         r.recommendations, r.propensity, r.segment_label, r.segment_score,
+         datetime.fromisoformat(r.scored_at), position)
+        for position, r in enumerate(rows, 1)
+    ]
+    await raw.copy_records_to_table("prediction_staging", records=records)
+    result = await session.execute(_STORE_STAGED)
+    stored = StoredPredictions()
+    for event_id, batch_id, row_id, scored_us in result.all():
+        key = str(event_id)
+        stored.inserted.add(key)
+        stored.versions[key] = cache_version(scored_us, row_id)
+        if batch_id is not None:
+            stored.per_batch[batch_id] += 1
+    return stored
 
 
 async def store_dead_letters(
