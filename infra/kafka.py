@@ -27,6 +27,7 @@ def producer_options(settings: KafkaSettings) -> dict[str, Any]:
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 30_000,
+        "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
     }
 
 

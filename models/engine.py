@@ -95,7 +95,7 @@ class ModelBundle:
     def score(self, features: np.ndarray) -> ScoreBatch:
         """Vectorised scoring of an (n, 86) matrix."""
         x = np.asarray(features)
-        actions, q = dqn.recommend(lambda s: dqn.forward(self.q_weights, s), x)
+        actions, q = dqn.serve(self.q_weights, x)
         score = boosting.percentile_score(boosting.predict_value(self.value, x), self.value_grid)
         label = np.where(score >= self.high_min, "high", np.where(score >= self.medium_min, "medium", "low"))
         return ScoreBatch(
