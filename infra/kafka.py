@@ -31,6 +31,7 @@ def producer_options(settings: KafkaSettings) -> dict[str, Any]:
         # A restarted memory-only broker recreates topics, perhaps with another partition count: without
         # this, cached metadata kept sending to partitions that no longer exist for 5 minutes.
         "metadata_max_age_ms": 5_000,
+        "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
     }
 
 

@@ -72,6 +72,7 @@ class ModelBundle:
     value_grid: np.ndarray
     high_min: float
     medium_min: float
+    value_table: boosting.TreeTable
 
     @classmethod
     def load(cls, directory: Path, manifest: dict[str, Any]) -> ModelBundle:
@@ -91,13 +92,15 @@ class ModelBundle:
             value_grid=np.asarray(json.loads((directory / art["value_grid"]).read_text(encoding="utf-8"))),
             high_min=float(thresholds["segment_high_min"]),
             medium_min=float(thresholds["segment_medium_min"]),
+            value_table=boosting.TreeTable.of(boosting.load(directory / art["value"])),
         )
 
     def score(self, features: np.ndarray) -> ScoreBatch:
         """Vectorised scoring of an (n, 86) matrix."""
         x = np.asarray(features)
-        actions, q = dqn.recommend(lambda s: dqn.forward(self.q_weights, s), x)
-        score = boosting.percentile_score(boosting.predict_value(self.value, x), self.value_grid)
+        actions, q = dqn.serve(self.q_weights, x)
+        value = boosting.predict_value_served(self.value, self.value_table, x)
+        score = boosting.percentile_score(value, self.value_grid)
         label = np.where(score >= self.high_min, "high", np.where(score >= self.medium_min, "medium", "low"))
         return ScoreBatch(
             model_version=self.version,
