@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -204,7 +205,10 @@ def model_summary(registry_root: str | None, version: str) -> dict[str, Any]:
 
 
 def _iso(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
+    """ISO 8601 with `Z` for UTC, as the API writes timestamps everywhere."""
+    if not hasattr(value, "isoformat"):
+        return value
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z).decode().strip('"')
 
 
 async def dashboard_stats(

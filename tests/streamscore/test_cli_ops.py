@@ -64,6 +64,7 @@ def test_batch_submit_wait_shows_summary_and_row_errors_then_results_download(
     assert code == 0, output
     lines = (tmp_path / "out.jsonl").read_bytes().splitlines()
     records = [Prediction.model_validate_json(line) for line in lines]
+    assert all(orjson.loads(line)["scored_at"].endswith("Z") for line in lines)  # one format, as the API
     assert sorted(r.customer_id for r in records) == [f"b{unique_id}-{i:05d}" for i in range(40)]
     assert {str(r.batch_id) for r in records} == {task_id}
 
@@ -71,6 +72,7 @@ def test_batch_submit_wait_shows_summary_and_row_errors_then_results_download(
     assert code == 0, output
     table = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
     assert len(table) == 40 and "customer_id" in table[0]
+    assert all(row["scored_at"].endswith("Z") for row in table)
 
     code, output = invoke(stack, "batch", "status", task_id)
     assert code == 1 and "completed" in output
