@@ -301,7 +301,7 @@ def cli_prefix() -> str:
             return str(script.relative_to(Path.cwd()))
         except ValueError:
             return str(script)
-    return f"{Path(sys.executable).name} -m streamscore"
+    return f"{sys.executable} -c '{CLI_BOOTSTRAP}'"
 
 
 def supervise(stack: DevStack) -> None:
