@@ -100,8 +100,10 @@ def build_consumer_app(
 
     async def start() -> None:
         await ensure_topics(settings)
-        if not await resolve_idempotence(settings):
-            # Runs before the broker connects; FastStream exposes no public way to change producer options.
+        if settings.kafka_idempotent and not await resolve_idempotence(settings):
+            # Once per process, before any producer starts: on_start's (via producer_options) and the
+            # broker's, which FastStream builds from kwargs it offers no public way to change.
+            settings.kafka_idempotent = False
             broker._connection_kwargs["enable_idempotence"] = False
         await on_start()
         # A memory-only broker loses its topics on restart: recreate them instead of failing every commit.

@@ -43,8 +43,9 @@ def _run_in_session(work: Callable[..., Awaitable[T]], commit: bool = True) -> T
 
 
 def _fail(message: str) -> typer.Exit:
+    """Bad input (scope, role, name): exit code 2, as every CLI command (README, "Exit codes")."""
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
+    return typer.Exit(code=2)
 
 
 @api_keys.command("create")

@@ -196,7 +196,8 @@ async def _pages(services: Services, task_id: UUID) -> AsyncIterator[list[dict[s
 
 async def _json_lines(services: Services, task_id: UUID) -> AsyncIterator[bytes]:
     async for page in _pages(services, task_id):
-        yield b"".join(orjson.dumps(item, default=str) + b"\n" for item in page)
+        # OPT_UTC_Z: `scored_at` ends in `Z`, as in every other response and on the predictions topic.
+        yield b"".join(orjson.dumps(item, default=str, option=orjson.OPT_UTC_Z) + b"\n" for item in page)
 
 
 async def _csv_lines(services: Services, task_id: UUID) -> AsyncIterator[bytes]:
@@ -210,7 +211,7 @@ async def _csv_lines(services: Services, task_id: UUID) -> AsyncIterator[bytes]:
                 item["customer_id"], item["event_id"], item["model_version"],
                 *(value for rec in recs[:3] for value in (rec["product_id"], rec["probability"])),
                 item["propensity"], item["segment"]["label"], item["segment"]["score"],
-                item["scored_at"].isoformat(),
+                orjson.dumps(item["scored_at"], option=orjson.OPT_UTC_Z).decode().strip('"'),
             ])
         yield buffer.getvalue().encode()
         buffer.seek(0)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ingest_api.routes.dashboard import RateTracker
+from ingest_api.dashboard_data import RateTracker
 from tests.helpers.browser import browser_session
 from tests.helpers.browser import wait_until as _wait
 from tests.helpers.stack import Launched, launched_stack, write_feature_csv
@@ -129,7 +129,7 @@ def _text(browser: Any, element_id: str) -> str:
 
 
 def _number(text: str) -> float:
-    return float(text.replace(",", "")) if text not in ("", "–") else -1.0
+    return float(text.replace(",", "")) if text not in ("", "–", "—", "unknown") else -1.0
 
 
 def test_dashboard_page_shows_live_numbers_that_move(

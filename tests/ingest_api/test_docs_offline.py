@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client import generate_latest
 
 from ingest_api.main import create_app
 from ingest_api.settings import ApiSettings
-from streamscore.embedded import free_port
 from tests.helpers.browser import browser_session, wait_until
+from tests.helpers.served import served_without_lifespan
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -28,18 +26,8 @@ def app() -> FastAPI:
 @pytest.fixture(scope="module")
 def docs_url(app: FastAPI) -> Iterator[str]:
     """The API app served without its lifespan: the documentation routes need no broker or database."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: server.started, 20, "uvicorn to start")
-    try:
+    with served_without_lifespan(app) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -35,3 +35,12 @@ def test_tail_prints_only_what_is_published_after_it_started(kafka_settings: Kaf
             tail.kill()
     assert tail.returncode == 0, errors.text
     assert [orjson.loads(line)["customer_id"] for line in stdout.splitlines()] == ["new-0", "new-1"]
+
+
+def test_cli_tables_label_the_segment_score(capsys: pytest.CaptureFixture[str]) -> None:
+    prediction = {"customer_id": "C-1", "recommendations": [{"product_id": "car", "probability": 0.61}],
+                  "propensity": 0.083, "segment": {"label": "high", "score": 92.4},
+                  "scored_at": "2026-12-01T22:00:00Z", "source": "event", "model_version": "v1"}
+    assert segment_text(prediction["segment"]) == "high (value percentile 92)"
+    assert _show_prediction(orjson.dumps(prediction), None, raw=False) == 1
+    assert "segment high (value percentile 92)" in capsys.readouterr().out
