@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.features import FEATURE_COUNT, FeatureVector
-from schemas.messages import CustomerId, SegmentLabel
+from schemas.messages import CustomerId, Reason, SegmentLabel
 
 _EXAMPLE_FEATURES: list[int] = [
     33, 1, 3, 2, 8, 0, 5, 1, 3, 7, 0, 2, 1, 2, 6, 1, 2, 7, 1, 0, 1, 2, 5, 2, 1, 1, 2, 6, 1, 1, 8, 8, 0, 1,
@@ -88,6 +88,9 @@ class SegmentOut(BaseModel):
     label: SegmentLabel
     score: float = Field(ge=0.0, le=100.0, description="0–100 percentile of the predicted annual premium.")
     model_version: str
+    reasons: dict[Literal["up", "down"], list[Reason]] | None = Field(
+        default=None, description="Up to 3 features pushing the value score up, and down, strongest first."
+    )
 
 
 class BatchAccepted(BaseModel):

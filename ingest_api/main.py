@@ -28,7 +28,18 @@ from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.hardening import SecurityHeadersMiddleware
 from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
-from ingest_api.routes import batch, dashboard, docs, events, health, predictions, registry, scoring, shadow
+from ingest_api.routes import (
+    batch,
+    dashboard,
+    docs,
+    drift,
+    events,
+    health,
+    predictions,
+    registry,
+    scoring,
+    shadow,
+)
 from ingest_api.settings import ApiSettings
 from schemas import topics
 
@@ -236,7 +247,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
-                   registry.router, health.router, shadow.router):
+                   registry.router, health.router, shadow.router, drift.router):
         app.include_router(router)
     app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats
     app.include_router(docs.router)  # /docs, /redoc, /asyncapi (JSON or page), without a CDN

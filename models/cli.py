@@ -119,6 +119,7 @@ def predict(
     input: Path = typer.Option(..., "--input", "-i", exists=True, dir_okay=False, help="CSV to score."),
     output: Path = typer.Option(..., "--output", "-o", help="JSON Lines output file."),
     registry: Path | None = typer.Option(None, help="Registry directory (default: models/registry)."),
+    reasons: bool = typer.Option(True, help="Add each row's reason codes (TreeSHAP; slower)."),
 ) -> None:
     """Score a CSV offline with the inference engine; a bad row fails the run with exit code 2."""
     import orjson
@@ -133,8 +134,12 @@ def predict(
     engine = InferenceEngine.load(registry)
     with output.open("wb") as handle:
         for start in range(0, len(ids), PREDICT_CHUNK):
-            batch = engine.score(matrix[start : start + PREDICT_CHUNK])
-            for cid, record in zip(ids[start : start + PREDICT_CHUNK], batch.records(), strict=True):
+            chunk = matrix[start : start + PREDICT_CHUNK]
+            records = engine.score(chunk).records()
+            if reasons:
+                why = engine.reasons(chunk)
+                records = [{**r, "reasons": w} for r, w in zip(records, why, strict=True)]
+            for cid, record in zip(ids[start : start + PREDICT_CHUNK], records, strict=True):
                 handle.write(orjson.dumps({"customer_id": cid, **record}) + b"\n")
     typer.echo(f"scored {len(ids)} rows with model {engine.model_version} -> {output}", err=True)
 
@@ -156,7 +161,7 @@ def evaluate(
 
 @models_app.command("list")
 def list_versions(registry: Path | None = typer.Option(None, help="Registry directory.")) -> None:
-    """List registry versions; the active one is marked with *."""
+    """List registry versions; the active one is marked with *, the shadow with s."""
     from models.registry import Registry
 
     reg = Registry(registry)
@@ -164,11 +169,13 @@ def list_versions(registry: Path | None = typer.Option(None, help="Registry dire
         active = reg.active_version()
     except FileNotFoundError:
         active = ""
+    shadow = reg.shadow_version()
     for name in reg.versions():
         m = reg.manifest(name).get("metrics", {})
         auc = m.get("propensity", {}).get("auc", float("nan"))
         hr3 = m.get("recommender", {}).get("dqn", {}).get("hr3", float("nan"))
-        typer.echo(f"{'*' if name == active else ' '} {name}  auc={auc:.3f} hr3={hr3:.3f}")
+        mark = "*" if name == active else "s" if name == shadow else " "
+        typer.echo(f"{mark} {name}  auc={auc:.3f} hr3={hr3:.3f}")
 
 
 @models_app.command("activate")

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from models import boosting, dqn
+from models import boosting, dqn, reasons
 from models import propensity as prop
+from models.data import PROPENSITY_COLUMNS, VALUE_COLUMNS
 from models.registry import Registry
 from schemas.features import FEATURE_COUNT, PRODUCTS
 
@@ -95,6 +96,19 @@ class ModelBundle:
             value_table=boosting.TreeTable.of(boosting.load(directory / art["value"])),
         )
 
+    def value_contributions(self, features: np.ndarray) -> np.ndarray:
+        """(n, len(VALUE_COLUMNS)) TreeSHAP contribution of each value column to the value prediction."""
+        return _tree_contributions(self.value, np.asarray(features)[:, list(VALUE_COLUMNS)])
+
+    def reasons(self, features: np.ndarray) -> list[dict[str, list[dict[str, Any]]]]:
+        """Per row the Prediction `reasons`: top 3 up and down for propensity and the value segment."""
+        x = np.asarray(features)
+        return reasons.reason_records(
+            x,
+            (self.propensity_contributions(x), PROPENSITY_COLUMNS),
+            (self.value_contributions(x), VALUE_COLUMNS),
+        )
+
     def score(self, features: np.ndarray) -> ScoreBatch:
         """Vectorised scoring of an (n, 86) matrix."""
         x = np.asarray(features)
@@ -121,11 +135,8 @@ class ModelBundle:
         """(n, 85) logit contributions per feature (reason codes); XGBoost versions use pred_contribs."""
         if isinstance(self.propensity, prop.AdditivePropensity):
             return self.propensity.contributions(features)
-        import xgboost as xgb
-
-        matrix = xgb.DMatrix(np.asarray(features)[:, :85].astype(np.float32))
-        parts = [b.predict(matrix, pred_contribs=True)[:, :-1] for b in self.propensity]
-        return np.asarray(np.mean(parts, axis=0), dtype=np.float64)  # mean margin contributions, bias dropped
+        x = np.asarray(features)[:, list(PROPENSITY_COLUMNS)]
+        return np.asarray(np.mean([_tree_contributions(b, x) for b in self.propensity], axis=0))
 
 
 def _load_propensity(directory: Path, artifact: str | list[str]) -> prop.AdditivePropensity | list[Any]:
@@ -152,6 +163,14 @@ def _score_bundle(bundle: ModelBundle, features: np.ndarray) -> ScoreBatch:
             for f in ("product_index", "product_probability", "propensity", "segment_score", "segment_label")
         },
     )
+
+
+def _tree_contributions(booster: Any, x: np.ndarray) -> np.ndarray:
+    """TreeSHAP contributions of a booster on its own columns, without the bias column."""
+    import xgboost as xgb
+
+    matrix = xgb.DMatrix(np.ascontiguousarray(x, dtype=np.float32))
+    return np.asarray(booster.predict(matrix, pred_contribs=True), dtype=np.float64)[:, :-1]
 
 
 class InferenceEngine:
@@ -199,6 +218,11 @@ class InferenceEngine:
     def score(self, features: np.ndarray) -> ScoreBatch:
         """Score (n, 86) range-validated integer rows; every row of the result comes from one version."""
         return _score_bundle(self._bundle, features)  # one read: a swap cannot mix versions in a call
+
+    def reasons(self, features: np.ndarray) -> list[dict[str, list[dict[str, Any]]]]:
+        """Reason codes of (n, 86) rows under the active version (see ModelBundle.reasons)."""
+        x = np.asarray(features, dtype=np.int64)
+        return self._bundle.reasons(x[None, :] if x.ndim == 1 else x)
 
     def score_shadow(self, features: np.ndarray) -> ScoreBatch | None:
         """Score the rows with the shadow version, or None when there is no shadow."""

@@ -27,7 +27,7 @@ def new_version_name(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("v%Y%m%d-%H%M%S")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write text to a temporary file in the same directory, then os.replace it over path."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -72,7 +72,7 @@ class Registry:
     def activate(self, version: str) -> None:
         """Point `active` at an existing version (atomic: temporary file + os.replace)."""
         self.path(version)
-        _atomic_write(self.root / POINTER, version + "\n")
+        atomic_write(self.root / POINTER, version + "\n")
 
     def shadow_version(self) -> str | None:
         """Version named by the shadow pointer, or None when nothing is shadowing."""
@@ -86,12 +86,12 @@ class Registry:
         self.path(version)
         if version == self.active_version():
             raise ValueError(f"{version} is the active version; a shadow must be another one")
-        _atomic_write(self.root / SHADOW_POINTER, version + "\n")
+        atomic_write(self.root / SHADOW_POINTER, version + "\n")
 
     def clear_shadow(self) -> None:
         """Stop shadowing: an empty pointer, written atomically (so watchers never see a torn file)."""
         if (self.root / SHADOW_POINTER).is_file():
-            _atomic_write(self.root / SHADOW_POINTER, "")
+            atomic_write(self.root / SHADOW_POINTER, "")
 
     def promote(self) -> str:
         """Make the shadow the active version and clear the shadow; returns the promoted version."""
@@ -110,4 +110,4 @@ class Registry:
 
     def write_manifest(self, directory: Path, manifest: dict[str, Any]) -> None:
         """Write manifest.json last, which makes a staged version directory complete."""
-        _atomic_write(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        atomic_write(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from models import data as D
+from models import drift
 from models.registry import Registry, new_version_name
 
 VALIDATION_FRACTION = 0.2
@@ -197,6 +198,7 @@ def train(
         },
         subsample,
     )
+    manifest["drift"] = drift.training_bins(matrix)  # each feature's training distribution
     registry.write_manifest(staging, manifest)
     target = registry.root / name
     if target.exists():

@@ -75,6 +75,17 @@ DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
 """Most bytes of the original value a dead letter carries (before base64); see docs/operations.md."""
 
 
+class Reason(BaseModel):
+    """One feature's push on a score: its model contribution (TreeSHAP or linear term) for this customer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    feature: str = Field(description="Column name, e.g. PPERSAUT.")
+    meaning: str = Field(description="What the column means (columns.csv).")
+    value: int = Field(description="The customer's value of the feature.")
+    contribution: float = Field(description="Push on the score (propensity: log-odds; segment: value units).")
+
+
 class Prediction(Contract):
     """A scored event, published on `predictions.v1` keyed by customer_id (the public contract)."""
 
@@ -87,6 +98,9 @@ class Prediction(Contract):
     scored_at: datetime
     source: Source
     batch_id: UUID | None = None
+    reasons: (
+        dict[Literal["propensity_up", "propensity_down", "segment_up", "segment_down"], list[Reason]] | None
+    ) = Field(default=None, description="Optional: up to 3 features pushing each score up, and down.")
 
 
 class DeadLetter(Contract):

@@ -327,6 +327,7 @@ def prediction_json(event: EventIds, fields: dict[str, Any], scored_at: datetime
             "scored_at": scored_at,
             "source": event.source,
             "batch_id": event.batch_id,
+            "reasons": fields.get("reasons"),
         },
         option=orjson.OPT_UTC_Z,
     )

@@ -23,7 +23,7 @@ from infra.consumer import ConsumerSpec, Publish, broker_of, build_consumer_app,
 from infra.consumer import runtime_of as consumer_runtime
 from infra.kafka import producer_options
 from schemas import topics
-from scorer import metrics, shadow
+from scorer import drift, metrics, shadow
 from scorer.handlers import BrokerSender, ProducerSender, ScorerRuntime, inference_executor, score_batch
 from scorer.settings import ScorerSettings
 
@@ -46,6 +46,7 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
     settings = settings or ScorerSettings()
     runtime = ScorerRuntime(settings=settings, engine=engine)
     shadow.attach(runtime)
+    drift.attach(runtime)
     producer: AIOKafkaProducer | None = None
 
     async def handle(records: Sequence[Any], publish: Publish) -> None:

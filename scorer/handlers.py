@@ -18,13 +18,15 @@ from infra.consumer import ConsumerRuntime, Publish
 from infra.delivery import Backoff, Outgoing, publish_isolated
 from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
+from models.drift import DriftMonitor
 from models.shadow import ShadowComparison
 from schemas import topics
 from schemas.messages import DeadLetter
 from schemas.wire import dead_letter
-from scorer import metrics, shadow
+from scorer import drift, metrics, shadow
 from scorer.partitioning import partitions_for_keys
-from scorer.scoring import Scored, SourceRecord, assemble, decode_records, score_matrix
+from scorer.reasons import with_reasons
+from scorer.scoring import Scored, SourceRecord, assemble, decode_records, rows_of, score_matrix
 from scorer.settings import ScorerSettings
 
 if TYPE_CHECKING:
@@ -113,6 +115,7 @@ class ScorerRuntime(ConsumerRuntime):
     executor: ThreadPoolExecutor | None = None
     sender: KeyedSender | None = None  # set by build_app: the broker's publish, then the aiokafka producer
     shadow: ShadowComparison = field(default_factory=ShadowComparison)  # scorer/shadow.py
+    drift: DriftMonitor = field(default_factory=DriftMonitor)  # scorer/drift.py
 
     @property
     def predictions_topic(self) -> str:
@@ -219,12 +222,17 @@ async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -
     runtime.stats.events_in += count
 
     valid, matrix, dead = decode_records(records)
+    drift.observe(runtime, matrix)  # drift hook: bin counts of the decoded rows (~µs per batch)
     result: ScoreBatch | list[Any] = []
     elapsed = 0.0
     if valid:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(runtime.executor, score_matrix, engine, matrix)
+        if runtime.settings.reasons:  # reasons hook (STREAMSCORE_REASONS): per-row records carry them
+            result = await loop.run_in_executor(
+                runtime.executor, with_reasons, engine, matrix, rows_of(result)
+            )
         elapsed = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.observe(elapsed)
         runtime.stats.latency.record(elapsed * 1000.0)

@@ -25,6 +25,10 @@ class ScorerSettings(ConsumerSettings):
     retry_window_seconds: float = Field(
         default=30.0, gt=0, description="Retry a transient publish failure this long, then rewind the batch."
     )
+    reasons: bool = Field(
+        default=False,
+        description="Add reason codes to streamed predictions (TreeSHAP: costlier than scoring; see docs).",
+    )
     shadow_scoring: bool = Field(
         default=True, description="Also score with the registry's shadow version, when one is set."
     )

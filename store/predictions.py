@@ -35,6 +35,7 @@ class PredictionRow(NamedTuple):
     segment_label: str
     segment_score: float
     scored_at: str
+    reasons: str | None = None  # JSON text of Prediction.reasons, when the prediction carried them
 
     @classmethod
     def of(cls, prediction: Prediction) -> PredictionRow:
@@ -56,6 +57,8 @@ class PredictionRow(NamedTuple):
             prediction.segment.label,
             prediction.segment.score,
             prediction.scored_at.astimezone(UTC).isoformat(),
+            None if prediction.reasons is None
+            else orjson.dumps(prediction.model_dump(mode="json", include={"reasons"})["reasons"]).decode(),
         )
 
 
@@ -74,18 +77,18 @@ _UNNEST_INPUT = """
         CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
         CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
         CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
-        CAST(CAST(:scored_ats AS text[]) AS timestamptz[])
+        CAST(CAST(:scored_ats AS text[]) AS timestamptz[]), CAST(:reasons AS text[])
     ) WITH ORDINALITY AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
-           propensity, segment_label, segment_score, scored_at, position)
+           propensity, segment_label, segment_score, scored_at, reasons, position)
 """
 _STAGED_INPUT = "SELECT * FROM prediction_staging"
 _STORE_TEMPLATE = f"""
 WITH input AS ({{input}}),
 inserted AS (
     INSERT INTO predictions (event_id, customer_id, model_version, source, batch_id, recommendations,
-                             propensity, segment_label, segment_score, scored_at)
+                             propensity, segment_label, segment_score, scored_at, reasons)
     SELECT event_id, customer_id, model_version, source, batch_id, recommendations::jsonb,
-           propensity, segment_label, segment_score, scored_at
+           propensity, segment_label, segment_score, scored_at, reasons::jsonb
     FROM input
     ORDER BY position
     ON CONFLICT (event_id) DO NOTHING
@@ -132,7 +135,8 @@ _STAGING = text(
     """
 CREATE TEMP TABLE IF NOT EXISTS prediction_staging (
     event_id uuid, customer_id text, model_version text, source text, batch_id uuid, recommendations text,
-    propensity float8, segment_label text, segment_score float8, scored_at timestamptz, position bigint
+    propensity float8, segment_label text, segment_score float8, scored_at timestamptz, reasons text,
+    position bigint
 ) ON COMMIT DELETE ROWS
 """
 )
@@ -149,6 +153,7 @@ _PREDICTION_PARAMS = (
     "segment_labels",
     "segment_scores",
     "scored_ats",
+    "reasons",
 )
 """The unnest parameters above, in PredictionRow field order."""
 
@@ -211,7 +216,7 @@ async def store_predictions_copy(
     records = [
         (UUID(r.event_id), r.customer_id, r.model_version, r.source, UUID(r.batch_id) if r.batch_id else None,
          r.recommendations, r.propensity, r.segment_label, r.segment_score,
-         datetime.fromisoformat(r.scored_at), position)
+         datetime.fromisoformat(r.scored_at), r.reasons, position)
         for position, r in enumerate(rows, 1)
     ]
     await raw.copy_records_to_table("prediction_staging", records=records)
@@ -293,4 +298,5 @@ def prediction_payload(row: PredictionTable) -> dict[str, Any]:
         "scored_at": row.scored_at,
         "source": row.source,
         "batch_id": row.batch_id,
+        "reasons": row.reasons,
     }

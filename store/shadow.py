@@ -36,6 +36,8 @@ async def store_shadow_predictions(session: AsyncSession, rows: Sequence[Predict
     """Insert shadow predictions once per (event_id, model_version); returns the rows that were new."""
     if not rows:
         return 0
-    columns = dict(zip(_PARAMS, map(list, zip(*rows, strict=True)), strict=True))
+    # The shadow table keeps no reason codes: the first fields of PredictionRow only.
+    fields = [row[: len(_PARAMS)] for row in rows]
+    columns = dict(zip(_PARAMS, map(list, zip(*fields, strict=True)), strict=True))
     result = await session.execute(_STORE_SHADOW, columns)
     return len(result.all())

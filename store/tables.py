@@ -46,6 +46,7 @@ class Prediction(Base):
     stored_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    reasons: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)  # Prediction.reasons
 
     __table_args__ = (
         Index("ix_predictions_customer_scored", "customer_id", "scored_at"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+import numpy as np
 from fastapi import APIRouter, Response
 
 from infra.kafka import topic_name
@@ -23,6 +25,16 @@ from schemas.wire import EventIds
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
 PREDICT_SINGLE_PATH = "/api/v1/predict/single"
+
+
+async def reasons_of(services: Services, features: tuple[int, ...]) -> dict[str, Any]:
+    """Reason codes of one row, in a worker thread (TreeSHAP costs milliseconds); failure is 503."""
+    try:
+        found: dict[str, Any] = (await asyncio.to_thread(services.engine.reasons, np.array([features])))[0]
+    except Exception as error:
+        log.exception("reason codes failed")
+        raise ApiError(503, f"reason codes failed: {type(error).__name__}", code="inference_failed") from None
+    return found
 
 
 async def score_one(services: Services, features: tuple[int, ...]) -> dict[str, Any]:
@@ -82,6 +94,7 @@ async def predict_payload(services: Services, body: ScoreRequest, principal: Pri
         stored = await latest_prediction(services, body.customer_id)
         return stored.model_dump_json().encode()
     record = await score_one(services, body.features)
+    record = {**record, "reasons": await reasons_of(services, body.features)}
     # Serialised once: the same bytes go to predictions.v1 and back to the caller.
     payload = prediction_json(record, body.customer_id)
     if services.background is not None:
@@ -100,7 +113,9 @@ async def predict_payload(services: Services, body: ScoreRequest, principal: Pri
 async def segment(body: SegmentRequest, services: ServicesDep, _: PredictPrincipal) -> SegmentOut:
     """Score and keep the segment."""
     record = await score_one(services, body.features)
+    reasons = await reasons_of(services, body.features)
     seg = record["segment"]
     assert isinstance(seg, dict)
     return SegmentOut(customer_id=body.customer_id, label=seg["label"], score=seg["score"],
-                      model_version=str(record["model_version"]))
+                      model_version=str(record["model_version"]),
+                      reasons={"up": reasons["segment_up"], "down": reasons["segment_down"]})

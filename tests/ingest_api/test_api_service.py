@@ -34,6 +34,7 @@ API_ROUTES = [
     ("post", "/api/v1/models/shadow"),
     ("delete", "/api/v1/models/shadow"),
     ("post", "/api/v1/models/promote"),
+    ("get", "/api/v1/models/drift"),
 ]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import redis.asyncio as redis
@@ -17,15 +16,7 @@ from models.shadow import ShadowComparison, pair_records
 from scorer.shadow import stats_fields
 from tests.helpers.api import api_settings, running_api
 from tests.helpers.registry import shadow_registry
-
-STATS_DB = 9
-"""A Redis database of its own: dashboard tests elsewhere count the stats:scorer:* hashes of DB 0."""
-
-
-def private_db(url: str) -> str:
-    """The same Redis server, database STATS_DB."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{STATS_DB}"))
+from tests.helpers.stats import private_db
 
 
 async def test_shadow_routes_set_compare_promote_and_clear(

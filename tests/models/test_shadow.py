@@ -116,6 +116,7 @@ def test_cli_shadow_clear_and_promote(registry: Registry) -> None:
     assert runner.invoke(app, ["models", "shadow", "v-shadow", *root]).exit_code == 0
     assert registry.shadow_version() == "v-shadow"
     assert "v-shadow" in runner.invoke(app, ["models", "shadow", *root]).output
+    assert "s v-shadow" in runner.invoke(app, ["models", "list", *root]).output
     assert runner.invoke(app, ["models", "shadow", "--clear", *root]).exit_code == 0
     assert registry.shadow_version() is None
     assert runner.invoke(app, ["models", "promote", *root]).exit_code == 2
