@@ -66,8 +66,8 @@ async def produce_fast(bootstrap: str, topic: str, payloads: list[tuple[bytes, b
     await producer.start()
     started = time.perf_counter()
     try:
-        futures = await send_keyed_batches(producer, topic, payloads)
-        await asyncio.gather(*futures)
+        indexed = [(i, key, value) for i, (key, value) in enumerate(payloads)]
+        await asyncio.gather(*(ack for ack, _ in await send_keyed_batches(producer, topic, indexed)))
     finally:
         await producer.stop()
     return time.perf_counter() - started

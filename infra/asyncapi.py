@@ -1,4 +1,4 @@
-"""AsyncAPI 3.0 document of the four topics, generated from the contracts in `schemas/`.
+"""AsyncAPI 3.0 document of the topics, generated from the contracts in `schemas/`.
 
 The consumer groups (`schemas.topics.CONSUMERS`) and the producers are declared on a documentation-only
 FastStream broker, never connected, and every message payload is set to its contract model from
@@ -25,12 +25,15 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     topics.BATCH_ROWS: FeatureEvent,
     topics.PREDICTIONS: Prediction,
     topics.DEAD_LETTER: DeadLetter,
+    topics.PREDICTIONS_SHADOW: Prediction,
 }
 PRODUCERS: tuple[tuple[str, str, str], ...] = (
     (topics.CUSTOMER_FEATURES, "api", "Feature events accepted by POST /api/v1/events (202 after acks=all)."),
     (topics.BATCH_ROWS, "api", "One event per valid CSV row of POST /api/v1/predict/batch (batch_id set)."),
     (topics.PREDICTIONS, "scorer", "One prediction per scored event (the API's sync predictions too)."),
     (topics.DEAD_LETTER, "pipeline", "Records the scorer or sink could not decode, validate or score."),
+    (topics.PREDICTIONS_SHADOW, "scorer",
+     "The shadow model version's prediction of each scored event, for comparison only: never served."),
 )
 DESCRIPTION = f"""\
 StreamScore's Kafka contracts, schema version {SCHEMA_VERSION}.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -50,6 +51,71 @@ async def ensure_topics(settings: KafkaSettings, names: tuple[str, ...] = topics
             log.info("created topics", extra={"topics": [t.name for t in missing]})
     finally:
         await admin.close()
+
+
+class TopicGuard:
+    """Notices contract topics the broker lost (a memory-only broker restarted) and recreates them.
+
+    Checks with an all-topics metadata request, which never auto-creates a topic. A topic that exists with
+    a different partition count than configured (auto-created by a producer before the guard ran) is
+    reported, not deleted: it may hold accepted records.
+    """
+
+    def __init__(self, settings: KafkaSettings, names: tuple[str, ...] = topics.ALL_TOPICS) -> None:
+        self._settings = settings
+        self._names = {topic_name(settings, name): name for name in names}
+        self.problems: dict[str, str] = {}  # concrete topic -> what is wrong with it
+        self.checked = False
+        self._warned: set[str] = set()
+
+    def ok(self, topic: str | None = None) -> bool:
+        """No known problem with `topic` (or with any guarded topic)."""
+        return not self.problems if topic is None else topic not in self.problems
+
+    async def check(self) -> dict[str, str]:
+        """Look once; recreate missing topics; the problems that remain."""
+        settings = self._settings
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000
+        )
+        await admin.start()
+        try:
+            metadata = await admin._client.fetch_all_metadata()
+            missing = [name for name in self._names if name not in metadata.topics()]
+            if missing:
+                log.error("broker lost topics; recreating them", extra={"topics": missing})
+                try:
+                    await admin.create_topics(
+                        [NewTopic(n, settings.kafka_partitions, settings.kafka_replication_factor)
+                         for n in missing]
+                    )
+                except TopicAlreadyExistsError:
+                    log.info("topics recreated concurrently by another process")
+                metadata = await admin._client.fetch_all_metadata()
+        finally:
+            await admin.close()
+        problems: dict[str, str] = {}
+        for name in self._names:
+            partitions = metadata.partitions_for_topic(name)
+            if partitions is None:
+                problems[name] = "missing on the broker"
+            elif len(partitions) != settings.kafka_partitions:
+                problems[name] = f"has {len(partitions)} partitions, expected {settings.kafka_partitions}"
+        for name, problem in problems.items():
+            if name not in self._warned:
+                log.error("topic problem", extra={"topic": name, "problem": problem})
+        self._warned = set(problems)
+        self.problems, self.checked = problems, True
+        return problems
+
+    async def run_forever(self, interval_s: float = 1.0) -> None:
+        """Check every `interval_s`; an unreachable broker is left to the clients' own retries."""
+        while True:
+            try:
+                await self.check()
+            except Exception as error:
+                log.warning("topic check failed", extra={"error": repr(error)[:300]})
+            await asyncio.sleep(interval_s)
 
 
 IDEMPOTENCE_SETTING = "STREAMSCORE_KAFKA_IDEMPOTENT"

@@ -45,6 +45,12 @@ class RedisSettings(BaseSettings):
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0")
     redis_ttl_seconds: int = Field(default=86_400, ge=1)
+    redis_timeout_seconds: float = Field(
+        default=0.05, gt=0, description="Every Redis call gives up after this (reads fall back to Postgres)."
+    )
+    redis_pause_seconds: float = Field(
+        default=1.0, gt=0, description="After a failed Redis call, skip Redis this long."
+    )
 
 
 class ConsumerSettings(KafkaSettings):

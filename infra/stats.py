@@ -59,11 +59,16 @@ class PipelineStats:
     batches: int = 0
     lag: int = 0
     latency: LatencyWindow = field(default_factory=LatencyWindow)
+    providers: list[Callable[[], dict[str, str]]] = field(default_factory=list)
+    """Extra service-specific fields (e.g. the scorer's shadow comparison and drift), read at each write."""
 
     def snapshot(self) -> dict[str, str]:
         """The Redis hash fields."""
         p50, p99 = self.latency.percentiles()
-        return {
+        extra: dict[str, str] = {}
+        for provider in self.providers:
+            extra.update(provider())
+        return extra | {
             "events_in": str(self.events_in),
             "events_out": str(self.events_out),
             "dlq": str(self.dlq),

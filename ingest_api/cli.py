@@ -56,7 +56,7 @@ def create_key(
     """Create a key and print it ONCE, alone on the last line (only its hash is stored)."""
     from sqlalchemy.exc import IntegrityError
 
-    from ingest_api.security import create_api_key
+    from ingest_api.credentials import create_api_key
 
     wanted = [scope.strip() for scope in scopes.split(",") if scope.strip()]
     try:
@@ -125,7 +125,7 @@ def create_user_command(
     """Create a user with an argon2-hashed password."""
     from sqlalchemy.exc import IntegrityError
 
-    from ingest_api.security import create_user
+    from ingest_api.credentials import create_user
 
     try:
         _run_in_session(lambda session: create_user(session, username, password, role))

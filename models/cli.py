@@ -1,4 +1,4 @@
-"""Typer commands: train, predict, evaluate and `models list|activate` (heavy imports inside commands)."""
+"""Typer commands: train, predict, evaluate, `models list|activate|shadow|promote` (heavy imports inside)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 
 import typer
 
-models_app = typer.Typer(help="Model registry: list versions, activate one.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Model registry: list versions, activate one, shadow and promote.", no_args_is_help=True
+)
 PREDICT_CHUNK = 2000
 
 
@@ -182,6 +184,43 @@ def activate_version(
         typer.echo(f"error: {error.args[0]}", err=True)
         raise typer.Exit(2) from error
     typer.echo(f"active version: {version}")
+
+
+@models_app.command("shadow")
+def shadow_version(
+    version: str | None = typer.Argument(None, help="Version to score alongside the active one."),
+    clear: bool = typer.Option(False, "--clear", help="Stop shadowing."),
+    registry: Path | None = typer.Option(None, help="Registry directory."),
+) -> None:
+    """Mark VERSION as the shadow (scored on live traffic, never served), or --clear it; no VERSION: show."""
+    from models.registry import Registry
+
+    reg = Registry(registry)
+    if clear and version is not None:
+        typer.echo("error: give either VERSION or --clear", err=True)
+        raise typer.Exit(2)
+    try:
+        if clear:
+            reg.clear_shadow()
+        elif version is not None:
+            reg.set_shadow(version)
+    except (KeyError, ValueError) as error:
+        typer.echo(f"error: {error.args[0]}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(f"shadow version: {reg.shadow_version() or 'none'}")
+
+
+@models_app.command("promote")
+def promote_shadow(registry: Path | None = typer.Option(None, help="Registry directory.")) -> None:
+    """Make the shadow version active and stop shadowing (running engines swap at their next refresh)."""
+    from models.registry import Registry
+
+    try:
+        version = Registry(registry).promote()
+    except (KeyError, LookupError) as error:
+        typer.echo(f"error: {error.args[0]}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(f"active version: {version} (promoted from shadow)")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from models import boosting, dqn
+from models import propensity as prop
 from models.registry import Registry
 from schemas.features import FEATURE_COUNT, PRODUCTS
 
@@ -66,7 +67,7 @@ class ModelBundle:
     version: str
     q_weights: list[tuple[np.ndarray, np.ndarray]]
     calibrator: dict[str, list[float]]
-    propensity: list[Any]
+    propensity: prop.AdditivePropensity | list[Any]  # additive logistic (JSON) or old XGBoost seed ensemble
     value: Any
     value_grid: np.ndarray
     high_min: float
@@ -85,7 +86,7 @@ class ModelBundle:
             version=manifest["version"],
             q_weights=dqn.dense_weights(model),
             calibrator=json.loads((directory / art["dqn_calibration"]).read_text(encoding="utf-8")),
-            propensity=[boosting.load(directory / name) for name in art["propensity"]],
+            propensity=_load_propensity(directory, art["propensity"]),
             value=boosting.load(directory / art["value"]),
             value_grid=np.asarray(json.loads((directory / art["value_grid"]).read_text(encoding="utf-8"))),
             high_min=float(thresholds["segment_high_min"]),
@@ -102,25 +103,75 @@ class ModelBundle:
             model_version=self.version,
             product_index=actions.astype(np.int64),
             product_probability=dqn.calibrate(self.calibrator, q).astype(np.float64),
-            propensity=np.clip(boosting.predict_propensity(self.propensity, x), 0.0, 1.0),
+            propensity=np.clip(self.predict_propensity(x), 0.0, 1.0),
             segment_score=score.astype(np.float64),
             segment_label=label.astype(str),
         )
+
+    def predict_propensity(self, features: np.ndarray) -> np.ndarray:
+        """P(caravan) per row of an (n, 86) matrix, whichever kind of propensity model the version has."""
+        if isinstance(self.propensity, prop.AdditivePropensity):
+            return self.propensity.predict(features)
+        return boosting.predict_propensity(self.propensity, features)
+
+    def propensity_contributions(self, features: np.ndarray) -> np.ndarray:
+        """(n, 85) logit contributions per feature (reason codes); XGBoost versions use pred_contribs."""
+        if isinstance(self.propensity, prop.AdditivePropensity):
+            return self.propensity.contributions(features)
+        import xgboost as xgb
+
+        matrix = xgb.DMatrix(np.asarray(features)[:, :85].astype(np.float32))
+        parts = [b.predict(matrix, pred_contribs=True)[:, :-1] for b in self.propensity]
+        return np.asarray(np.mean(parts, axis=0), dtype=np.float64)  # mean margin contributions, bias dropped
+
+
+def _load_propensity(directory: Path, artifact: str | list[str]) -> prop.AdditivePropensity | list[Any]:
+    """A JSON additive model (current) or a list of XGBoost .ubj boosters (versions before it)."""
+    if isinstance(artifact, str):
+        return prop.load(directory / artifact)
+    return [boosting.load(directory / name) for name in artifact]
+
+
+def _score_bundle(bundle: ModelBundle, features: np.ndarray) -> ScoreBatch:
+    """Score (n, 86) rows with one bundle, in chunks of CHUNK_ROWS."""
+    x = np.asarray(features, dtype=np.int64)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != FEATURE_COUNT:
+        raise ValueError(f"features must have shape (n, {FEATURE_COUNT}); got {x.shape}")
+    if len(x) <= CHUNK_ROWS:
+        return bundle.score(x)
+    parts = [bundle.score(x[i : i + CHUNK_ROWS]) for i in range(0, len(x), CHUNK_ROWS)]
+    return ScoreBatch(
+        model_version=bundle.version,
+        **{
+            f: np.concatenate([getattr(p, f) for p in parts])
+            for f in ("product_index", "product_probability", "propensity", "segment_score", "segment_label")
+        },
+    )
 
 
 class InferenceEngine:
     """Thread-safe scorer over the active registry version, hot-swappable without restart."""
 
-    def __init__(self, registry: Registry, bundle: ModelBundle) -> None:
+    def __init__(self, registry: Registry, bundle: ModelBundle, *, follow_shadow: bool = False) -> None:
         self.registry = registry
+        self.follow_shadow = follow_shadow  # the scorer loads the shadow version too; the API does not
         self._bundle = bundle
+        self._shadow: ModelBundle | None = None
         self._swap_lock = threading.Lock()
 
     @classmethod
-    def load(cls, registry_dir: Path | None = None) -> InferenceEngine:
-        """Load the active version (registry: $STREAMSCORE_MODEL_REGISTRY, else models/registry)."""
+    def load(cls, registry_dir: Path | None = None, *, follow_shadow: bool = False) -> InferenceEngine:
+        """Load the active version (registry: $STREAMSCORE_MODEL_REGISTRY, else models/registry).
+
+        With follow_shadow, the registry's shadow version is loaded too, and followed by refresh().
+        """
         registry = Registry(registry_dir)
-        return cls(registry, cls._load_version(registry, registry.active_version()))
+        bundle = cls._load_version(registry, registry.active_version())
+        engine = cls(registry, bundle, follow_shadow=follow_shadow)
+        engine.refresh()
+        return engine
 
     @staticmethod
     def _load_version(registry: Registry, version: str) -> ModelBundle:
@@ -136,41 +187,40 @@ class InferenceEngine:
         """Manifest of the version currently served."""
         return self.registry.manifest(self._bundle.version)
 
+    @property
+    def shadow_version(self) -> str | None:
+        """Version scored alongside the active one (never served), or None."""
+        shadow = self._shadow
+        return shadow.version if shadow is not None else None
+
     def score(self, features: np.ndarray) -> ScoreBatch:
         """Score (n, 86) range-validated integer rows; every row of the result comes from one version."""
-        bundle = self._bundle  # one read: a concurrent swap cannot mix versions within a call
-        x = np.asarray(features, dtype=np.int64)
-        if x.ndim == 1:
-            x = x[None, :]
-        if x.ndim != 2 or x.shape[1] != FEATURE_COUNT:
-            raise ValueError(f"features must have shape (n, {FEATURE_COUNT}); got {x.shape}")
-        if len(x) <= CHUNK_ROWS:
-            return bundle.score(x)
-        parts = [bundle.score(x[i : i + CHUNK_ROWS]) for i in range(0, len(x), CHUNK_ROWS)]
-        return ScoreBatch(
-            model_version=bundle.version,
-            **{
-                f: np.concatenate([getattr(p, f) for p in parts])
-                for f in (
-                    "product_index",
-                    "product_probability",
-                    "propensity",
-                    "segment_score",
-                    "segment_label",
-                )
-            },
-        )
+        return _score_bundle(self._bundle, features)  # one read: a swap cannot mix versions in a call
+
+    def score_shadow(self, features: np.ndarray) -> ScoreBatch | None:
+        """Score the rows with the shadow version, or None when there is no shadow."""
+        shadow = self._shadow
+        return _score_bundle(shadow, features) if shadow is not None else None
 
     def refresh(self) -> bool:
-        """Re-read the active pointer; if it changed, load that version fully and swap; True if swapped."""
+        """Re-read the `active` and `shadow` pointers; load whatever changed fully, then swap; True if so."""
         with self._swap_lock:
             version = self.registry.active_version()
-            if version == self._bundle.version:
-                return False
-            bundle = self._load_version(self.registry, version)
-            self._bundle = bundle
-            log.info("model version swapped to %s", version)
-            return True
+            wanted = self.registry.shadow_version() if self.follow_shadow else None
+            wanted = None if wanted == version else wanted
+            swapped = False
+            if version != self._bundle.version:
+                shadow = self._shadow
+                # A promoted shadow is already loaded: the swap is one assignment.
+                reuse = shadow is not None and shadow.version == version
+                self._bundle = shadow if reuse and shadow else self._load_version(self.registry, version)
+                log.info("model version swapped to %s", version)
+                swapped = True
+            if wanted != self.shadow_version:
+                self._shadow = self._load_version(self.registry, wanted) if wanted else None
+                log.info("shadow model version set to %s", wanted)
+                swapped = True
+            return swapped
 
     def activate(self, version: str) -> None:
         """Point the registry at `version` and swap to it now."""
@@ -178,7 +228,35 @@ class InferenceEngine:
             bundle = self._load_version(self.registry, version)
             self.registry.activate(version)
             self._bundle = bundle
+            if self.shadow_version == version:
+                self._shadow = None
             log.info("model version activated: %s", version)
+
+    def set_shadow(self, version: str | None) -> None:
+        """Point the registry's shadow at `version` (None clears it) and load it now."""
+        with self._swap_lock:
+            if version is None:
+                self.registry.clear_shadow()
+                self._shadow = None
+            else:
+                bundle = self._load_version(self.registry, version)  # proves it loads before pointing at it
+                self.registry.set_shadow(version)
+                self._shadow = bundle if self.follow_shadow else None
+            log.info("shadow model version set to %s", version)
+
+    def promote(self) -> str:
+        """Make the shadow active (registry and this process) and stop shadowing; returns the version."""
+        with self._swap_lock:
+            shadow = self._shadow
+            version = self.registry.shadow_version()
+            if version is None:
+                raise LookupError("no shadow version to promote")
+            bundle = shadow if shadow is not None and shadow.version == version else None
+            bundle = bundle or self._load_version(self.registry, version)
+            self.registry.promote()
+            self._bundle, self._shadow = bundle, None
+            log.info("shadow model version promoted: %s", version)
+            return version
 
     async def watch(self, interval_s: float = 5.0) -> None:
         """Forever: every interval, refresh() in a worker thread (errors logged; the old version stays)."""

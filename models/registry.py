@@ -1,4 +1,4 @@
-"""Model registry on disk: versioned directories, manifest.json and an atomic `active` pointer."""
+"""Model registry on disk: versioned directories, manifest.json and atomic `active`/`shadow` pointers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 REGISTRY_ENV = "STREAMSCORE_MODEL_REGISTRY"
 PACKAGE_REGISTRY = Path(__file__).resolve().parent / "registry"
 POINTER = "active"
+SHADOW_POINTER = "shadow"
 MANIFEST = "manifest.json"
 
 
@@ -72,6 +73,34 @@ class Registry:
         """Point `active` at an existing version (atomic: temporary file + os.replace)."""
         self.path(version)
         _atomic_write(self.root / POINTER, version + "\n")
+
+    def shadow_version(self) -> str | None:
+        """Version named by the shadow pointer, or None when nothing is shadowing."""
+        pointer = self.root / SHADOW_POINTER
+        if not pointer.is_file():
+            return None
+        return pointer.read_text(encoding="utf-8").strip() or None
+
+    def set_shadow(self, version: str) -> None:
+        """Point `shadow` at an existing version other than the active one (atomic, like `active`)."""
+        self.path(version)
+        if version == self.active_version():
+            raise ValueError(f"{version} is the active version; a shadow must be another one")
+        _atomic_write(self.root / SHADOW_POINTER, version + "\n")
+
+    def clear_shadow(self) -> None:
+        """Stop shadowing: an empty pointer, written atomically (so watchers never see a torn file)."""
+        if (self.root / SHADOW_POINTER).is_file():
+            _atomic_write(self.root / SHADOW_POINTER, "")
+
+    def promote(self) -> str:
+        """Make the shadow the active version and clear the shadow; returns the promoted version."""
+        version = self.shadow_version()
+        if version is None:
+            raise LookupError("no shadow version to promote")
+        self.activate(version)
+        self.clear_shadow()
+        return version
 
     def manifest(self, version: str | None = None) -> dict[str, Any]:
         """The manifest of a version (default: the active one)."""

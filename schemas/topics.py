@@ -6,8 +6,10 @@ CUSTOMER_FEATURES = "customer-features.v1"
 BATCH_ROWS = "batch-rows.v1"
 PREDICTIONS = "predictions.v1"
 DEAD_LETTER = "dead-letter.v1"
+PREDICTIONS_SHADOW = "predictions-shadow.v1"
+"""The shadow version's predictions (same Prediction contract); stored apart, never served."""
 
-ALL_TOPICS: tuple[str, ...] = (CUSTOMER_FEATURES, BATCH_ROWS, PREDICTIONS, DEAD_LETTER)
+ALL_TOPICS: tuple[str, ...] = (CUSTOMER_FEATURES, BATCH_ROWS, PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW)
 
 SCORER_GROUP = "scorer"
 SINK_GROUP = "sink"
@@ -31,7 +33,7 @@ SCORER = ConsumerContract(
 )
 SINK = ConsumerContract(
     SINK_GROUP,
-    (PREDICTIONS, DEAD_LETTER),
+    (PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW),
     "StoreRecords",
     "Store a batch of predictions and dead letters; returning lets its offsets commit.",
 )

@@ -23,7 +23,7 @@ from infra.consumer import ConsumerSpec, Publish, broker_of, build_consumer_app,
 from infra.consumer import runtime_of as consumer_runtime
 from infra.kafka import producer_options
 from schemas import topics
-from scorer import metrics
+from scorer import metrics, shadow
 from scorer.handlers import BrokerSender, ProducerSender, ScorerRuntime, inference_executor, score_batch
 from scorer.settings import ScorerSettings
 
@@ -45,6 +45,7 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
     """
     settings = settings or ScorerSettings()
     runtime = ScorerRuntime(settings=settings, engine=engine)
+    shadow.attach(runtime)
     producer: AIOKafkaProducer | None = None
 
     async def handle(records: Sequence[Any], publish: Publish) -> None:
@@ -60,7 +61,9 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
             from models.engine import InferenceEngine
 
             registry = Path(settings.model_registry) if settings.model_registry else None
-            runtime.engine = await asyncio.to_thread(InferenceEngine.load, registry)
+            runtime.engine = await asyncio.to_thread(
+                lambda: InferenceEngine.load(registry, follow_shadow=settings.shadow_scoring)
+            )
         log.info("scorer model loaded", extra={"model_version": runtime.engine.model_version})
         runtime.tasks.append(asyncio.create_task(runtime.engine.watch(settings.model_refresh_seconds)))
 

@@ -20,4 +20,7 @@ class SinkSettings(ConsumerSettings, DatabaseSettings, RedisSettings):
     retry_window_seconds: float = Field(
         default=30.0, gt=0, description="Retry in the handler this long, then rewind and re-poll the batch."
     )
-    redis_timeout_seconds: float = Field(default=1.0, gt=0, description="Cache writes give up after this.")
+    redis_timeout_seconds: float = Field(default=0.5, gt=0, description="Cache writes give up after this.")
+    cache_repair_interval_seconds: float = Field(
+        default=0.5, gt=0, description="How often noted cache keys are repaired from Postgres."
+    )

@@ -53,6 +53,32 @@ class Prediction(Base):
     )
 
 
+class ShadowPrediction(Base):
+    """A shadow model version's prediction of an event: compared with the served one, never served."""
+
+    __tablename__ = "predictions_shadow"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), nullable=False)
+    customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    source: Mapped[str] = mapped_column(String(16), nullable=False)
+    batch_id: Mapped[UUID | None] = mapped_column(PG_UUID(as_uuid=True), nullable=True)
+    recommendations: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    propensity: Mapped[float] = mapped_column(Float, nullable=False)
+    segment_label: Mapped[str] = mapped_column(String(8), nullable=False)
+    segment_score: Mapped[float] = mapped_column(Float, nullable=False)
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    stored_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "model_version", name="uq_predictions_shadow_event_version"),
+        Index("ix_predictions_shadow_version_id", "model_version", "id"),
+    )
+
+
 class Customer(Base):
     """One row per customer: the latest prediction's headline figures."""
 
@@ -81,6 +107,18 @@ class Segment(Base):
     scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
     __table_args__ = (Index("ix_segments_model_label", "model_version", "label"),)
+
+
+class CacheRepair(Base):
+    """A Redis key the sink could not write: the durable record the cache is repaired from."""
+
+    __tablename__ = "cache_repair"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    noted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
 
 
 class BatchJob(Base):
@@ -126,6 +164,10 @@ class DeadLetterRecord(Base):
     customer_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     batch_id: Mapped[UUID | None] = mapped_column(PG_UUID(as_uuid=True), nullable=True)
     failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    payload_encoding: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    payload_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    payload_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    payload_truncated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("source_topic", "source_partition", "source_offset", name="uq_dead_letters_origin"),

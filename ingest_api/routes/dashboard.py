@@ -8,9 +8,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 
 from ingest_api import dashboard_data
+from ingest_api.auth_deps import ReadPrincipal
 from ingest_api.dashboard_data import DashboardStats, RateTracker
 from ingest_api.deps import RedisDep, ServicesDep, SessionDep
-from ingest_api.security import ReadPrincipal
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}

@@ -12,19 +12,18 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from infra.database import create_engine, create_sessionmaker
-from ingest_api.deps import Services
-from ingest_api.errors import install_error_handlers
-from ingest_api.rate_limit import WINDOW_SECONDS
-from ingest_api.routes import auth
-from ingest_api.security import (
+from ingest_api.auth_deps import (
     AdminPrincipal,
     PredictPrincipal,
     ReadPrincipal,
     SecurityState,
     build_security,
-    create_api_key,
-    create_user,
 )
+from ingest_api.credentials import create_api_key, create_user
+from ingest_api.deps import Services
+from ingest_api.errors import install_error_handlers
+from ingest_api.rate_limit import WINDOW_SECONDS
+from ingest_api.routes import auth
 from ingest_api.settings import ApiSettings
 
 SECRET = "s" * 24 + "-test-secret-of-40-bytes"
