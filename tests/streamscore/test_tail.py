@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from typing import Any
 
 import orjson
+import pytest
 
 from infra.kafka import ensure_topics, topic_name
 from infra.settings import KafkaSettings
 from schemas import topics
+from streamscore.demo import segment_text
+from streamscore.tail import _show_prediction
 from tests.helpers.pipeline import produce
 from tests.helpers.stack import CLI, LineReader
 
@@ -38,9 +42,11 @@ def test_tail_prints_only_what_is_published_after_it_started(kafka_settings: Kaf
 
 
 def test_cli_tables_label_the_segment_score(capsys: pytest.CaptureFixture[str]) -> None:
-    prediction = {"customer_id": "C-1", "recommendations": [{"product_id": "car", "probability": 0.61}],
-                  "propensity": 0.083, "segment": {"label": "high", "score": 92.4},
-                  "scored_at": "2026-12-01T22:00:00Z", "source": "event", "model_version": "v1"}
+    prediction: dict[str, Any] = {"customer_id": "C-1",
+                                  "recommendations": [{"product_id": "car", "probability": 0.61}],
+                                  "propensity": 0.083, "segment": {"label": "high", "score": 92.4},
+                                  "scored_at": "2026-12-01T22:00:00Z", "source": "event",
+                                  "model_version": "v1"}
     assert segment_text(prediction["segment"]) == "high (value percentile 92)"
     assert _show_prediction(orjson.dumps(prediction), None, raw=False) == 1
     assert "segment high (value percentile 92)" in capsys.readouterr().out
