@@ -9,6 +9,8 @@ COPY pyproject.toml README.md* ./
 RUN mkdir -p streamscore && touch streamscore/__init__.py \
     && pip install . && pip uninstall -y streamscore
 COPY schemas ./schemas
+COPY infra ./infra
+COPY store ./store
 COPY streamscore ./streamscore
 COPY migrations ./migrations
 COPY models ./models

@@ -3,21 +3,26 @@
 Starts its own Tansu broker and a fresh Postgres database (local server, dropped afterwards), uses
 the local Redis, waits until both services have stored a warm-up event, then produces N feature
 events to customer-features.v1 and measures events/s from the first produce to the last row in
-Postgres. Target: >= 25,000 events/s.
+Postgres. Target: >= 25,000 events/s. With --rate, then sends events at that steady rate and reports the
+latency from send to `predictions.stored_at` (p99 target <= 300 ms at 2,000 events/s).
 
     .venv/bin/python bench/bench_pipeline.py --events 200000
+    .venv/bin/python bench/bench_pipeline.py --events 0 --rate 2000 --seconds 20
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +71,8 @@ async def produce_fast(bootstrap: str, topic: str, payloads: list[tuple[bytes, b
     await producer.start()
     started = time.perf_counter()
     try:
-        futures = await send_keyed_batches(producer, topic, payloads)
-        await asyncio.gather(*futures)
+        indexed = [(i, key, value) for i, (key, value) in enumerate(payloads)]
+        await asyncio.gather(*(ack for ack, _ in await send_keyed_batches(producer, topic, indexed)))
     finally:
         await producer.stop()
     return time.perf_counter() - started
@@ -84,8 +89,13 @@ async def stored_rows(dsn: str) -> int:
 
 def start_service(service: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """`streamscore <service>` as a child process logging to a file."""
+    return start_process([str(STREAMSCORE), service], env, log_path)
+
+
+def start_process(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A child process logging to a file."""
     with log_path.open("wb") as log:
-        return subprocess.Popen([str(STREAMSCORE), service], env=env, stdout=log, stderr=log)
+        return subprocess.Popen(command, env=env, stdout=log, stderr=log)
 
 
 async def wait_rows(
@@ -132,90 +142,180 @@ async def service_stats(redis_url: str, prefix: str) -> dict[str, dict[Any, Any]
         await client.aclose()
 
 
-async def main(args: argparse.Namespace) -> None:
-    """Run one bench."""
+@dataclass
+class Stack:
+    """A scratch database, a Tansu broker and topics of one bench run, plus the service processes."""
+
+    run: str
+    database: str
+    dsn: str
+    database_url: str
+    broker: TansuBroker
+    settings: KafkaSettings
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def topic(self) -> str:
+        """The concrete customer-features topic."""
+        return topic_name(self.settings, topics.CUSTOMER_FEATURES)
+
+    def env(self, redis_url: str) -> dict[str, str]:
+        """The STREAMSCORE_* environment of the services of this run."""
+        return {
+            **os.environ,
+            "STREAMSCORE_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            "STREAMSCORE_KAFKA_PARTITIONS": str(self.settings.kafka_partitions),
+            "STREAMSCORE_KAFKA_IDEMPOTENT": "false",
+            "STREAMSCORE_TOPIC_PREFIX": self.settings.topic_prefix,
+            "STREAMSCORE_DATABASE_URL": self.database_url,
+            "STREAMSCORE_REDIS_URL": redis_url,
+            "STREAMSCORE_INSTANCE_ID": f"bench{self.run}",
+            "STREAMSCORE_LOG_LEVEL": "WARNING",
+        }
+
+
+@contextlib.asynccontextmanager
+async def bench_stack(partitions: int, log_dir: Path, keep_db: bool = False) -> AsyncIterator[Stack]:
+    """A migrated scratch database and a Tansu broker with the contract topics; torn down afterwards."""
     run = uuid.uuid4().hex[:8]
     database = f"ss_bench_{run}"
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
-    dsn = f"postgresql://postgres@127.0.0.1:5432/{database}"
     database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
     await asyncio.to_thread(upgrade_head, database_url)
-    log_dir = Path(args.log_dir)
     broker = TansuBroker(log_path=log_dir / f"tansu-{run}.log").start()
-    processes: list[subprocess.Popen[bytes]] = []
+    settings = KafkaSettings(
+        kafka_bootstrap=broker.bootstrap, kafka_partitions=partitions, kafka_idempotent=False,
+        topic_prefix=f"bench{run}.",
+    )
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{database}"
+    stack = Stack(run, database, dsn, database_url, broker, settings)
     try:
-        settings = KafkaSettings(
-            kafka_bootstrap=broker.bootstrap,
-            kafka_partitions=args.partitions,
-            kafka_idempotent=False,
-            topic_prefix=f"bench{run}.",
-        )
         await ensure_topics(settings)
-        env = {
-            **os.environ,
-            "STREAMSCORE_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "STREAMSCORE_KAFKA_PARTITIONS": str(args.partitions),
-            "STREAMSCORE_KAFKA_IDEMPOTENT": "false",
-            "STREAMSCORE_TOPIC_PREFIX": settings.topic_prefix,
-            "STREAMSCORE_DATABASE_URL": database_url,
-            "STREAMSCORE_REDIS_URL": args.redis_url,
-            "STREAMSCORE_INSTANCE_ID": f"bench{run}",
-            "STREAMSCORE_LOG_LEVEL": "WARNING",
-        }
-        for service in ("scorer", "sink"):
-            processes.append(start_service(service, env, log_dir / f"{service}-{run}.log"))
-        topic = topic_name(settings, topics.CUSTOMER_FEATURES)
-
-        warmup = feature_payloads(args.warmup, seed=1)
-        await produce_fast(broker.bootstrap, topic, warmup)
-        await wait_rows(dsn, len(warmup), 120, processes)
-        print(f"services ready (warm-up of {len(warmup)} events stored)")
-
-        payloads = feature_payloads(args.events, seed=2)
-        pids = {"scorer": processes[0].pid, "sink": processes[1].pid}
-        if broker.process is not None:
-            pids["tansu"] = broker.process.pid
-        pg_pids = await backend_pids(dsn, database)
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        pg_before = sum(cpu_seconds(pid) for pid in pg_pids)
-        started = time.perf_counter()
-        produce_s = await produce_fast(broker.bootstrap, topic, payloads)
-        finished = await wait_rows(dsn, len(warmup) + len(payloads), args.timeout, processes)
-        elapsed = finished - started
-        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
-        cpu["postgres"] = sum(cpu_seconds(pid) for pid in pg_pids) - pg_before
-        stats = await service_stats(args.redis_url, f"bench{run}")
-
-        print(f"events:            {len(payloads)}")
-        print(f"produce:           {produce_s:.2f} s ({len(payloads) / produce_s:,.0f} events/s)")
-        print(f"end to end:        {elapsed:.2f} s ({len(payloads) / elapsed:,.0f} events/s, target 25,000)")
-        print(
-            "cpu per event:     "
-            + "  ".join(f"{name}={seconds / len(payloads) * 1e6:.1f}us" for name, seconds in cpu.items())
-            + f"  (loadavg {os.getloadavg()[0]:.1f})"
-        )
-        for key, fields in sorted(stats.items()):
-            batches = int(fields.get("batches", "0")) or 1
-            print(
-                f"{key.split(':')[1]:<7} batches={fields.get('batches')} "
-                f"avg_batch={int(fields.get('events_in', '0')) / batches:.0f} "
-                f"p50_ms={fields.get('p50_ms')} p99_ms={fields.get('p99_ms')} dlq={fields.get('dlq')}"
-            )
+        yield stack
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(stack.processes)
         broker.stop()
-        if not args.keep_db:
+        if not keep_db:
             admin = await asyncpg.connect(ADMIN_DSN)
             await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             await admin.close()
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process, then kill the ones still running after 15 s."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@dataclass
+class Throughput:
+    """One sustained run: events, seconds and CPU seconds per process."""
+
+    events: int
+    produce_s: float
+    elapsed_s: float
+    cpu_s: dict[str, float]
+
+    def report(self, label: str) -> str:
+        """Human lines."""
+        per_event = "  ".join(f"{name}={s / self.events * 1e6:.1f}us" for name, s in self.cpu_s.items())
+        return (
+            f"{label}: {self.events} events in {self.elapsed_s:.2f} s = {self.events / self.elapsed_s:,.0f} "
+            f"events/s (produce {self.events / self.produce_s:,.0f}/s)\n"
+            f"{label}: cpu per event {per_event}  (loadavg {os.getloadavg()[0]:.1f})"
+        )
+
+
+async def measure_throughput(stack: Stack, pids: dict[str, int], events: int, already: int) -> Throughput:
+    """Produce `events` at full speed; time from the first produce to the last row in Postgres."""
+    payloads = feature_payloads(events, seed=2)
+    if stack.broker.process is not None:
+        pids = {**pids, "tansu": stack.broker.process.pid}
+    pg_pids = await backend_pids(stack.dsn, stack.database)
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    pg_before = sum(cpu_seconds(pid) for pid in pg_pids)
+    started = time.perf_counter()
+    produce_s = await produce_fast(stack.broker.bootstrap, stack.topic, payloads)
+    finished = await wait_rows(stack.dsn, already + events, 600, stack.processes)
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu["postgres"] = sum(cpu_seconds(pid) for pid in pg_pids) - pg_before
+    return Throughput(events, produce_s, finished - started, cpu)
+
+
+async def measure_latency(
+    stack: Stack, rate: int, seconds: float, already: int
+) -> tuple[float, float, float]:
+    """Produce at a steady `rate` events/s for `seconds`; (p50, p99, max) ms from send to `stored_at`."""
+    total = int(rate * seconds)
+    payloads = feature_payloads(total, seed=3)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    sent: dict[str, float] = {}
+    tick = 0.01
+    per_tick = max(1, int(rate * tick))
+    started = time.perf_counter()
+    try:
+        pending = []
+        for i in range(0, total, per_tick):
+            await asyncio.sleep(max(0.0, started + (i / rate) - time.perf_counter()))
+            chunk = payloads[i : i + per_tick]
+            now = time.time()
+            for _, value in chunk:
+                sent[orjson.loads(value)["event_id"]] = now
+            pending += await send_keyed_batches(producer, stack.topic, chunk)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    await wait_rows(stack.dsn, already + total, 120, stack.processes)
+    connection = await asyncpg.connect(stack.dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT event_id::text AS id, extract(epoch FROM stored_at) AS at FROM predictions "
+            "WHERE event_id = ANY($1::uuid[])", list(sent)
+        )
+    finally:
+        await connection.close()
+    latency = np.array([(float(r["at"]) - sent[r["id"]]) * 1000.0 for r in rows])
+    p50, p99 = np.percentile(latency, [50, 99])
+    return float(p50), float(p99), float(latency.max())
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Run one bench: throughput, then (with --rate) latency at a steady rate."""
+    log_dir = Path(args.log_dir)
+    async with bench_stack(args.partitions, log_dir, args.keep_db) as stack:
+        env = stack.env(args.redis_url)
+        for service in ("scorer", "sink"):
+            stack.processes.append(start_service(service, env, log_dir / f"{service}-{stack.run}.log"))
+        warmup = feature_payloads(args.warmup, seed=1)
+        await produce_fast(stack.broker.bootstrap, stack.topic, warmup)
+        await wait_rows(stack.dsn, len(warmup), 120, stack.processes)
+        print(f"services ready (warm-up of {len(warmup)} events stored)")
+        pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid}
+        stored = len(warmup)
+        if args.events:
+            result = await measure_throughput(stack, pids, args.events, stored)
+            stored += args.events
+            print(result.report("streamscore"))
+            stats = await service_stats(args.redis_url, f"bench{stack.run}")
+            for key, fields in sorted(stats.items()):
+                batches = int(fields.get("batches", "0")) or 1
+                print(
+                    f"{key.split(':')[1]:<7} batches={fields.get('batches')} "
+                    f"avg_batch={int(fields.get('events_in', '0')) / batches:.0f} "
+                    f"p50_ms={fields.get('p50_ms')} p99_ms={fields.get('p99_ms')} dlq={fields.get('dlq')}"
+                )
+        if args.rate:
+            p50, p99, worst = await measure_latency(stack, args.rate, args.seconds, stored)
+            print(f"streamscore: latency at {args.rate}/s sent->stored p50 {p50:.0f} ms p99 {p99:.0f} ms "
+                  f"max {worst:.0f} ms (target p99 <= 300)")
 
 
 def parse_args() -> argparse.Namespace:
@@ -230,6 +330,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--log-dir", default="/tmp/streamscore-bench")
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--rate", type=int, default=0, help="Then measure latency at this steady rate.")
+    parser.add_argument("--seconds", type=float, default=20.0, help="Length of the latency run.")
     return parser.parse_args()
 
 

@@ -98,7 +98,7 @@ async def _drop_database(admin_url: str, url: str) -> None:
 async def _create_key(database_url: str) -> str:
     from infra.database import create_engine, create_sessionmaker
     from infra.settings import DatabaseSettings
-    from ingest_api.security import create_api_key
+    from ingest_api.credentials import create_api_key
 
     engine = create_engine(DatabaseSettings(database_url=database_url))
     try:

@@ -19,7 +19,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 
-from infra.kafka import ensure_topics, producer_options, topic_name
+from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence, topic_name
 from infra.process import cancel_tasks, serve
 from infra.settings import ConsumerSettings
 from infra.stats import PipelineStats, publish_stats_forever, track_lag_forever
@@ -100,11 +100,19 @@ def build_consumer_app(
 
     async def start() -> None:
         await ensure_topics(settings)
+        if settings.kafka_idempotent and not await resolve_idempotence(settings):
+            # Once per process, before any producer starts: on_start's (via producer_options) and the
+            # broker's, which FastStream builds from kwargs it offers no public way to change.
+            settings.kafka_idempotent = False
+            broker._connection_kwargs["enable_idempotence"] = False
         await on_start()
+        # A memory-only broker loses its topics on restart: recreate them instead of failing every commit.
+        runtime.tasks.append(asyncio.create_task(TopicGuard(settings).run_forever()))
         # Start-up objects (TensorFlow's above all) live forever: keep them out of every collection.
         gc.freeze()
         runtime.tasks.append(
-            asyncio.create_task(track_lag_forever(lambda: [subscriber.consumer], runtime.stats, spec.set_lag))
+            asyncio.create_task(track_lag_forever(lambda: [subscriber.consumer], runtime.stats, spec.set_lag,
+                                                  settings.kafka_bootstrap))
         )
         if stats_redis_url:
             key = f"stats:{spec.service}:{settings.instance_id}"

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from infra.settings import DatabaseSettings
+
+# What "Postgres is unreachable" looks like from SQLAlchemy + asyncpg: refused or dropped connections,
+# a pool that cannot hand out a connection in time. Query errors (bad SQL, constraints) are not in it.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError,
+)
 
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -27,6 +28,10 @@ def producer_options(settings: KafkaSettings) -> dict[str, Any]:
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 30_000,
+        # A restarted memory-only broker recreates topics, perhaps with another partition count: without
+        # this, cached metadata kept sending to partitions that no longer exist for 5 minutes.
+        "metadata_max_age_ms": 5_000,
+        "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
     }
 
 
@@ -50,3 +55,107 @@ async def ensure_topics(settings: KafkaSettings, names: tuple[str, ...] = topics
             log.info("created topics", extra={"topics": [t.name for t in missing]})
     finally:
         await admin.close()
+
+
+class TopicGuard:
+    """Notices contract topics the broker lost (a memory-only broker restarted) and recreates them.
+
+    Checks with an all-topics metadata request, which never auto-creates a topic. A topic that exists with
+    a different partition count than configured (auto-created by a client before the guard ran) is logged,
+    not deleted: it may hold accepted records. Clients see the new layout within metadata_max_age_ms.
+    """
+
+    def __init__(self, settings: KafkaSettings, names: tuple[str, ...] = topics.ALL_TOPICS) -> None:
+        self._settings = settings
+        self._names = {topic_name(settings, name): name for name in names}
+        self.problems: dict[str, str] = {}  # concrete topic -> what is wrong with it
+        self.checked = False
+        self._warned: set[str] = set()
+        self._odd: set[str] = set()
+
+    def ok(self, topic: str | None = None) -> bool:
+        """No known problem with `topic` (or with any guarded topic)."""
+        return not self.problems if topic is None else topic not in self.problems
+
+    async def check(self) -> dict[str, str]:
+        """Look once; recreate missing topics; the problems that remain."""
+        settings = self._settings
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000
+        )
+        await admin.start()
+        try:
+            metadata = await admin._client.fetch_all_metadata()
+            missing = [name for name in self._names if name not in metadata.topics()]
+            if missing:
+                log.error("broker lost topics; recreating them", extra={"topics": missing})
+                try:
+                    await admin.create_topics(
+                        [NewTopic(n, settings.kafka_partitions, settings.kafka_replication_factor)
+                         for n in missing]
+                    )
+                except TopicAlreadyExistsError:
+                    log.info("topics recreated concurrently by another process")
+                metadata = await admin._client.fetch_all_metadata()
+        finally:
+            await admin.close()
+        problems: dict[str, str] = {}
+        for name in self._names:
+            partitions = metadata.partitions_for_topic(name)
+            if partitions is None:
+                problems[name] = "is missing on the broker"
+            elif len(partitions) != settings.kafka_partitions and name not in self._odd:
+                # Auto-created by a client's metadata request before the guard ran (Tansu does that). It
+                # works (keys still map to one partition each) and may hold accepted records: keep it.
+                log.warning("topic has an unexpected partition count", extra={
+                    "topic": name, "partitions": len(partitions), "expected": settings.kafka_partitions})
+                self._odd.add(name)
+        for name, problem in problems.items():
+            if name not in self._warned:
+                log.error("topic problem", extra={"topic": name, "problem": problem})
+        self._warned = set(problems)
+        self.problems, self.checked = problems, True
+        return problems
+
+    async def run_forever(self, interval_s: float = 1.0) -> None:
+        """Check every `interval_s`; an unreachable broker is left to the clients' own retries."""
+        while True:
+            try:
+                await self.check()
+            except Exception as error:
+                log.warning("topic check failed", extra={"error": repr(error)[:300]})
+            await asyncio.sleep(interval_s)
+
+
+IDEMPOTENCE_SETTING = "STREAMSCORE_KAFKA_IDEMPOTENT"
+
+
+async def resolve_idempotence(settings: KafkaSettings) -> bool:
+    """Whether producers may be idempotent: the setting, turned off with one warning when the broker
+    cannot grant a producer id (InitProducerId), as Tansu cannot; an unreachable broker still raises."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    if not settings.kafka_idempotent:
+        return False
+    probe = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+                             request_timeout_ms=10_000)
+    sender_log = logging.getLogger("aiokafka.producer.sender")
+    level = sender_log.level
+    sender_log.setLevel(logging.CRITICAL)  # its own ERROR line would repeat the one warning below
+    try:
+        await probe.start()
+    except KafkaConnectionError:
+        raise
+    except KafkaError as error:
+        log.warning(
+            f"the broker at {settings.kafka_bootstrap} does not support idempotent producers "
+            f"(InitProducerId failed: {type(error).__name__}); producing without idempotence "
+            f"(acks=all still). Set {IDEMPOTENCE_SETTING}=false to skip this check.",
+            extra={"bootstrap": settings.kafka_bootstrap, "error": str(error)},
+        )
+        return False
+    finally:
+        sender_log.setLevel(level)
+        await probe.stop()
+    return True

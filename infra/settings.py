@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +22,11 @@ class KafkaSettings(BaseSettings):
         default=True,
         description="Idempotent producer (acks=all either way). Tansu lacks InitProducerId, so the "
         "embedded broker turns this off.",
+    )
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="none",
+        description="Producer compression. Off: on a local broker it costs more CPU than it saves "
+        "(zstd, lz4 and snappy need the `compression` extra).",
     )
     topic_prefix: str = Field(
         default="", description="Prepended to every topic name (tests isolate with it)."
@@ -45,6 +52,12 @@ class RedisSettings(BaseSettings):
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0")
     redis_ttl_seconds: int = Field(default=86_400, ge=1)
+    redis_timeout_seconds: float = Field(
+        default=0.05, gt=0, description="Every Redis call gives up after this (reads fall back to Postgres)."
+    )
+    redis_pause_seconds: float = Field(
+        default=1.0, gt=0, description="After a failed Redis call, skip Redis this long."
+    )
 
 
 class ConsumerSettings(KafkaSettings):

@@ -80,18 +80,62 @@ class PipelineStats:
         }
 
 
-async def consumer_lag(consumer: AIOKafkaConsumer | None) -> dict[TopicPartition, int]:
-    """Highwater minus position for each assigned partition whose highwater is known."""
+class EndOffsets:
+    """Each partition's real end offset, from the records themselves.
+
+    A broker's listed end offset (ListOffsets, or a fetch's highwater) may trail the data: Tansu lists the
+    base offset of a partition's last batch. So this group-less consumer reads from the listed end and
+    moves the end past every record it finds there; on a broker whose listing is right it finds none.
+    """
+
+    def __init__(self, bootstrap: str, rounds: int = 5) -> None:
+        self.rounds = rounds
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                          enable_auto_commit=False, fetch_max_wait_ms=50)
+        self._started = False
+
+    async def stop(self) -> None:
+        """Close the probe's connections."""
+        if self._started:
+            await self._consumer.stop()
+            self._started = False
+
+    async def ends(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The end offset (one past the last record) of each partition."""
+        consumer = self._consumer
+        if not self._started:
+            await consumer.start()
+            self._started = True
+        listed: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        for partition in partitions:
+            consumer.seek(partition, listed[partition])
+        ends = dict(listed)
+        timeout_ms = 500  # the first fetch after a seek takes a round trip; later ones only drain
+        for _ in range(self.rounds):
+            batch = await consumer.getmany(*partitions, timeout_ms=timeout_ms)
+            if not batch:
+                break
+            for partition, records in batch.items():
+                ends[partition] = max(ends[partition], records[-1].offset + 1)
+            timeout_ms = 50
+        consumer.pause(*partitions)  # no prefetching between probes
+        return ends
+
+
+async def consumer_lag(consumer: AIOKafkaConsumer | None, probe: EndOffsets) -> dict[TopicPartition, int]:
+    """Real end offset minus position for each assigned partition whose position is known."""
     if consumer is None:
         return {}
+    partitions = sorted(consumer.assignment())
+    if not partitions:
+        return {}
+    ends = await probe.ends(partitions)
     lag: dict[TopicPartition, int] = {}
-    for partition in consumer.assignment():
-        highwater = consumer.highwater(partition)
-        if highwater is None:
-            continue
+    for partition in partitions:
         with contextlib.suppress(Exception):  # partition revoked or position not fetched yet
             position = await asyncio.wait_for(consumer.position(partition), timeout=0.5)
-            lag[partition] = max(0, highwater - position)
+            lag[partition] = max(0, ends[partition] - position)
     return lag
 
 
@@ -123,14 +167,30 @@ async def track_lag_forever(
     consumers: Callable[[], list[AIOKafkaConsumer | None]],
     stats: PipelineStats,
     on_partition: Callable[[TopicPartition, int], None],
+    bootstrap: str,
     interval_s: float = 1.0,
 ) -> None:
-    """Every interval, refresh per-partition lag (reported via on_partition) and its sum in stats."""
-    while True:
-        total = 0
-        for consumer in consumers():
-            for partition, lag in (await consumer_lag(consumer)).items():
-                on_partition(partition, lag)
-                total += lag
-        stats.lag = total
-        await asyncio.sleep(interval_s)
+    """Every interval, refresh per-partition lag (reported via on_partition) and its sum in stats.
+
+    When the broker cannot be asked, `stats.lag` is -1: unknown, never a reassuring 0.
+    """
+    probe = EndOffsets(bootstrap)
+    failing = False
+    try:
+        while True:
+            try:
+                total = 0
+                for consumer in consumers():
+                    for partition, lag in (await consumer_lag(consumer, probe)).items():
+                        on_partition(partition, lag)
+                        total += lag
+                stats.lag = total
+                failing = False
+            except Exception as error:  # lag is a gauge; the pipeline must not care
+                if not failing:
+                    log.warning("consumer lag unknown", extra={"error": str(error)})
+                failing = True
+                stats.lag = -1
+            await asyncio.sleep(interval_s)
+    finally:
+        await probe.stop()

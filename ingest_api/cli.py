@@ -43,8 +43,9 @@ def _run_in_session(work: Callable[..., Awaitable[T]], commit: bool = True) -> T
 
 
 def _fail(message: str) -> typer.Exit:
+    """Bad input (scope, role, name): exit code 2, as every CLI command (README, "Exit codes")."""
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
+    return typer.Exit(code=2)
 
 
 @api_keys.command("create")
@@ -55,7 +56,7 @@ def create_key(
     """Create a key and print it ONCE, alone on the last line (only its hash is stored)."""
     from sqlalchemy.exc import IntegrityError
 
-    from ingest_api.security import create_api_key
+    from ingest_api.credentials import create_api_key
 
     wanted = [scope.strip() for scope in scopes.split(",") if scope.strip()]
     try:
@@ -124,7 +125,7 @@ def create_user_command(
     """Create a user with an argon2-hashed password."""
     from sqlalchemy.exc import IntegrityError
 
-    from ingest_api.security import create_user
+    from ingest_api.credentials import create_user
 
     try:
         _run_in_session(lambda session: create_user(session, username, password, role))

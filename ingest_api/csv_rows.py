@@ -6,6 +6,7 @@ import codecs
 import csv
 import operator
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,13 @@ _UPPER = tuple(high for _, high in FEATURE_RANGES)
 # Canonical spellings of every allowed value per column: one set lookup replaces int() plus two compares.
 _ALLOWED = tuple(frozenset(str(value) for value in range(low, high + 1)) for low, high in FEATURE_RANGES)
 _REQUIRED = tuple(name for name in FEATURE_NAMES if name != TARGET_NAME)
+_KNOWN = frozenset(FEATURE_NAMES) | {CUSTOMER_COLUMN}
+# Bounds checked before any per-name work (a valid header is ~600 bytes and 87 columns; a row ~300 bytes).
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_COLUMNS = 256
+MAX_LINE_BYTES = 64 * 1024
+_SHOWN_NAME_CHARS = 40
+_OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
 class CsvHeaderError(ValueError):
@@ -74,8 +82,15 @@ class CsvRowParser:
     def feed(self, data: bytes) -> ParsedRows:
         """Parse the complete lines in data (plus what was left over); keep the partial last line."""
         text = self._tail + self._decoder.decode(data)
+        if not self.header_seen:
+            first = text.find("\n")
+            if (first if first >= 0 else len(text)) > MAX_HEADER_BYTES:
+                raise CsvHeaderError([f"the header line is longer than {MAX_HEADER_BYTES} bytes"])
         cut = text.rfind("\n")
         if cut < 0:
+            if len(text) > MAX_LINE_BYTES:
+                # Refused here: re-joining an endless line chunk after chunk would cost quadratic CPU.
+                raise UploadFormatError(f"line {self._line + 1}: longer than {MAX_LINE_BYTES} bytes")
             self._tail = text
             return ParsedRows()
         self._tail = text[cut + 1:]
@@ -113,19 +128,27 @@ class CsvRowParser:
             self._read_row(row, parsed)
 
     def _read_header(self, row: list[str]) -> None:
+        if len(row) > MAX_HEADER_COLUMNS:
+            raise CsvHeaderError([f"the header has {len(row)} columns; at most {MAX_HEADER_COLUMNS} are "
+                                  f"allowed (customer_id and the {len(FEATURE_NAMES)} feature columns)"])
+        if len(row) == 1:
+            for delimiter, name in _OTHER_DELIMITERS.items():
+                if delimiter in row[0]:
+                    raise CsvHeaderError([f"the header has one column, and it contains {name}s: the file "
+                                          f"looks {name}-separated; separate the columns with commas"])
         names = [name.strip() for name in row]
-        known = set(FEATURE_NAMES) | {CUSTOMER_COLUMN}
+        present = set(names)
         problems = []
-        unknown = [name for name in names if name not in known]
+        unknown = [_shown(name) for name in names if name not in _KNOWN]
         if unknown:
-            problems.append(f"unknown column(s): {', '.join(unknown[:10])}")
-        missing = [name for name in (CUSTOMER_COLUMN, *_REQUIRED) if name not in names]
+            problems.append(f"unknown column(s): {_listed(unknown)}")
+        missing = [name for name in (CUSTOMER_COLUMN, *_REQUIRED) if name not in present]
         if missing:
-            problems.append(f"missing column(s): {', '.join(missing[:10])}"
-                            + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
-        duplicated = sorted({name for name in names if names.count(name) > 1})
+            problems.append(f"missing column(s): {_listed(missing)}")
+        # Counted once: names.count() per name made a 80,000-column header cost 11 s of event loop.
+        duplicated = sorted(_shown(name) for name, count in Counter(names).items() if count > 1)
         if duplicated:
-            problems.append(f"duplicated column(s): {', '.join(duplicated)}")
+            problems.append(f"duplicated column(s): {_listed(duplicated)}")
         if problems:
             raise CsvHeaderError(problems)
         self._has_target = TARGET_NAME in names
@@ -171,6 +194,15 @@ class CsvRowParser:
             except ValueError:
                 return f"{name}: {cell[:40]!r} is not an integer"
         return "a value is not an integer"
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= _SHOWN_NAME_CHARS else name[:_SHOWN_NAME_CHARS] + "…"
+
+
+def _listed(names: list[str], shown: int = 10) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _out_of_range(values: list[int]) -> str:

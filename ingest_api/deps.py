@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
@@ -10,15 +11,16 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from infra.kafka import TopicGuard
 from ingest_api.settings import ApiSettings
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
 
+    from ingest_api.auth_deps import SecurityState
     from ingest_api.batching import DirectScorer, DynamicBatcher
     from ingest_api.metrics import ApiMetrics
     from ingest_api.publisher import BackgroundPublisher
-    from ingest_api.security import SecurityState
     from models.engine import InferenceEngine
 
 
@@ -32,10 +34,29 @@ class Services:
     redis: Redis
     producer: AIOKafkaProducer
     engine: InferenceEngine
-    security: SecurityState | None = None  # build with ingest_api.security.build_security in the lifespan
+    security: SecurityState | None = None  # build with ingest_api.auth_deps.build_security in the lifespan
     sync_scorer: DirectScorer | DynamicBatcher | None = None  # set by the lifespan (ingest_api.main)
     background: BackgroundPublisher | None = None  # set by the lifespan (ingest_api.main)
     metrics: ApiMetrics | None = None  # set by create_app (ingest_api.main)
+    topics: TopicGuard | None = None  # set by the lifespan: publishing stops while a topic is missing
+    redis_paused_until: float = 0.0
+
+    def redis_paused(self) -> bool:
+        """True for redis_pause_seconds after a failed Redis read: reads go straight to Postgres."""
+        return time.monotonic() < self.redis_paused_until
+
+    def pause_redis(self) -> None:
+        """Skip Redis reads for a while (a hung Redis must not cost every request a timeout)."""
+        self.redis_paused_until = time.monotonic() + self.settings.redis_pause_seconds
+
+
+def build_redis(settings: ApiSettings) -> Redis:
+    """The API's Redis client: every call (connect, read) gives up after redis_timeout_seconds."""
+    return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        socket_timeout=settings.redis_timeout_seconds,
+    )
 
 
 async def get_services(request: Request) -> Services:

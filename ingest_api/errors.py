@@ -31,6 +31,7 @@ CODES: dict[int, str] = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    431: "headers_too_large",
     500: "internal_error",
     503: "service_unavailable",
 }
@@ -167,10 +168,35 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return error_response(status, message, headers=getattr(exc, "headers", None))
 
 
-async def _request_validation(_: Request, exc: Exception) -> Response:
+async def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if len(errors) == 1 and (plain := _body_problem(request, errors[0], exc.body)) is not None:
+        return error_response(422, f"body {plain}", details=[ErrorDetail(field="body", message=plain)])
     error = validation_error(exc)
     return error_response(422, error.message, details=error.details)
+
+
+def _body_problem(request: Request, error: Any, body: Any) -> str | None:
+    """A plain message for a body that is not JSON at all, where pydantic's would mislead."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid" and len(loc) == 2 and isinstance(loc[1], int):
+        # FastAPI puts the character offset in the location, where it reads like an array index.
+        reason = (error.get("ctx") or {}).get("error", "invalid JSON")
+        if isinstance(body, bytes | str):
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            offset = loc[1]
+            line = text.count("\n", 0, offset) + 1
+            column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+            return f"is not valid JSON: {reason} at line {line} column {column}"
+        return f"is not valid JSON: {reason}"
+    content_type = request.headers.get("content-type")
+    if loc == ("body",) and error.get("type") in {"model_attributes_type", "dict_type", "model_type"} and (
+        content_type is None or "json" not in content_type.lower()
+    ):
+        got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+        return f"must be a JSON object sent with Content-Type: application/json; got {got}"
+    return None
 
 
 async def _dependency_down(request: Request, exc: Exception) -> Response:

@@ -5,9 +5,10 @@ objects, response validation) cost about half of the API's CPU per sync predicti
 inside the body-limit and metrics middlewares and serves that one route directly with the same
 semantics, in the same order as the FastAPI route:
 
-1. body read and JSON-decoded (a body that is not a JSON object is handed to the normal route,
+1. authentication, rate limiting and the `predict` scope from the headers, before any body byte is
+   read (`ingest_api.auth_deps.authorize`: 401/429/403);
+2. body read and JSON-decoded (a body that is not a JSON object is handed to the normal route,
    replayed, so the answer to anything unusual is exactly FastAPI's);
-2. authentication, rate limiting and the `predict` scope (`ingest_api.security.authorize`: 401/429/403);
 3. body validation with `ScoreRequest` (422 naming the field, via `ingest_api.errors`);
 4. the route handler itself (`ingest_api.routes.scoring.predict_response`).
 
@@ -23,15 +24,15 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ingest_api.auth_deps import authorize, client_address, credentials_from_headers
+from ingest_api.bodies import ScoreRequest
 from ingest_api.errors import ApiError, error_response, validation_error
-from ingest_api.models_api import ScoreRequest
+from ingest_api.principals import Principal
 from ingest_api.routes.scoring import PREDICT_SINGLE_PATH, predict_payload
-from ingest_api.security import authorize
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -63,30 +64,31 @@ class FastPathMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        bearer = api_key = content_type = None
+        content_type = None
         for name, value in scope["headers"]:
-            if name == b"authorization" and bearer is None:
-                bearer = value.decode("latin-1")
-            elif name == b"x-api-key" and api_key is None:
-                api_key = value.decode("latin-1")
-            elif name == b"content-type" and content_type is None:
+            if name == b"content-type":
                 content_type = value.decode("latin-1")
+                break
+        if self._route is None:
+            self._route = _find_route(self.fastapi_app)
+        scope["route"] = self._route  # the metrics middleware labels by the route template
+        services: Services = self.fastapi_app.state.services
+        bearer, api_key = credentials_from_headers(scope["headers"])
         try:
+            # Before the body: an anonymous caller never gets a byte of it read or parsed.
+            principal = await authorize(services, bearer, api_key, "predict", client_address(scope),
+                                        scope.setdefault("state", {}))
             body = await _read_body(receive)
-        except StarletteHTTPException as error:  # the body limit, counted while reading
-            await _send_response(_http_error(error), scope, receive, send)
+        except Exception as error:  # 401/429/403, or the body limit counted while reading (413)
+            await _send_response(await self._error_response(scope, error), scope, receive, send)
             return
         data = _decode_json(body, content_type)
         if type(data) is not dict:
             # Empty, non-JSON, malformed or not an object: FastAPI's own answer, from the replayed body.
             await self.app(scope, _replay(body, receive), send)
             return
-        if self._route is None:
-            self._route = _find_route(self.fastapi_app)
-        scope["route"] = self._route  # the metrics middleware labels by the route template
-        services: Services = self.fastapi_app.state.services
         try:
-            payload = await self._handle(services, data, bearer, api_key)
+            payload = await self._handle(services, data, principal)
         except Exception as error:
             await _send_response(await self._error_response(scope, error), scope, receive, send)
             return
@@ -95,15 +97,12 @@ class FastPathMiddleware:
         await send({"type": "http.response.body", "body": payload})
 
     @staticmethod
-    async def _handle(services: Services, data: Any, bearer: str | None, api_key: str | None) -> bytes:
-        scheme, token = get_authorization_scheme_param(bearer)
-        await authorize(services, token if bearer and scheme.lower() == "bearer" else None,
-                        api_key or None, "predict")
+    async def _handle(services: Services, data: Any, principal: Principal) -> bytes:
         try:
             request = ScoreRequest.model_validate(data)
         except ValidationError as error:
             raise validation_error(error) from None
-        return await predict_payload(services, request)
+        return await predict_payload(services, request, principal)
 
     async def _error_response(self, scope: Scope, error: Exception) -> Response:
         if isinstance(error, ApiError):
@@ -159,8 +158,10 @@ def _decode_json(body: bytes, content_type: str | None) -> Any:
         # orjson refuses what json accepts (e.g. integers past 64 bits, NaN); FastAPI uses json.
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the parser's depth: FastAPI answers 400
             return None
+    except RecursionError:
+        return None
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -14,22 +14,34 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.database import create_engine, create_sessionmaker
-from infra.kafka import ensure_topics, producer_options
+from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence
 from infra.logging import configure_logging
 from infra.process import cancel_tasks
 from ingest_api.batching import DirectScorer, DynamicBatcher
-from ingest_api.deps import Services
+from ingest_api.deps import Services, build_redis
 from ingest_api.errors import error_response, install_error_handlers
 from ingest_api.fast_path import FastPathMiddleware
+from ingest_api.hardening import SecurityHeadersMiddleware
 from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
-from ingest_api.routes import batch, dashboard, drift, events, health, models, predictions, scoring, shadow
+from ingest_api.routes import (
+    batch,
+    dashboard,
+    docs,
+    drift,
+    events,
+    health,
+    predictions,
+    registry,
+    scoring,
+    shadow,
+)
 from ingest_api.settings import ApiSettings
+from schemas import topics
 
 if TYPE_CHECKING:
     from models.engine import InferenceEngine
@@ -37,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_UPLOAD_PATH = "/api/v1/predict/batch"
+# A valid request to these is under 2 KB: they get their own small body limit (max_score_json_bytes).
+SMALL_BODY_PATHS = frozenset({"/api/v1/predict/single", "/api/v1/segment", "/api/v1/auth/token"})
 DESCRIPTION = """\
 Ingest customer feature events, upload CSV batches and score customers synchronously.
 
@@ -55,11 +69,13 @@ position, column and range, e.g. `[3].features[3] (MGEMLEEF)`: `must be 1–6; g
 is all-or-nothing for validation; if the broker fails mid-request you get `503` and should retry:
 events that carry an `event_id` are stored once however often they are sent.
 
-**Limits** (settings, prefix `STREAMSCORE_`): JSON bodies `MAX_JSON_BYTES` (16 MiB) and
-`MAX_EVENTS_PER_REQUEST` (10,000) → 413; CSV uploads `BATCH_MAX_BYTES` (32 MiB) → 413 as soon as the
-limit is passed, `BATCH_MAX_ROWS` (100,000) → 422. Rows are published while the file is still being
-read, so a file rejected for size or row count mid-way leaves its task `failed` with the reason, and the
-rows already published are still scored and stored under that task id.
+**Limits** (settings, prefix `STREAMSCORE_`): request line and headers `MAX_HEADER_BYTES` (32 KiB)
+→ 431; credentials are checked before any body byte is read; JSON bodies `MAX_JSON_BYTES` (16 MiB),
+scoring and sign-in bodies `MAX_SCORE_JSON_BYTES` (8 KiB) and `MAX_EVENTS_PER_REQUEST` (10,000) → 413;
+CSV uploads `BATCH_MAX_BYTES` (32 MiB) → 413 as soon as the limit is passed, header lines over 16 KiB
+or 256 columns and data lines over 64 KiB → 422, `BATCH_MAX_ROWS` (100,000) → 422. Rows are published
+while the file is still being read, so a file rejected for size or row count mid-way leaves its task
+`failed` with the reason, and the rows already published are still scored and stored under that task id.
 """
 TAGS = [
     {"name": "events", "description": "Feature events onto the event stream."},
@@ -82,20 +98,24 @@ class BodyLimitMiddleware:
     """Bounds request bodies: Content-Length is checked up front, and bytes are counted as they arrive.
 
     The CSV upload path gets its own (larger) limit; the route reads it as a stream, so the 413 comes
-    as soon as the limit is passed, not after the whole body was received.
+    as soon as the limit is passed, not after the whole body was received. The scoring and sign-in
+    routes get a small one.
     """
 
-    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
+    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int, small_limit: int) -> None:
         self.app = app
         self.json_limit = json_limit
         self.upload_limit = upload_limit
+        self.small_limit = small_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Reject or count the body, then run the app."""
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.upload_limit if scope["path"] == BATCH_UPLOAD_PATH else self.json_limit
+        path = scope["path"]
+        limit = (self.upload_limit if path == BATCH_UPLOAD_PATH
+                 else self.small_limit if path in SMALL_BODY_PATHS else self.json_limit)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 with contextlib.suppress(ValueError):
@@ -125,22 +145,25 @@ def _registry_dir(settings: ApiSettings) -> Path | None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Build every client of this process, publish them on app.state, and close them on shutdown."""
-    from ingest_api.security import build_security
+    from ingest_api.auth_deps import build_security
     from models.engine import InferenceEngine
 
     settings: ApiSettings = app.state.settings
     async with contextlib.AsyncExitStack() as stack:
         db_engine = create_engine(settings)
         stack.push_async_callback(db_engine.dispose)
-        redis = Redis.from_url(settings.redis_url)
+        redis = build_redis(settings)
         stack.push_async_callback(redis.aclose)
         await ensure_topics(settings)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **producer_options(settings))
+        idempotent = await resolve_idempotence(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                    **producer_options(settings) | {"enable_idempotence": idempotent})
         await producer.start()
         stack.push_async_callback(producer.stop)
         engine = app.state.preloaded_engine or await asyncio.to_thread(InferenceEngine.load,
                                                                        _registry_dir(settings))
         metrics: ApiMetrics = app.state.metrics
+        topic_guard = TopicGuard(settings, (topics.CUSTOMER_FEATURES, topics.BATCH_ROWS))
         services = Services(
             settings=settings,
             db_engine=db_engine,
@@ -148,8 +171,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             redis=redis,
             producer=producer,
             engine=engine,
-            security=build_security(settings, redis),
+            security=build_security(settings, redis, key_cache_ttl_s=settings.key_cache_ttl_s),
             metrics=metrics,
+            topics=topic_guard,
         )
         if settings.dynamic_batching:
             services.sync_scorer = DynamicBatcher(
@@ -165,7 +189,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(services.background.drain)
         stack.push_async_callback(services.sync_scorer.close)
         watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
-        stack.push_async_callback(cancel_tasks, [watcher])
+        guard = asyncio.create_task(topic_guard.run_forever(), name="topic-guard")
+        stack.push_async_callback(cancel_tasks, [watcher, guard])
+        assert services.security is not None
+        stack.callback(services.security.close)
         app.state.services = services
         # TensorFlow/Keras leave millions of long-lived objects; without freezing them every full
         # collection walks them all and stalls requests for hundreds of milliseconds (the p99).
@@ -181,6 +208,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
 
     Pass `engine` to share an already loaded InferenceEngine (tests, in-process pipelines).
     """
+    from ingest_api.auth_first import AuthBeforeBodyMiddleware
     from ingest_api.routes import auth
 
     settings = settings or ApiSettings()
@@ -191,6 +219,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,  # served offline by ingest_api.routes.docs
+        redoc_url=None,
         # Metrics are Prometheus (ingest_api.metrics); FastAPI's OpenTelemetry hooks would cost per request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
@@ -198,11 +228,14 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     app.state.preloaded_engine = engine
     app.state.metrics = ApiMetrics()
     install_error_handlers(app)
-    # Innermost: the hot scoring route skips routing and dependency solving, inside the body limit,
+    # Innermost: no body is read before the headers authenticate (ingest_api.auth_first).
+    app.add_middleware(AuthBeforeBodyMiddleware, fastapi_app=app, exempt=frozenset({auth.TOKEN_PATH}))
+    # Then the hot scoring route skips routing and dependency solving, inside the body limit,
     # CORS and metrics (ingest_api.fast_path).
     app.add_middleware(FastPathMiddleware, fastapi_app=app)
     app.add_middleware(
-        BodyLimitMiddleware, json_limit=settings.max_json_bytes, upload_limit=settings.batch_max_bytes
+        BodyLimitMiddleware, json_limit=settings.max_json_bytes, upload_limit=settings.batch_max_bytes,
+        small_limit=settings.max_score_json_bytes,
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -212,16 +245,20 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
         )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
-                   models.router, health.router, shadow.router, drift.router):
+                   registry.router, health.router, shadow.router, drift.router):
         app.include_router(router)
-    app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats, /asyncapi
+    app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats
+    app.include_router(docs.router)  # /docs, /redoc, /asyncapi (JSON or page), without a CDN
     return app
 
 
 def run(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the API with uvicorn: one worker, uvloop and httptools, no per-request access log."""
+    """Serve the API with uvicorn: one worker, uvloop and httptools (head bounded), no access log."""
     import uvicorn
+
+    from ingest_api.server import bounded_protocol
 
     # Before XGBoost loads: the API scores 1-64 rows per call, where OpenMP's second thread only adds
     # hand-off latency; on shared cores it measured p50 6-10 ms vs 1.3 ms per call (bench/bench_sync.py).
@@ -234,7 +271,7 @@ def run(host: str = "127.0.0.1", port: int = 8000) -> None:
         port=port,
         workers=1,
         loop="uvloop",
-        http="httptools",
+        http=bounded_protocol(settings.max_header_bytes),
         access_log=False,
         log_config=None,
     )

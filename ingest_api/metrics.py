@@ -74,8 +74,10 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             route = scope.get("route")
-            # Unmatched paths share one label, so scanners cannot blow up the label cardinality.
-            template = getattr(route, "path", None) or "<unmatched>"
+            # Unmatched paths share one label, so scanners cannot blow up the label cardinality. Plain
+            # Starlette routes (FastAPI's /openapi.json) set no "route", only "endpoint": a fixed path.
+            template = getattr(route, "path", None) or (
+                scope["path"] if "endpoint" in scope and not scope.get("path_params") else "<unmatched>")
             key = (scope.get("method", ""), template, status)
             children = self._children.get(key)
             if children is None:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
 
+    from infra.kafka import TopicGuard
+
 log = logging.getLogger(__name__)
 
 
@@ -20,19 +22,29 @@ class PublishError(RuntimeError):
 class AckedPublisher:
     """Sends records one by one without waiting, then awaits every broker acknowledgement at once."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, topic: str, guard: TopicGuard | None = None) -> None:
         self._producer = producer
         self._topic = topic
+        self._guard = guard
         self._pending: list[asyncio.Future[Any]] = []
         self.sent = 0
 
+    def _check_topic(self) -> None:
+        """Refuse to send into a topic the broker lost: the record would never reach the scorer."""
+        if self._guard is not None and not self._guard.ok(self._topic):
+            problem = self._guard.problems.get(self._topic, "is unavailable")
+            raise PublishError(f"topic {self._topic} {problem}")
+
     async def send(self, key: bytes, value: bytes) -> None:
         """Queue one record (waits only when the producer's buffer is full)."""
+        if not self._pending:
+            self._check_topic()
         self._pending.append(await self._producer.send(self._topic, value=value, key=key))
         self.sent += 1
 
     async def send_many(self, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Queue several records."""
+        self._check_topic()
         send = self._producer.send
         topic = self._topic
         pending = self._pending

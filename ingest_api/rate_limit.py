@@ -100,6 +100,17 @@ class RateLimiter:
         allowed = window.synced_total + window.unsynced <= self.limit
         return RateDecision(allowed, 0 if allowed else retry_after)
 
+    def peek(self, subject: str) -> RateDecision:
+        """Whether `subject` still has budget, without counting a hit (e.g. before costly work)."""
+        if self.limit <= 0:
+            return RateDecision(True, 0)
+        now = time.time()
+        index = int(now // WINDOW_SECONDS)
+        window = self._window(subject, index)
+        if window.synced_total + window.unsynced >= self.limit:
+            return RateDecision(False, max(1, math.ceil((index + 1) * WINDOW_SECONDS - now)))
+        return RateDecision(True, 0)
+
     async def flush(self) -> None:
         """Push every unsynced count to Redis now (shutdown, tests)."""
         for subject, window in list(self._windows.items()):

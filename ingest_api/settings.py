@@ -28,6 +28,30 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
     rate_limit: int = Field(
         default=60_000, ge=0, description="Requests per minute per principal; 0 disables."
     )
+    login_per_address_per_minute: int = Field(
+        default=30, ge=1, description="Sign-in attempts per client address per minute (before hashing)."
+    )
+    login_global_per_minute: int = Field(
+        default=180, ge=1, description="Sign-in attempts per minute for the whole process (before hashing)."
+    )
+    login_failures_per_minute: int = Field(
+        default=20, ge=1, description="Wrong passwords per (username, client address) per minute."
+    )
+    login_hash_workers: int = Field(default=1, ge=1, description="Threads that run argon2 for sign-in.")
+    login_hash_queue: int = Field(default=4, ge=1, description="Sign-ins queued for argon2 before 429.")
+    auth_outage_grace_s: float = Field(
+        default=300.0, ge=0.0,
+        description="Seconds a key or user verified before a database outage keeps working during it.",
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=4096, description="Request line plus headers, in bytes; more gets 431."
+    )
+    key_cache_ttl_s: float = Field(
+        default=5.0, ge=0.0, description="Seconds a verified API key or user status is cached in-process."
+    )
+    max_score_json_bytes: int = Field(
+        default=8 * 1024, ge=1024, description="Body limit of the scoring and sign-in routes (413)."
+    )
     cors_origins: list[str] = Field(default_factory=list, description="CORS allow-list; none by default.")
     max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(default=10_000, ge=1)

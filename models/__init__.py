@@ -1,1 +1,1 @@
-"""StreamScore models: DQN recommender, XGBoost propensity and value models, registry and inference engine."""
+"""StreamScore models: DQN recommender, logistic propensity, XGBoost value, registry and inference engine."""

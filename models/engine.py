@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from models import boosting, dqn, reasons
+from models import propensity as prop
 from models.data import PROPENSITY_COLUMNS, VALUE_COLUMNS
 from models.registry import Registry
 from schemas.features import FEATURE_COUNT, PRODUCTS
@@ -67,11 +68,12 @@ class ModelBundle:
     version: str
     q_weights: list[tuple[np.ndarray, np.ndarray]]
     calibrator: dict[str, list[float]]
-    propensity: list[Any]
+    propensity: prop.AdditivePropensity | list[Any]  # additive logistic (JSON) or old XGBoost seed ensemble
     value: Any
     value_grid: np.ndarray
     high_min: float
     medium_min: float
+    value_table: boosting.TreeTable
 
     @classmethod
     def load(cls, directory: Path, manifest: dict[str, Any]) -> ModelBundle:
@@ -86,17 +88,13 @@ class ModelBundle:
             version=manifest["version"],
             q_weights=dqn.dense_weights(model),
             calibrator=json.loads((directory / art["dqn_calibration"]).read_text(encoding="utf-8")),
-            propensity=[boosting.load(directory / name) for name in art["propensity"]],
+            propensity=_load_propensity(directory, art["propensity"]),
             value=boosting.load(directory / art["value"]),
             value_grid=np.asarray(json.loads((directory / art["value_grid"]).read_text(encoding="utf-8"))),
             high_min=float(thresholds["segment_high_min"]),
             medium_min=float(thresholds["segment_medium_min"]),
+            value_table=boosting.TreeTable.of(boosting.load(directory / art["value"])),
         )
-
-    def propensity_contributions(self, features: np.ndarray) -> np.ndarray:
-        """(n, 85) log-odds contribution of each propensity column: TreeSHAP, mean over the ensemble."""
-        x = np.asarray(features)[:, list(PROPENSITY_COLUMNS)]
-        return np.mean([_tree_contributions(b, x) for b in self.propensity], axis=0)
 
     def value_contributions(self, features: np.ndarray) -> np.ndarray:
         """(n, len(VALUE_COLUMNS)) TreeSHAP contribution of each value column to the value prediction."""
@@ -114,17 +112,38 @@ class ModelBundle:
     def score(self, features: np.ndarray) -> ScoreBatch:
         """Vectorised scoring of an (n, 86) matrix."""
         x = np.asarray(features)
-        actions, q = dqn.recommend(lambda s: dqn.forward(self.q_weights, s), x)
-        score = boosting.percentile_score(boosting.predict_value(self.value, x), self.value_grid)
+        actions, q = dqn.serve(self.q_weights, x)
+        value = boosting.predict_value_served(self.value, self.value_table, x)
+        score = boosting.percentile_score(value, self.value_grid)
         label = np.where(score >= self.high_min, "high", np.where(score >= self.medium_min, "medium", "low"))
         return ScoreBatch(
             model_version=self.version,
             product_index=actions.astype(np.int64),
             product_probability=dqn.calibrate(self.calibrator, q).astype(np.float64),
-            propensity=np.clip(boosting.predict_propensity(self.propensity, x), 0.0, 1.0),
+            propensity=np.clip(self.predict_propensity(x), 0.0, 1.0),
             segment_score=score.astype(np.float64),
             segment_label=label.astype(str),
         )
+
+    def predict_propensity(self, features: np.ndarray) -> np.ndarray:
+        """P(caravan) per row of an (n, 86) matrix, whichever kind of propensity model the version has."""
+        if isinstance(self.propensity, prop.AdditivePropensity):
+            return self.propensity.predict(features)
+        return boosting.predict_propensity(self.propensity, features)
+
+    def propensity_contributions(self, features: np.ndarray) -> np.ndarray:
+        """(n, 85) logit contributions per feature (reason codes); XGBoost versions use pred_contribs."""
+        if isinstance(self.propensity, prop.AdditivePropensity):
+            return self.propensity.contributions(features)
+        x = np.asarray(features)[:, list(PROPENSITY_COLUMNS)]
+        return np.asarray(np.mean([_tree_contributions(b, x) for b in self.propensity], axis=0))
+
+
+def _load_propensity(directory: Path, artifact: str | list[str]) -> prop.AdditivePropensity | list[Any]:
+    """A JSON additive model (current) or a list of XGBoost .ubj boosters (versions before it)."""
+    if isinstance(artifact, str):
+        return prop.load(directory / artifact)
+    return [boosting.load(directory / name) for name in artifact]
 
 
 def _score_bundle(bundle: ModelBundle, features: np.ndarray) -> ScoreBatch:

@@ -139,7 +139,7 @@ def write_report(manifest: dict[str, Any], validation: dict[str, Any], out: Path
         f"seed {manifest['seed']} "
         f"({pm['rows']} customers, {pm['buyers']} caravan buyers). Final fit: {manifest['final_fit']}.",
         "",
-        "## Caravan propensity (XGBoost)",
+        f"## Caravan propensity ({manifest.get('propensity', {}).get('kind', 'xgboost')})",
         "",
         "| metric | value |",
         "|---|---|",

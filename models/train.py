@@ -20,7 +20,7 @@ from models.registry import Registry, new_version_name
 
 VALIDATION_FRACTION = 0.2
 DEFAULT_THRESHOLDS = {"segment_high_min": 67.0, "segment_medium_min": 34.0}
-PROPENSITY_SEEDS = 3
+PROPENSITY_ARTIFACT = "propensity.json"
 Progress = Callable[[str, int], None]
 
 
@@ -106,7 +106,7 @@ def train(
     import tensorflow as tf
     import xgboost as xgb
 
-    from models import boosting, dqn
+    from models import boosting, dqn, propensity
     from models.evaluate import propensity_metrics, spearman
 
     tick: Progress = progress or (lambda _stage, _n: None)
@@ -121,13 +121,11 @@ def train(
     tr, va = D.stratified_split(y, VALIDATION_FRACTION, seed)
     tick("data", 1)
 
-    choice = boosting.select_propensity(matrix[tr], y[tr], seed, folds=5 if subsample is None else 3)
+    prop_model = propensity.fit_default(matrix[tr], y[tr], seed)
     tick("propensity", 1)
-    seeds = [seed + i for i in range(PROPENSITY_SEEDS)]
-    prop_models = boosting.fit_propensity(matrix[tr], y[tr], choice, seeds)
-    p_train = boosting.predict_propensity(prop_models, matrix[tr])
+    p_train = prop_model.predict(matrix[tr])
     threshold = float(np.quantile(p_train, 0.8))
-    p_val = boosting.predict_propensity(prop_models, matrix[va])
+    p_val = prop_model.predict(matrix[va])
     prop_metrics = propensity_metrics(y[va], p_val, threshold)
     tick("propensity", 1)
 
@@ -154,9 +152,8 @@ def train(
     tick("recommender", 1)
 
     if final_fit == "all":
-        choice_all = choice
-        prop_models = boosting.fit_propensity(matrix, y, choice_all, seeds)
-        threshold = float(np.quantile(boosting.predict_propensity(prop_models, matrix), 0.8))
+        prop_model = propensity.fit_default(matrix, y, seed)
+        threshold = float(np.quantile(prop_model.predict(matrix), 0.8))
         value_model = boosting.fit_value(matrix, premium, seed)
         grid = boosting.quantile_grid(boosting.predict_value(value_model, matrix))
 
@@ -166,8 +163,7 @@ def train(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     q_model.save(staging / "dqn.keras")
-    for i, booster in enumerate(prop_models):
-        boosting.save(booster, staging / f"propensity_{i}.ubj")
+    propensity.save(prop_model, staging / PROPENSITY_ARTIFACT)
     boosting.save(value_model, staging / "value.ubj")
     (staging / "value_grid.json").write_text(json.dumps([round(float(v), 6) for v in grid]), encoding="utf-8")
     (staging / "dqn_calibration.json").write_text(json.dumps(calibrator), encoding="utf-8")
@@ -187,7 +183,7 @@ def train(
         final_fit,
         config,
         dqn_stats,
-        choice,
+        prop_model,
         {**DEFAULT_THRESHOLDS, **(thresholds or {}), "propensity_decision": threshold},
         metrics,
         calibrator,
@@ -223,7 +219,7 @@ def _manifest(
     final_fit: str,
     config: Any,
     dqn_stats: dict[str, Any],
-    choice: Any,
+    prop_model: Any,
     thresholds: dict[str, float],
     metrics: dict[str, Any],
     calibrator: dict[str, Any],
@@ -232,7 +228,7 @@ def _manifest(
     subsample: int | None,
 ) -> dict[str, Any]:
     """Assemble manifest.json."""
-    from models import boosting, dqn
+    from models import boosting, cv, dqn, propensity
     from schemas.features import FEATURE_NAMES, FEATURE_RANGES, PRODUCTS
 
     return {
@@ -265,7 +261,7 @@ def _manifest(
         "artifacts": {
             "dqn": "dqn.keras",
             "dqn_calibration": "dqn_calibration.json",
-            "propensity": [f"propensity_{i}.ubj" for i in range(PROPENSITY_SEEDS)],
+            "propensity": PROPENSITY_ARTIFACT,
             "value": "value.ubj",
             "value_grid": "value_grid.json",
             "validation": "validation.json",
@@ -292,11 +288,13 @@ def _manifest(
             "calibration_knots": len(calibrator["x"]),
         },
         "propensity": {
-            "params": {k: v for k, v in choice.params.items() if k != "nthread"},
-            "rounds": choice.rounds,
-            "cv_auc": choice.cv_auc,
-            "cv_grid": choice.grid,
-            "ensemble_seeds": PROPENSITY_SEEDS,
+            "kind": "additive_logistic",
+            "format": propensity.FORMAT,
+            "terms": [f"{t['name']}:{t['kind']}" for t in prop_model.terms],
+            "C": prop_model.info["C"],
+            "C_grid": list(propensity.C_GRID),
+            "C_rule": "inner 5-fold stratified CV AUC on the fitted rows only",
+            "model_selection": cv.CV_REPORT,
         },
         "value": {
             "params": {k: v for k, v in boosting.VALUE_PARAMS.items() if k != "nthread"},

@@ -71,6 +71,10 @@ class Segment(BaseModel):
     score: float = Field(ge=0.0, le=100.0)
 
 
+DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
+"""Most bytes of the original value a dead letter carries (before base64); see docs/operations.md."""
+
+
 class Reason(BaseModel):
     """One feature's push on a score: its model contribution (TreeSHAP or linear term) for this customer."""
 
@@ -102,7 +106,10 @@ class Prediction(Contract):
 class DeadLetter(Contract):
     """A record that could not be processed, with why and where it came from (`dead-letter.v1`)."""
 
-    payload: str = Field(description="The original message value (UTF-8, undecodable bytes replaced).")
+    payload: str = Field(
+        description="The original message value as text (`payload_encoding`), cut to DEAD_LETTER_PAYLOAD_MAX "
+        "bytes when longer (`payload_truncated`)."
+    )
     reason: str
     stage: Stage
     topic: str
@@ -112,3 +119,9 @@ class DeadLetter(Contract):
     customer_id: str | None = None
     batch_id: UUID | None = None
     failed_at: datetime = Field(default_factory=utc_now)
+    payload_encoding: Literal["utf-8", "base64"] | None = Field(
+        default=None, description="`base64` when the value was not UTF-8; absent (UTF-8) in older letters."
+    )
+    payload_size: int | None = Field(default=None, ge=0, description="Size of the original value in bytes.")
+    payload_sha256: str | None = Field(default=None, description="Hex SHA-256 of the original value.")
+    payload_truncated: bool | None = Field(default=None, description="True when `payload` is a prefix only.")

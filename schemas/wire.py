@@ -6,27 +6,39 @@ writes; anything else falls back to the model itself (tests/schemas prove both w
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Protocol, TypeGuard
 from uuid import UUID, uuid4
 
+import msgspec
 import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from schemas.features import FEATURE_COUNT, FEATURE_LOWER, FEATURE_UPPER
-from schemas.messages import CUSTOMER_ID_PATTERN, SCHEMA_VERSION, SOURCES, DeadLetter, FeatureEvent, Stage
+from schemas.features import FEATURE_COUNT, FEATURE_LOWER, FEATURE_UPPER, PRODUCTS
+from schemas.messages import (
+    CUSTOMER_ID_PATTERN,
+    DEAD_LETTER_PAYLOAD_MAX,
+    SCHEMA_VERSION,
+    SOURCES,
+    DeadLetter,
+    FeatureEvent,
+    Stage,
+)
 
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
-_EVENT_KEYS = frozenset(FeatureEvent.model_fields)
-_INT_ONLY = {int}
 _LOWER = np.array(FEATURE_LOWER, dtype=np.int64)
 _UPPER = np.array(FEATURE_UPPER, dtype=np.int64)
+REASON_MAX = 2000
+"""Longest dead-letter reason kept (characters)."""
 
 
 class SourceRecord(Protocol):
@@ -76,9 +88,31 @@ def _uuid_or_none(value: Any) -> UUID | None:
         return None
 
 
+def bounded_payload(value: bytes) -> dict[str, Any]:
+    """The dead-letter payload fields of a value: at most DEAD_LETTER_PAYLOAD_MAX bytes, UTF-8 or base64."""
+    cut = value[:DEAD_LETTER_PAYLOAD_MAX]
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(cut).decode("ascii"), "base64"
+    else:  # a valid UTF-8 value can only be split inside its last character
+        text, encoding = cut.decode("utf-8", errors="ignore"), "utf-8"
+    return {
+        "payload": text,
+        "payload_encoding": encoding,
+        "payload_size": len(value),
+        "payload_sha256": hashlib.sha256(value).hexdigest(),
+        "payload_truncated": len(cut) < len(value),
+    }
+
+
 def dead_letter(record: SourceRecord, stage: Stage, reason: str, event: EventIds | None = None) -> DeadLetter:
-    """A dead letter for a record, with whatever ids can be recovered from it."""
-    payload = (record.value or b"").decode("utf-8", errors="replace")
+    """A dead letter for a record, with whatever ids can be recovered from it and a bounded payload.
+
+    The single owner of dead-letter building: the payload is cut to DEAD_LETTER_PAYLOAD_MAX bytes (size and
+    SHA-256 of the original kept) so a letter always fits the producer's request limit.
+    """
+    value = record.value or b""
     if event is not None:
         ids: dict[str, Any] = {
             "event_id": UUID(event.event_id),
@@ -87,7 +121,7 @@ def dead_letter(record: SourceRecord, stage: Stage, reason: str, event: EventIds
         }
     else:
         try:
-            raw = orjson.loads(record.value or b"")
+            raw = orjson.loads(value)
         except orjson.JSONDecodeError:
             raw = None
         raw = raw if isinstance(raw, dict) else {}
@@ -98,8 +132,8 @@ def dead_letter(record: SourceRecord, stage: Stage, reason: str, event: EventIds
             "batch_id": _uuid_or_none(raw.get("batch_id")),
         }
     return DeadLetter(
-        payload=payload,
-        reason=reason,
+        **bounded_payload(value),
+        reason=reason[:REASON_MAX],
         stage=stage,
         topic=record.topic,
         partition=record.partition,
@@ -110,7 +144,12 @@ def dead_letter(record: SourceRecord, stage: Stage, reason: str, event: EventIds
 
 def is_timestamp(value: Any) -> bool:
     """A canonical, timezone-aware ISO 8601 timestamp that is a real instant."""
-    if type(value) is not str or _TIMESTAMP.fullmatch(value) is None:
+    return type(value) is str and _timestamp_text(value)
+
+
+@lru_cache(maxsize=4096)  # a batch's events mostly share a few timestamps (the check is pure)
+def _timestamp_text(value: str) -> bool:
+    if _TIMESTAMP.fullmatch(value) is None:
         return False
     try:
         datetime.fromisoformat(value)
@@ -124,48 +163,116 @@ def is_uuid_text(value: Any) -> TypeGuard[str]:
     return type(value) is str and UUID_TEXT.fullmatch(value) is not None
 
 
-def fast_event(value: bytes | None) -> tuple[EventIds, list[int]] | None:
-    """The event's ids and feature list when it is a canonical FeatureEvent, else None (validate fully).
+class _CanonicalEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """The shape the fast path accepts: explicit ids and timestamp; features kept as raw JSON text."""
 
-    Accepts only a subset of what FeatureEvent accepts (canonical lowercase UUIDs, explicit ids and
-    timestamps, plain int features); feature ranges are checked by `rows_in_range` for the whole batch.
-    """
+    event_id: str
+    customer_id: str
+    features: msgspec.Raw
+    occurred_at: str
+    source: str = "event"
+    batch_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+_EVENT_DECODER = msgspec.json.Decoder(_CanonicalEvent)
+_SPACE, _COMMA, _OPEN, _CLOSE, _ZERO = (ord(c) for c in " ,[]0")
+
+
+@dataclass(frozen=True, slots=True)
+class FastEvents:
+    """The records of a batch that passed the fast path: their positions, ids and (k, 86) features."""
+
+    index: list[int]
+    ids: list[EventIds]
+    matrix: np.ndarray
+
+
+def _fast_ids(value: bytes | None) -> tuple[EventIds, msgspec.Raw] | None:
+    """Ids and raw feature text of a canonical event (features checked later, batch-wide), else None."""
     try:
-        raw = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
+        event = _EVENT_DECODER.decode(value or b"")
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    if type(raw) is not dict or not raw.keys() <= _EVENT_KEYS:
-        return None
-    event_id, customer, features = raw.get("event_id"), raw.get("customer_id"), raw.get("features")
-    source, batch_id, version = raw.get("source", "event"), raw.get("batch_id"), raw.get("schema_version", 1)
+    event_id, customer, batch_id = event.event_id, event.customer_id, event.batch_id
     if (
-        not is_uuid_text(event_id)
-        or type(customer) is not str
+        UUID_TEXT.fullmatch(event_id) is None
         or CUSTOMER_ID.fullmatch(customer) is None
-        or type(features) is not list
-        or len(features) != FEATURE_COUNT
-        or set(map(type, features)) != _INT_ONLY
-        or type(source) is not str
-        or source not in SOURCES
-        or type(version) is not int
-        or version != SCHEMA_VERSION
-        or (batch_id is not None and not is_uuid_text(batch_id))
-        or not is_timestamp(raw.get("occurred_at"))
+        or event.source not in SOURCES
+        or type(event.schema_version) is not int
+        or event.schema_version != SCHEMA_VERSION
+        or (batch_id is not None and UUID_TEXT.fullmatch(batch_id) is None)
+        or not _timestamp_text(event.occurred_at)
     ):
         return None
-    return EventIds(event_id, customer, source, batch_id), features
+    return EventIds(event_id, customer, event.source, batch_id), event.features
 
 
-def rows_in_range(rows: list[list[int]]) -> list[bool]:
-    """Per row, whether every feature is within its documented range (one vectorised check)."""
-    if not rows:
-        return []
-    try:
-        matrix = np.array(rows, dtype=np.int64)
-    except OverflowError:  # an int beyond int64 somewhere: let the full validation name it
-        return [False] * len(rows)
-    inside = np.all((matrix >= _LOWER) & (matrix <= _UPPER), axis=1)
-    return [bool(flag) for flag in inside.tolist()]
+def int_rows(raws: Sequence[bytes | msgspec.Raw]) -> tuple[np.ndarray, np.ndarray]:
+    """Parse valid JSON texts as rows of 86 features, vectorised: the (n, 86) matrix and per row whether it
+    is a plain list of 86 non-negative integers each within its documented range.
+
+    Valid JSON made of only digits, commas and whitespace inside one pair of brackets is a flat list of
+    non-negative integers without leading zeros, so the values can be read digit by digit; in-range
+    values have at most two digits, a longer one is marked out of range (the full validation names it).
+    """
+    n = len(raws)
+    matrix = np.zeros((n, FEATURE_COUNT), dtype=np.int64)
+    if n == 0:
+        return matrix, np.zeros(0, dtype=bool)
+    text = np.frombuffer(b"".join(raws), dtype=np.uint8)
+    lengths = np.fromiter(map(len, raws), dtype=np.int64, count=n)
+    space = (text == _SPACE) | (text == 10) | (text == 13) | (text == 9)
+    if space.any():
+        lengths = lengths - np.add.reduceat(space, np.cumsum(lengths) - lengths, dtype=np.int64)
+        text = text[~space]
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    digit = (text >= _ZERO) & (text <= _ZERO + 9)
+    other = ~digit & (text != _COMMA)
+    safe_starts = np.minimum(starts, len(text) - 1)
+    ok = (
+        (lengths >= 2)
+        & (text[safe_starts] == _OPEN)
+        & (text[np.maximum(ends - 1, 0)] == _CLOSE)
+        & (np.add.reduceat(other, safe_starts, dtype=np.int64) == 2)
+        & (np.add.reduceat(text == _COMMA, safe_starts, dtype=np.int64) == FEATURE_COUNT - 1)
+    )
+    if not ok.any():
+        return matrix, ok
+    if not ok.all():
+        text = text[np.repeat(ok, lengths)]
+        digit = digit[np.repeat(ok, lengths)]
+    seps = np.flatnonzero(~digit).reshape(-1, FEATURE_COUNT + 1)
+    first = seps[:, :-1] + 1
+    width = seps[:, 1:] - first
+    value = text - np.uint8(_ZERO)  # digits 0-9; other bytes wrap, and are never read as digits
+    ones = value[first].astype(np.int64)
+    tens = value[np.minimum(first + 1, len(value) - 1)]
+    numbers = np.where(width == 1, ones, np.where(width == 2, 10 * ones + tens, -1))
+    matrix[ok] = numbers
+    ok &= np.all((matrix >= _LOWER) & (matrix <= _UPPER), axis=1)
+    return matrix, ok
+
+
+def fast_events(values: Sequence[bytes | None]) -> FastEvents:
+    """The canonical FeatureEvents of a batch, parsed straight into the feature matrix.
+
+    Accepts only a subset of what FeatureEvent accepts (canonical lowercase UUIDs, explicit ids and
+    timestamps, plain in-range int features); every other record must be validated by the contract.
+    """
+    parsed = [_fast_ids(value) for value in values]
+    index = [i for i, item in enumerate(parsed) if item is not None]
+    hits = [item for item in parsed if item is not None]
+    matrix, ok = int_rows([raw for _, raw in hits])
+    if ok.all():
+        return FastEvents(index, [ids for ids, _ in hits], matrix)
+    keep = ok.tolist()
+    return FastEvents(
+        [i for i, good in zip(index, keep, strict=True) if good],
+        [item[0] for item, good in zip(hits, keep, strict=True) if good],
+        matrix[ok],
+    )
 
 
 def feature_event_json(
@@ -224,6 +331,56 @@ def prediction_json(event: EventIds, fields: dict[str, Any], scored_at: datetime
         },
         option=orjson.OPT_UTC_Z,
     )
+
+
+_RECOMMENDATION_HEADS: tuple[str, ...] = tuple(
+    orjson.dumps({"product_id": p.product_id, "name": p.name}).decode()[:-1] + ',"probability":'
+    for p in PRODUCTS
+)
+
+
+def _json_numbers(values: np.ndarray) -> list[str]:
+    """Each float as orjson (and pydantic) writes it, from one serialisation of the whole array."""
+    return orjson.dumps(values.ravel().tolist()).decode()[1:-1].split(",") if values.size else []
+
+
+def predictions_json(
+    events: Sequence[EventIds],
+    model_version: str,
+    product_index: np.ndarray,
+    product_probability: np.ndarray,
+    propensity: np.ndarray,
+    segment_score: np.ndarray,
+    segment_label: Sequence[str],
+    scored_at: datetime,
+) -> list[bytes]:
+    """Prediction messages for a scored batch in one pass over its result arrays (same bytes as
+    `prediction_json`); row i pairs events[i] with row i of each (n, 3) / (n,) array.
+
+    Ids are canonical (validated) and labels, product ids and names are JSON-safe constants, so only the
+    model version and the numbers need a serialiser: one orjson call each for the whole batch.
+    """
+    if np.shape(product_index) != (len(events), 3):
+        raise ValueError(f"expected ({len(events)}, 3) recommendations; got {np.shape(product_index)}")
+    version = orjson.dumps(model_version).decode()
+    stamp = orjson.dumps(scored_at, option=orjson.OPT_UTC_Z).decode()
+    probabilities = _json_numbers(np.asarray(product_probability, dtype=np.float64))
+    propensities = _json_numbers(np.asarray(propensity, dtype=np.float64))
+    scores = _json_numbers(np.asarray(segment_score, dtype=np.float64))
+    heads = [_RECOMMENDATION_HEADS[k] for k in np.asarray(product_index).ravel().tolist()]
+    head = f'{{"schema_version":{SCHEMA_VERSION},"event_id":"'
+    out: list[bytes] = []
+    for i, event in enumerate(events):
+        j = 3 * i
+        batch = "null" if event.batch_id is None else f'"{event.batch_id}"'
+        out.append(
+            f'{head}{event.event_id}","customer_id":"{event.customer_id}","model_version":{version},'
+            f'"recommendations":[{heads[j]}{probabilities[j]}}},{heads[j + 1]}{probabilities[j + 1]}}},'
+            f'{heads[j + 2]}{probabilities[j + 2]}}}],"propensity":{propensities[i]},'
+            f'"segment":{{"label":"{segment_label[i]}","score":{scores[i]}}},"scored_at":{stamp},'
+            f'"source":"{event.source}","batch_id":{batch}}}'.encode()
+        )
+    return out
 
 
 def utc_now() -> datetime:

@@ -17,9 +17,9 @@ from schemas.wire import (
     SourceRecord,
     dead_letter,
     error_stage,
-    fast_event,
+    fast_events,
     prediction_json,
-    rows_in_range,
+    predictions_json,
     utc_now,
     validation_reason,
 )
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from models.engine import ScoreBatch
 
 log = logging.getLogger(__name__)
+OUT_OF_RANGE = "model output is non-finite or out of range"
+
 
 class Engine(Protocol):
     """What the scorer needs from models.engine.InferenceEngine."""
@@ -43,6 +45,7 @@ class Scored:
 
     predictions: list[tuple[bytes, bytes]] = field(default_factory=list)
     dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
+    origins: list[SourceRecord] = field(default_factory=list)  # the consumed record of each prediction
 
 
 def decode_records(
@@ -50,18 +53,23 @@ def decode_records(
 ) -> tuple[list[tuple[SourceRecord, EventIds]], np.ndarray, list[tuple[bytes | None, DeadLetter]]]:
     """Validate records as FeatureEvents: (valid records with ids, their (n, 86) features, dead letters).
 
-    Canonical events take a cheap path (orjson plus exact checks); any other record is validated by
-    FeatureEvent itself, so acceptance, defaults and dead-letter reasons are exactly the contract's.
+    Canonical events are parsed straight into the matrix and range-checked by one NumPy comparison; only
+    the records that fail that are validated by FeatureEvent itself, so acceptance, defaults and
+    dead-letter reasons are exactly the contract's. Record order is kept.
     """
-    fast = [fast_event(record.value) for record in records]
-    in_range = iter(rows_in_range([item[1] for item in fast if item is not None]))
+    fast = fast_events([record.value for record in records])
+    if len(fast.index) == len(records):
+        return list(zip(records, fast.ids, strict=True)), fast.matrix, []
+    good = {i: (k, ids) for k, (i, ids) in enumerate(zip(fast.index, fast.ids, strict=True))}
+    matrix = fast.matrix
     valid: list[tuple[SourceRecord, EventIds]] = []
-    rows: list[Sequence[int]] = []
+    order: list[int] = []  # per valid record: its row in `matrix`, or -1 - its row in `slow_rows`
+    slow_rows: list[Sequence[int]] = []
     dead: list[tuple[bytes | None, DeadLetter]] = []
-    for record, item in zip(records, fast, strict=True):
-        if item is not None and next(in_range):
-            valid.append((record, item[0]))
-            rows.append(item[1])
+    for i, record in enumerate(records):
+        if (hit := good.get(i)) is not None:
+            valid.append((record, hit[1]))
+            order.append(hit[0])
             continue
         try:
             event = FeatureEvent.model_validate_json(record.value or b"")
@@ -69,9 +77,11 @@ def decode_records(
             dead.append((record.key, dead_letter(record, error_stage(error), validation_reason(error))))
             continue
         valid.append((record, EventIds.of(event)))
-        rows.append(event.features)
-    matrix = np.array(rows, dtype=np.int64) if rows else np.empty((0, FEATURE_COUNT), dtype=np.int64)
-    return valid, matrix, dead
+        order.append(-1 - len(slow_rows))
+        slow_rows.append(event.features)
+    slow = np.array(slow_rows, dtype=np.int64).reshape(len(slow_rows), FEATURE_COUNT)
+    rows = np.array([k if k >= 0 else len(matrix) - 1 - k for k in order], dtype=np.int64)
+    return valid, np.concatenate([matrix, slow])[rows], dead
 
 
 def _invalid_rows(batch: ScoreBatch) -> np.ndarray:
@@ -93,12 +103,10 @@ def _invalid_rows(batch: ScoreBatch) -> np.ndarray:
     return np.flatnonzero(~ok)
 
 
-def score_rows(engine: Engine, matrix: np.ndarray) -> list[dict[str, Any] | str]:
-    """Per row the prediction fields, or the reason that row failed inference.
-
-    One engine call for the whole matrix; only if it raises is each row scored alone,
-    so a poison row is isolated without slowing the normal path.
-    """
+def score_matrix(engine: Engine, matrix: np.ndarray) -> ScoreBatch | list[dict[str, Any] | str]:
+    """The engine's result for the whole matrix in one call; only if that raises, each row scored alone
+    (per row the prediction fields or the reason it failed), so a poison row is isolated without slowing
+    the normal path."""
     try:
         batch = engine.score(matrix)
         if len(batch) != len(matrix):
@@ -108,10 +116,22 @@ def score_rows(engine: Engine, matrix: np.ndarray) -> list[dict[str, Any] | str]
             "batch inference failed; scoring row by row", extra={"rows": len(matrix), "error": str(error)}
         )
         return [_score_one(engine, matrix[i : i + 1]) for i in range(len(matrix))]
-    results: list[dict[str, Any] | str] = list(batch.records())
-    for row in _invalid_rows(batch):
-        results[int(row)] = "model output is non-finite or out of range"
-    return results
+    return batch
+
+
+def score_rows(engine: Engine, matrix: np.ndarray) -> list[dict[str, Any] | str]:
+    """Per row the prediction fields, or the reason that row failed inference (see score_matrix)."""
+    return rows_of(score_matrix(engine, matrix))
+
+
+def rows_of(result: ScoreBatch | list[dict[str, Any] | str]) -> list[dict[str, Any] | str]:
+    """Per row the prediction fields, or the reason that row failed inference."""
+    if isinstance(result, list):
+        return result
+    rows: list[dict[str, Any] | str] = list(result.records())
+    for row in _invalid_rows(result):
+        rows[int(row)] = OUT_OF_RANGE
+    return rows
 
 
 def _score_one(engine: Engine, row: np.ndarray) -> dict[str, Any] | str:
@@ -120,18 +140,52 @@ def _score_one(engine: Engine, row: np.ndarray) -> dict[str, Any] | str:
     except Exception as error:
         return f"inference failed: {type(error).__name__}: {error}"
     if len(batch) != 1 or len(_invalid_rows(batch)):
-        return "model output is non-finite or out of range"
+        return OUT_OF_RANGE
     record: dict[str, Any] = batch.records()[0]
     return record
 
 
-def assemble(valid: Sequence[tuple[SourceRecord, EventIds]], rows: Sequence[dict[str, Any] | str]) -> Scored:
-    """Pair each event with its scored row: a prediction payload, or a dead letter with the reason."""
+def assemble(
+    valid: Sequence[tuple[SourceRecord, EventIds]], result: ScoreBatch | Sequence[dict[str, Any] | str]
+) -> Scored:
+    """Pair each event with its scored row: a prediction payload, or a dead letter with the reason.
+
+    A one-call engine result is encoded in one pass over its arrays; row-by-row results one by one.
+    """
     scored = Scored()
     scored_at = utc_now()
-    for (record, event), row in zip(valid, rows, strict=True):
-        if isinstance(row, str):
-            scored.dead_letters.append((record.key, dead_letter(record, "inference", row, event)))
-        else:
-            scored.predictions.append((event.customer_id.encode(), prediction_json(event, row, scored_at)))
+    if isinstance(result, Sequence):
+        for (record, event), row in zip(valid, result, strict=True):
+            if isinstance(row, str):
+                scored.dead_letters.append((record.key, dead_letter(record, "inference", row, event)))
+            else:
+                payload = prediction_json(event, row, scored_at)
+                scored.predictions.append((event.customer_id.encode(), payload))
+                scored.origins.append(record)
+        return scored
+    if len(result) != len(valid):
+        raise ValueError(f"{len(result)} scored rows for {len(valid)} events")
+    bad = _invalid_rows(result)
+    keep: np.ndarray | slice = slice(None)
+    if len(bad):
+        keep = np.ones(len(valid), dtype=bool)
+        keep[bad] = False
+    for row in bad.tolist():
+        record, event = valid[row]
+        scored.dead_letters.append((record.key, dead_letter(record, "inference", OUT_OF_RANGE, event)))
+    dropped = set(bad.tolist())
+    kept = [item for i, item in enumerate(valid) if i not in dropped] if dropped else valid
+    events = [event for _, event in kept]
+    payloads = predictions_json(
+        events,
+        result.model_version,
+        result.product_index[keep],
+        result.product_probability[keep],
+        result.propensity[keep],
+        result.segment_score[keep],
+        np.asarray(result.segment_label[keep]).tolist(),
+        scored_at,
+    )
+    scored.predictions = [(e.customer_id.encode(), p) for e, p in zip(events, payloads, strict=True)]
+    scored.origins = [record for record, _ in kept]
     return scored

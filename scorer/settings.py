@@ -20,6 +20,11 @@ class ScorerSettings(ConsumerSettings):
     model_registry: str | None = Field(default=None, description="Registry dir; default: the packaged one.")
     model_refresh_seconds: float = Field(default=5.0, gt=0, description="Hot-swap poll interval.")
     redis_url: str | None = Field(default=None, description="Dashboard stats go here when set.")
+    retry_initial_seconds: float = Field(default=0.2, gt=0, description="First publish retry delay.")
+    retry_max_seconds: float = Field(default=5.0, gt=0, description="Cap of the doubling retry delay.")
+    retry_window_seconds: float = Field(
+        default=30.0, gt=0, description="Retry a transient publish failure this long, then rewind the batch."
+    )
     reasons: bool = Field(
         default=False,
         description="Add reason codes to streamed predictions (TreeSHAP: costlier than scoring; see docs).",

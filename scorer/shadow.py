@@ -20,10 +20,10 @@ from infra.kafka import topic_name
 from models.shadow import PairedRows, ShadowComparison, pair_records
 from schemas import topics
 from schemas.wire import EventIds, SourceRecord, prediction_json, utc_now
-from scorer.scoring import score_rows
+from scorer.scoring import rows_of, score_rows
 
 if TYPE_CHECKING:
-    from models.engine import InferenceEngine
+    from models.engine import InferenceEngine, ScoreBatch
     from scorer.handlers import ScorerRuntime
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class ShadowScorer:
 
 def shadow_work(
     runtime: ScorerRuntime, valid: Sequence[tuple[SourceRecord, EventIds]], matrix: np.ndarray,
-    active: Sequence[dict[str, Any] | str],
+    active: ScoreBatch | list[dict[str, Any] | str],
 ) -> ShadowOutput | None:
     """In the inference thread: score with the shadow, build its messages, pair rows with the active."""
     engine = runtime.engine
@@ -76,12 +76,12 @@ def shadow_work(
         for (_, event), row in zip(valid, shadow, strict=True)
         if isinstance(row, dict)
     ]
-    return ShadowOutput(messages, pair_records(active, shadow))
+    return ShadowOutput(messages, pair_records(rows_of(active), shadow))
 
 
 async def shadow_batch(
     runtime: ScorerRuntime, valid: Sequence[tuple[SourceRecord, EventIds]], matrix: np.ndarray,
-    active: Sequence[dict[str, Any] | str], active_ms: float,
+    active: ScoreBatch | list[dict[str, Any] | str], active_ms: float,
 ) -> None:
     """Score, publish and compare one micro-batch with the shadow version, if one is set."""
     engine, comparison = runtime.engine, runtime.shadow
@@ -102,7 +102,7 @@ async def shadow_batch(
         if sender is None:
             raise RuntimeError("scorer has no sender yet")
         pending = await sender.send(topic_name(runtime.settings, topics.PREDICTIONS_SHADOW), output.messages)
-        futures = [item for item in pending if isinstance(item, asyncio.Future)]
+        futures = [ack for ack, _ in pending if isinstance(ack, asyncio.Future)]
         if futures:
             await asyncio.gather(*futures)
     except Exception as error:  # the shadow is an experiment: it must never fail the active path

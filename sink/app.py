@@ -10,6 +10,7 @@ In-process use (tests, other services' end-to-end tests):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from infra.consumer import runtime_of as consumer_runtime
 from infra.database import create_engine, create_sessionmaker
 from schemas import topics
 from sink import metrics
-from sink.handlers import SinkRuntime, store_batch
+from sink.handlers import SinkRuntime, repair_cache_forever, store_batch
 from sink.settings import SinkSettings
 
 SPEC = ConsumerSpec(
@@ -50,6 +51,7 @@ def build_app(settings: SinkSettings | None = None) -> FastStream:
             socket_connect_timeout=settings.redis_timeout_seconds,
             socket_timeout=settings.redis_timeout_seconds,
         )
+        runtime.tasks.append(asyncio.create_task(repair_cache_forever(runtime)))
 
     async def stop() -> None:
         if runtime.redis is not None:

@@ -6,15 +6,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.consumer import ConsumerRuntime, Publish
+from infra.delivery import isolate_failing
 from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
 from schemas import topics
@@ -24,7 +25,8 @@ from sink import metrics
 from sink.parsing import parse_predictions
 from sink.settings import SinkSettings
 from store.batch_jobs import add_batch_progress
-from store.cache import cache_predictions
+from store.cache import CacheEntry, cache_predictions
+from store.cache_repair import clear_repairs, note_cache_misses, pending_repairs
 from store.predictions import PredictionRow, StoredPredictions, store_dead_letters, store_predictions
 from store.shadow import store_shadow_predictions
 
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRYABLE_DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
-"""Postgres unreachable, restarting or timing out; anything else is a bug and surfaces."""
+"""Postgres unreachable, restarting or timing out; rows it rejects (DataError) are isolated instead."""
 
 
 @dataclass(kw_only=True)
@@ -42,6 +44,15 @@ class SinkRuntime(ConsumerRuntime):
     settings: SinkSettings
     sessionmaker: async_sessionmaker[AsyncSession] | None = None
     redis: Redis | None = None
+    redis_paused_until: float = 0.0
+
+    def redis_paused(self) -> bool:
+        """True for redis_pause_seconds after a failed Redis call: writes go straight to cache_repair."""
+        return time.monotonic() < self.redis_paused_until
+
+    def pause_redis(self) -> None:
+        """Stop calling Redis for a while (a hung Redis must not cost every batch a timeout)."""
+        self.redis_paused_until = time.monotonic() + self.settings.redis_pause_seconds
 
     @property
     def dead_letter_topic(self) -> str:
@@ -66,6 +77,8 @@ async def in_transaction_with_retry(runtime: SinkRuntime, work: Callable[[AsyncS
             async with runtime.sessionmaker() as session, session.begin():
                 return await work(session)
         except RETRYABLE_DB_ERRORS as error:
+            if is_rejected_row(error):
+                raise
             metrics.DB_FAILURES.inc()
             give_up = time.monotonic() + delay > deadline
             log.warning(
@@ -81,20 +94,6 @@ async def in_transaction_with_retry(runtime: SinkRuntime, work: Callable[[AsyncS
             await asyncio.sleep(delay)
             delay = min(delay * 2, settings.retry_max_seconds)
             attempt += 1
-
-
-def first_occurrences(
-    valid: Sequence[tuple[SourceRecord, PredictionRow]], inserted: set[str]
-) -> list[tuple[SourceRecord, PredictionRow]]:
-    """Newly inserted predictions, each once: a batch can carry a redelivered copy after a later row."""
-    seen: set[str] = set()
-    fresh = []
-    for item in valid:
-        event_id = item[1].event_id
-        if event_id in inserted and event_id not in seen:
-            seen.add(event_id)
-            fresh.append(item)
-    return fresh
 
 
 async def publish_dead_letters(
@@ -134,17 +133,145 @@ def shadow_rows(records: Sequence[SourceRecord]) -> list[PredictionRow]:
 
 @dataclass
 class Written:
-    """What one committed transaction changed."""
+    """What the committed transactions of one batch changed."""
 
-    predictions: StoredPredictions
-    dead_letters: int
+    predictions: StoredPredictions = field(default_factory=StoredPredictions)
+    dead_letters: int = 0
+    cache: list[CacheEntry] = field(default_factory=list)
+
+
+PredictionItem = tuple[SourceRecord, PredictionRow]
+Item = PredictionItem | DeadLetter
+
+
+def is_rejected_row(error: BaseException) -> bool:
+    """Postgres refused the data itself (retrying cannot help), not the connection."""
+    return isinstance(error, (DataError, IntegrityError))
+
+
+def latest_entries(items: Sequence[PredictionItem], stored: StoredPredictions) -> list[CacheEntry]:
+    """The newly stored prediction with the greatest cache version per Redis key (LATEST_ORDER)."""
+    best: dict[tuple[str, str], CacheEntry] = {}
+    for record, row in items:
+        version = stored.versions.get(row.event_id)
+        if version is None:
+            continue
+        key = (row.customer_id, row.model_version)
+        current = best.get(key)
+        if current is None or current[3] < version:
+            best[key] = (row.customer_id, row.model_version, record.value or b"", version)
+    return list(best.values())
+
+
+async def write_items(runtime: SinkRuntime, items: Sequence[Item], written: Written) -> None:
+    """One transaction for these items; on commit adds what it changed to `written`."""
+    predictions = [item for item in items if not isinstance(item, DeadLetter)]
+    letters = [item for item in items if isinstance(item, DeadLetter)]
+    paused = runtime.redis_paused()
+
+    async def work(session: AsyncSession) -> tuple[StoredPredictions, int, list[CacheEntry]]:
+        stored = await store_predictions(session, [row for _, row in predictions])
+        dead_count, dead_per_batch = await store_dead_letters(session, letters)
+        await add_batch_progress(session, scored=stored.per_batch, dead=dead_per_batch)
+        entries = latest_entries(predictions, stored)
+        # Durable record of what Redis will miss: keys of redelivered rows (their first write may have been
+        # lost with a crashed sink) and, while Redis is paused, every key.
+        missed = {(row.customer_id, row.model_version) for _, row in predictions if row.event_id not in
+                  stored.inserted}
+        if paused:
+            missed.update((e[0], e[1]) for e in entries)
+        await note_cache_misses(session, sorted(missed))
+        return stored, dead_count, [] if paused else entries
+
+    stored, dead_count, entries = await in_transaction_with_retry(runtime, work)
+    written.predictions.inserted |= stored.inserted
+    written.predictions.per_batch.update(stored.per_batch)
+    written.dead_letters += dead_count
+    written.cache += entries
+
+
+async def store_isolated(runtime: SinkRuntime, publish: Publish, items: Sequence[Item]) -> Written:
+    """Write all items; rows Postgres rejects are isolated in halves and dead-lettered, the rest committed."""
+    written = Written()
+    rejected = await isolate_failing(items, lambda part: write_items(runtime, part, written), is_rejected_row)
+    letters: list[tuple[bytes | None, DeadLetter]] = []
+    for item, error in rejected:
+        reason = f"postgres rejected the row: {type(error).__name__}: {str(error)[:300]}"
+        if isinstance(item, DeadLetter):
+            log.error("dead letter not storable", extra={**dead_letter_fields(item), "error": reason})
+            continue
+        record, _ = item
+        letters.append((record.key, dead_letter(record, "validation", reason)))
+    if letters:
+        metrics.INVALID.inc(len(letters))
+        await publish_dead_letters(runtime, publish, letters)
+    return written
+
+
+async def refresh_cache(runtime: SinkRuntime, entries: Sequence[CacheEntry]) -> None:
+    """After the commit: write the batch's latest rows to Redis; on failure note the keys for repair."""
+    if not entries or runtime.redis is None:
+        return
+    timeout = runtime.settings.redis_timeout_seconds
+    try:
+        ok = await asyncio.wait_for(
+            cache_predictions(runtime.redis, entries, runtime.settings.redis_ttl_seconds), timeout
+        )
+    except TimeoutError:
+        ok = False
+    if ok:
+        return
+    metrics.CACHE_FAILURES.inc()
+    runtime.pause_redis()
+    keys = sorted({(e[0], e[1]) for e in entries})
+
+    async def note(session: AsyncSession) -> None:
+        await note_cache_misses(session, keys)
+
+    await in_transaction_with_retry(runtime, note)
+
+
+async def repair_cache_once(runtime: SinkRuntime, limit: int = 5000) -> int:
+    """Rewrite noted keys from Postgres's latest rows; the number of notes cleared."""
+    if runtime.sessionmaker is None or runtime.redis is None or runtime.redis_paused():
+        return 0
+    async with runtime.sessionmaker() as session:
+        repairs = await pending_repairs(session, limit)
+    if not repairs.notes:
+        return 0
+    timeout = max(runtime.settings.redis_timeout_seconds, 1.0)
+    try:
+        ok = await asyncio.wait_for(
+            cache_predictions(runtime.redis, repairs.entries, runtime.settings.redis_ttl_seconds), timeout
+        )
+    except TimeoutError:
+        ok = False
+    if not ok:
+        runtime.pause_redis()
+        return 0
+    async with runtime.sessionmaker() as session, session.begin():
+        await clear_repairs(session, repairs.notes)
+    log.info("cache repaired from postgres", extra={"keys": len(repairs.notes)})
+    return len(repairs.notes)
+
+
+async def repair_cache_forever(runtime: SinkRuntime) -> None:
+    """Background task: repair the cache from the noted keys every cache_repair_interval_seconds."""
+    while True:
+        try:
+            while await repair_cache_once(runtime) > 0:
+                pass
+        except Exception as error:  # Postgres down: the next round tries again
+            log.warning("cache repair failed", extra={"error": repr(error)[:300]})
+        await asyncio.sleep(runtime.settings.cache_repair_interval_seconds)
 
 
 async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[SourceRecord]) -> None:
     """Store one polled batch (predictions and dead letters); returns only after Postgres committed it.
 
-    Invalid predictions are first dead-lettered (and acknowledged by the broker); then ONE transaction
-    inserts predictions and dead letters, moves batch jobs forward, and fills Redis before committing.
+    Invalid predictions are first dead-lettered (and acknowledged by the broker); then one transaction
+    inserts predictions and dead letters and moves batch jobs forward. Redis is written after the commit
+    (never holding the transaction open); keys it misses are noted in Postgres and repaired later.
     """
     dead_topic = runtime.dead_letter_topic
     # Shadow hook: predictions-shadow.v1 records go only to predictions_shadow (see shadow_rows).
@@ -162,33 +289,23 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
         metrics.INVALID.inc(len(invalid))
         await publish_dead_letters(runtime, publish, invalid)
     letters = parse_dead_letters(dead_records)
-    predictions = [row for _, row in valid]
+    if shadow:
+        # Shadow rows in their own (idempotent) transaction: they never touch customers, segments or Redis.
+        async def store_shadow(session: AsyncSession) -> None:
+            await store_shadow_predictions(session, shadow)
 
-    async def write(session: AsyncSession) -> Written:
-        stored = await store_predictions(session, predictions)
-        dead_count, dead_per_batch = await store_dead_letters(session, letters)
-        await add_batch_progress(session, scored=stored.per_batch, dead=dead_per_batch)
-        # Before the commit, so a 'completed' job implies both stores hold its rows.
-        entries = [
-            (row.customer_id, row.model_version, record.value or b"")
-            for record, row in first_occurrences(valid, stored.inserted)
-        ]
-        if runtime.redis is not None and not await cache_predictions(
-            runtime.redis, entries, runtime.settings.redis_ttl_seconds
-        ):
-            metrics.CACHE_FAILURES.inc()
-        await store_shadow_predictions(session, shadow)
-        return Written(stored, dead_count)
+        await in_transaction_with_retry(runtime, store_shadow)
 
     started = time.perf_counter()
-    written = await in_transaction_with_retry(runtime, write)
+    written = await store_isolated(runtime, publish, [*valid, *letters])
     elapsed = time.perf_counter() - started
+    await refresh_cache(runtime, written.cache)
     metrics.WRITE_SECONDS.observe(elapsed)
     runtime.stats.latency.record(elapsed * 1000.0)
     inserted = len(written.predictions.inserted)
     metrics.ROWS_STORED.labels("predictions").inc(inserted)
     metrics.ROWS_STORED.labels("dead_letters").inc(written.dead_letters)
-    metrics.DUPLICATES.inc(len(predictions) - inserted)
+    metrics.DUPLICATES.inc(len(valid) - inserted)
     runtime.stats.events_out += inserted
     runtime.stats.dlq += written.dead_letters
     runtime.stats.batches += 1

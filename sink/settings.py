@@ -14,10 +14,15 @@ class SinkSettings(ConsumerSettings, DatabaseSettings, RedisSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore")
 
     batch_max_records: int = Field(default=5000, ge=1, description="Largest batch in one transaction.")
-    batch_timeout_ms: int = Field(default=50, ge=0, description="Longest wait for a batch to fill.")
+    batch_timeout_ms: int = Field(
+        default=20, ge=0, description="Longest wait when nothing is buffered (an empty poll waits twice)."
+    )
     retry_initial_seconds: float = Field(default=0.1, gt=0, description="First Postgres retry delay.")
     retry_max_seconds: float = Field(default=5.0, gt=0, description="Cap of the doubling retry delay.")
     retry_window_seconds: float = Field(
         default=30.0, gt=0, description="Retry in the handler this long, then rewind and re-poll the batch."
     )
-    redis_timeout_seconds: float = Field(default=1.0, gt=0, description="Cache writes give up after this.")
+    redis_timeout_seconds: float = Field(default=0.5, gt=0, description="Cache writes give up after this.")
+    cache_repair_interval_seconds: float = Field(
+        default=0.5, gt=0, description="How often noted cache keys are repaired from Postgres."
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -13,11 +13,13 @@ import orjson
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.messages import DeadLetter, Prediction
+from schemas.messages import DEAD_LETTER_PAYLOAD_MAX, DeadLetter, Prediction
 from store.tables import Prediction as PredictionTable
 
 MODEL_VERSION_MAX = 64
 """Width of predictions.model_version / customers.model_version / segments.model_version."""
+PAYLOAD_STORED_MAX = 4 * DEAD_LETTER_PAYLOAD_MAX
+"""Most characters of a dead letter's payload stored (letters built here are already far smaller)."""
 
 
 class PredictionRow(NamedTuple):
@@ -60,34 +62,44 @@ class PredictionRow(NamedTuple):
         )
 
 
-# One statement: insert the batch's predictions (duplicates skipped by event_id), then move each
-# customer and segment forward from the rows that were new. Data-modifying CTEs run exactly once.
-_STORE_PREDICTIONS = text(
-    """
-WITH input AS (
+LATEST_ORDER = "scored_at DESC, id DESC"
+"""The one definition of a customer's latest prediction (see docs/operations.md, "Latest prediction").
+
+Greatest `scored_at`; ties (one micro-batch) by `predictions.id`, which the sink assigns in the order of the
+customer's predictions partition, i.e. the order the scorer consumed the customer's events. Redelivered or
+replayed copies are never inserted again (event_id), so they cannot change it.
+"""
+
+# One statement: insert the batch's predictions in partition order (duplicates skipped by event_id), then
+# move each customer and segment forward from its latest new row only. Data-modifying CTEs run exactly once.
+_UNNEST_INPUT = """
     SELECT * FROM unnest(
         CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
         CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
         CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
         CAST(CAST(:scored_ats AS text[]) AS timestamptz[]), CAST(:reasons AS text[])
-    ) AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
-           propensity, segment_label, segment_score, scored_at, reasons)
-),
+    ) WITH ORDINALITY AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
+           propensity, segment_label, segment_score, scored_at, reasons, position)
+"""
+_STAGED_INPUT = "SELECT * FROM prediction_staging"
+_STORE_TEMPLATE = f"""
+WITH input AS ({{input}}),
 inserted AS (
     INSERT INTO predictions (event_id, customer_id, model_version, source, batch_id, recommendations,
                              propensity, segment_label, segment_score, scored_at, reasons)
     SELECT event_id, customer_id, model_version, source, batch_id, recommendations::jsonb,
            propensity, segment_label, segment_score, scored_at, reasons::jsonb
     FROM input
+    ORDER BY position
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id, customer_id, model_version, batch_id, propensity, segment_label, segment_score,
+    RETURNING id, event_id, customer_id, model_version, batch_id, propensity, segment_label, segment_score,
               scored_at
 ),
 latest AS (
     SELECT DISTINCT ON (customer_id) customer_id, event_id, model_version, propensity, scored_at,
            count(*) OVER (PARTITION BY customer_id) AS added
     FROM inserted
-    ORDER BY customer_id, scored_at DESC, event_id
+    ORDER BY customer_id, {LATEST_ORDER}
 ),
 customers_upserted AS (
     INSERT INTO customers AS c (customer_id, last_event_id, model_version, propensity, last_scored_at,
@@ -109,15 +121,26 @@ segments_upserted AS (
     SELECT DISTINCT ON (customer_id, model_version)
            customer_id, model_version, segment_label, segment_score, scored_at
     FROM inserted
-    ORDER BY customer_id, model_version, scored_at DESC, event_id
+    ORDER BY customer_id, model_version, {LATEST_ORDER}
     ON CONFLICT (customer_id, model_version) DO UPDATE SET
         label = EXCLUDED.label, score = EXCLUDED.score, scored_at = EXCLUDED.scored_at
     WHERE s.scored_at <= EXCLUDED.scored_at
     RETURNING 1
 )
-SELECT event_id, batch_id FROM inserted
+SELECT event_id, batch_id, id, CAST(extract(epoch FROM scored_at) * 1000000 AS bigint) FROM inserted
+"""
+_STORE_PREDICTIONS = text(_STORE_TEMPLATE.format(input=_UNNEST_INPUT))
+_STORE_STAGED = text(_STORE_TEMPLATE.format(input=_STAGED_INPUT))
+_STAGING = text(
+    """
+CREATE TEMP TABLE IF NOT EXISTS prediction_staging (
+    event_id uuid, customer_id text, model_version text, source text, batch_id uuid, recommendations text,
+    propensity float8, segment_label text, segment_score float8, scored_at timestamptz, reasons text,
+    position bigint
+) ON COMMIT DELETE ROWS
 """
 )
+# A later batch's rows always get greater ids, so `>=` on scored_at across batches agrees with LATEST_ORDER.
 
 _PREDICTION_PARAMS = (
     "event_ids",
@@ -137,11 +160,13 @@ _PREDICTION_PARAMS = (
 _STORE_DEAD_LETTERS = text(
     """
 INSERT INTO dead_letters (source_topic, source_partition, source_offset, stage, reason, payload,
-                          event_id, customer_id, batch_id, failed_at)
+                          event_id, customer_id, batch_id, failed_at, payload_encoding, payload_size,
+                          payload_sha256, payload_truncated)
 SELECT * FROM unnest(
     CAST(:topics AS text[]), CAST(:partitions AS int[]), CAST(:offsets AS bigint[]), CAST(:stages AS text[]),
     CAST(:reasons AS text[]), CAST(:payloads AS text[]), CAST(:event_ids AS uuid[]),
-    CAST(:customer_ids AS text[]), CAST(:batch_ids AS uuid[]), CAST(:failed_ats AS timestamptz[])
+    CAST(:customer_ids AS text[]), CAST(:batch_ids AS uuid[]), CAST(:failed_ats AS timestamptz[]),
+    CAST(:encodings AS text[]), CAST(:sizes AS int[]), CAST(:sha256s AS text[]), CAST(:truncated AS bool[])
 )
 ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING
 RETURNING batch_id
@@ -155,6 +180,7 @@ class StoredPredictions:
 
     inserted: set[str] = field(default_factory=set)  # canonical text, as PredictionRow.event_id
     per_batch: Counter[UUID] = field(default_factory=Counter)
+    versions: dict[str, str] = field(default_factory=dict)  # event_id -> cache_version of the new row
 
 
 async def store_predictions(session: AsyncSession, rows: Sequence[PredictionRow]) -> StoredPredictions:
@@ -164,8 +190,42 @@ async def store_predictions(session: AsyncSession, rows: Sequence[PredictionRow]
     columns = dict(zip(_PREDICTION_PARAMS, map(list, zip(*rows, strict=True)), strict=True))
     result = await session.execute(_STORE_PREDICTIONS, columns)
     stored = StoredPredictions()
-    for event_id, batch_id in result.all():
-        stored.inserted.add(str(event_id))
+    for event_id, batch_id, row_id, scored_us in result.all():
+        key = str(event_id)
+        stored.inserted.add(key)
+        stored.versions[key] = cache_version(scored_us, row_id)
+        if batch_id is not None:
+            stored.per_batch[batch_id] += 1
+    return stored
+
+
+def cache_version(scored_us: int, row_id: int) -> str:
+    """LATEST_ORDER as a fixed-width string: the cache keeps the value with the greatest one."""
+    return f"{scored_us:017d}-{row_id:019d}"
+
+
+async def store_predictions_copy(
+    session: AsyncSession, rows: Sequence[PredictionRow]
+) -> StoredPredictions:
+    """store_predictions via binary COPY into a temp staging table (bench/bench_sink_store.py: no faster)."""
+    if not rows:
+        return StoredPredictions()
+    await session.execute(_STAGING)
+    connection = await session.connection()
+    raw: Any = (await connection.get_raw_connection()).driver_connection
+    records = [
+        (UUID(r.event_id), r.customer_id, r.model_version, r.source, UUID(r.batch_id) if r.batch_id else None,
+         r.recommendations, r.propensity, r.segment_label, r.segment_score,
+         datetime.fromisoformat(r.scored_at), r.reasons, position)
+        for position, r in enumerate(rows, 1)
+    ]
+    await raw.copy_records_to_table("prediction_staging", records=records)
+    result = await session.execute(_STORE_STAGED)
+    stored = StoredPredictions()
+    for event_id, batch_id, row_id, scored_us in result.all():
+        key = str(event_id)
+        stored.inserted.add(key)
+        stored.versions[key] = cache_version(scored_us, row_id)
         if batch_id is not None:
             stored.per_batch[batch_id] += 1
     return stored
@@ -185,11 +245,16 @@ async def store_dead_letters(
             "offsets": [d.offset for d in letters],
             "stages": [d.stage for d in letters],
             "reasons": [d.reason for d in letters],
-            "payloads": [d.payload.replace("\x00", "\ufffd") for d in letters],  # text cannot hold NUL
+            # text cannot hold NUL; a letter from an older producer may still be unbounded
+            "payloads": [d.payload[:PAYLOAD_STORED_MAX].replace("\x00", "\ufffd") for d in letters],
             "event_ids": [d.event_id for d in letters],
             "customer_ids": [d.customer_id[:255] if d.customer_id else None for d in letters],
             "batch_ids": [d.batch_id for d in letters],
             "failed_ats": [d.failed_at for d in letters],
+            "encodings": [d.payload_encoding for d in letters],
+            "sizes": [d.payload_size for d in letters],
+            "sha256s": [d.payload_sha256 for d in letters],
+            "truncated": [d.payload_truncated for d in letters],
         },
     )
     batch_ids = [row[0] for row in result.all()]
@@ -197,11 +262,11 @@ async def store_dead_letters(
 
 
 async def latest_prediction(session: AsyncSession, customer_id: str) -> PredictionTable | None:
-    """The customer's most recently scored prediction (any model version)."""
+    """The customer's latest prediction by LATEST_ORDER (any model version)."""
     result = await session.execute(
         select(PredictionTable)
         .where(PredictionTable.customer_id == customer_id)
-        .order_by(PredictionTable.scored_at.desc(), PredictionTable.id.desc())
+        .order_by(PredictionTable.scored_at.desc(), PredictionTable.id.desc())  # LATEST_ORDER
         .limit(1)
     )
     return result.scalar_one_or_none()

@@ -110,6 +110,18 @@ class Segment(Base):
     __table_args__ = (Index("ix_segments_model_label", "model_version", "label"),)
 
 
+class CacheRepair(Base):
+    """A Redis key the sink could not write: the durable record the cache is repaired from."""
+
+    __tablename__ = "cache_repair"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    noted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 class BatchJob(Base):
     """One uploaded CSV batch and its progress through the pipeline."""
 
@@ -153,6 +165,10 @@ class DeadLetterRecord(Base):
     customer_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     batch_id: Mapped[UUID | None] = mapped_column(PG_UUID(as_uuid=True), nullable=True)
     failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    payload_encoding: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    payload_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    payload_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    payload_truncated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("source_topic", "source_partition", "source_offset", name="uq_dead_letters_origin"),

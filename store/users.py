@@ -29,15 +29,19 @@ async def add_api_key(session: AsyncSession, name: str, key_hash: str, scopes: S
 
 
 async def use_active_key(session: AsyncSession, key_hash: str) -> tuple[str, list[str]] | None:
-    """Name and scopes of the unrevoked key with this hash, stamping last_used_at; None if unknown."""
-    result = await session.execute(
-        update(ApiKey)
+    """Name and scopes of the unrevoked key with this hash, stamping last_used_at; None if unknown.
+
+    Read first: an unknown key (a guess) costs one indexed SELECT and never a write transaction.
+    """
+    found = await session.execute(
+        select(ApiKey.id, ApiKey.name, ApiKey.scopes)
         .where(ApiKey.key_hash == key_hash, ApiKey.revoked.is_(False))
-        .values(last_used_at=func.now())
-        .returning(ApiKey.name, ApiKey.scopes)
     )
-    row = result.one_or_none()
-    return None if row is None else (row.name, list(row.scopes))
+    row = found.one_or_none()
+    if row is None:
+        return None
+    await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=func.now()))
+    return row.name, list(row.scopes)
 
 
 async def revoke_api_key(session: AsyncSession, name: str) -> bool:

@@ -1,1 +1,1 @@
-"""StreamScore: shared plumbing (CLI, tables, database and Kafka helpers) for the services."""
+"""StreamScore's roof: the `streamscore` CLI and the dev tooling; nothing but tests imports it."""

@@ -26,12 +26,27 @@ def _register() -> None:
         register(app)
 
 
+SERVICE_COMMANDS = {"dev", "api", "scorer", "sink"}  # these get their engines from the environment alone
+
+
 def main() -> None:
-    """Run the CLI."""
+    """Run the CLI; an expected failure (an engine unreachable) is one line and exit code 1."""
+    from streamscore.client import EXIT_PARTIAL, adopt_dev_stack
+    from streamscore.failures import explain
+
+    if sys.argv[1:2] and sys.argv[1] not in SERVICE_COMMANDS:
+        adopt_dev_stack()
     if sys.argv[1:2] != ["train"]:
         # Services score small batches on one thread each; BLAS/OpenMP pools only add contention on 2 cores.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow start-up chatter is not for operators
     _register()
-    app()
+    try:
+        app()
+    except Exception as error:
+        message = explain(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_PARTIAL)

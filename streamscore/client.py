@@ -1,4 +1,9 @@
-"""Small synchronous httpx client for the CLI: API location, API key, errors turned into exit codes."""
+"""Small synchronous httpx client for the CLI: the dev stack's whereabouts, API key, errors as exit codes.
+
+Exit codes, for every command: 0 all good; 1 ran but not everything succeeded (rows rejected, a batch
+failed, a service unreachable, failing or busy: 5xx, 429); 2 usage or input error (bad option, missing or
+malformed file, rejected credentials, input the API rejected with another 4xx). Ctrl-C is 130.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,15 @@ API_URL_ENV = "STREAMSCORE_API_URL"
 API_KEY_ENV = "STREAMSCORE_API_KEY"
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
-EXIT_OK, EXIT_REMOTE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+EXIT_REMOTE = EXIT_PARTIAL  # a remote failure is a partial failure: the input itself was fine
+
+API_URL_FILE = "api-url"  # present while `streamscore dev` runs
+DEV_STACK_FILES = {
+    "STREAMSCORE_DATABASE_URL": "database-url",
+    "STREAMSCORE_REDIS_URL": "redis-url",
+    "STREAMSCORE_KAFKA_BOOTSTRAP": "kafka-bootstrap",
+}
 
 
 class CliError(Exception):
@@ -37,14 +50,33 @@ def _dev_file(name: str) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
+def dev_stack_running() -> bool:
+    """True while a `streamscore dev` in this directory (or $STREAMSCORE_DEV_HOME) is up."""
+    return (dev_home() / API_URL_FILE).is_file()
+
+
+def adopt_dev_stack() -> list[str]:
+    """Point this process at the running dev stack's engines, for every STREAMSCORE_* URL the environment
+    does not set; returns the variables taken. Every client command finds the stack this one way."""
+    if not dev_stack_running():
+        return []
+    taken = []
+    for variable, name in DEV_STACK_FILES.items():
+        value = _dev_file(name)
+        if value and not os.environ.get(variable):
+            os.environ[variable] = value
+            taken.append(variable)
+    return taken
+
+
 def resolve_api_url(explicit: str | None) -> str:
     """--api-url, else $STREAMSCORE_API_URL, else the running `streamscore dev`, else localhost:8000."""
-    return (explicit or os.environ.get(API_URL_ENV) or _dev_file("api-url") or DEFAULT_API_URL).rstrip("/")
+    return (explicit or os.environ.get(API_URL_ENV) or _dev_file(API_URL_FILE) or DEFAULT_API_URL).rstrip("/")
 
 
 def resolve_api_key(explicit: str | None) -> str | None:
-    """--api-key, else $STREAMSCORE_API_KEY, else the key `streamscore dev` created."""
-    return explicit or os.environ.get(API_KEY_ENV) or _dev_file("api-key")
+    """--api-key, else $STREAMSCORE_API_KEY, else the key of the running `streamscore dev`."""
+    return explicit or os.environ.get(API_KEY_ENV) or (_dev_file("api-key") if dev_stack_running() else None)
 
 
 def error_message(response: httpx.Response) -> str:
@@ -112,8 +144,10 @@ class ApiClient:
             return response
         message = error_message(response)
         if response.status_code == 401:
-            raise CliError(f"not authenticated (401): {message}. Pass --api-key or set {API_KEY_ENV}.")
-        code = EXIT_USAGE if response.status_code in (400, 404, 413, 415, 422) else EXIT_REMOTE
+            raise CliError(f"not authenticated (401): {message}. Pass --api-key or set {API_KEY_ENV}.",
+                           EXIT_USAGE)
+        status = response.status_code
+        code = EXIT_USAGE if 400 <= status < 500 and status != 429 else EXIT_REMOTE
         raise CliError(f"{response.request.method} {response.request.url.path} failed "
                        f"({response.status_code}): {message}", code)
 

@@ -5,36 +5,25 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import csv
-import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-import orjson
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
-from streamscore.client import EXIT_USAGE, ApiClient, CliError, dev_home
+from streamscore.client import API_URL_FILE, DEV_STACK_FILES, EXIT_USAGE, ApiClient, CliError, dev_home
+from streamscore.demo import resolve_demo_file, run_demo
 from streamscore.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -113,8 +102,10 @@ class DevStack:
             upgrade_head(endpoints.database_url)
         with self.console.status("creating topics…"):
             asyncio.run(_ensure_topics(endpoints))
-        with self.console.status("creating the dev admin API key…"):
-            key = asyncio.run(_create_dev_key(endpoints.database_url))
+        with self.console.status("checking the dev admin API key…"):
+            key_file = self.home / "api-key"
+            kept = key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else ""
+            key = asyncio.run(_dev_key(endpoints.database_url, kept))
         return key
 
     def service_env(self, endpoints: Endpoints, metrics_port: int) -> dict[str, str]:
@@ -197,15 +188,20 @@ async def _ensure_topics(endpoints: Endpoints) -> None:
     await ensure_topics(KafkaSettings(**overrides))
 
 
-async def _create_dev_key(database_url: str) -> str:
-    """A fresh admin-scoped API key named after the time (keys are stored hashed, so one per run)."""
+async def _dev_key(database_url: str, kept: str) -> str:
+    """`kept` (from .streamscore/api-key) while the database accepts it as admin, else a new key."""
     from infra.database import create_engine, create_sessionmaker
     from infra.settings import DatabaseSettings
-    from ingest_api.security import create_api_key
+    from ingest_api.credentials import create_api_key, hash_api_key
+    from store.users import use_active_key
 
     engine = create_engine(DatabaseSettings(database_url=database_url, database_pool_size=1))
     try:
         async with create_sessionmaker(engine)() as session:
+            found = await use_active_key(session, hash_api_key(kept)) if kept else None
+            if found is not None and "admin" in found[1]:
+                await session.commit()
+                return kept
             name = datetime.now(UTC).strftime("dev-admin-%Y%m%d-%H%M%S-%f")
             key = await create_api_key(session, name, ["admin"])
             await session.commit()
@@ -246,9 +242,13 @@ def stack_session(home: Path, console: Console) -> Iterator[DevStack]:
 
 
 def write_dev_files(home: Path, api_url: str, api_key: str, endpoints: Endpoints) -> None:
-    """Let other CLI commands in this directory find the running stack (key file is owner-only)."""
-    (home / "api-url").write_text(api_url + "\n", encoding="utf-8")
-    (home / "kafka-bootstrap").write_text(endpoints.kafka_bootstrap + "\n", encoding="utf-8")
+    """Let other CLI commands in this directory find the running stack (streamscore.client.adopt_dev_stack);
+    the key file is owner-only and outlives the run, so the next run reuses the key."""
+    values = {API_URL_FILE: api_url, DEV_STACK_FILES["STREAMSCORE_DATABASE_URL"]: endpoints.database_url,
+              DEV_STACK_FILES["STREAMSCORE_REDIS_URL"]: endpoints.redis_url,
+              DEV_STACK_FILES["STREAMSCORE_KAFKA_BOOTSTRAP"]: endpoints.kafka_bootstrap}
+    for name, value in values.items():
+        (home / name).write_text(value + "\n", encoding="utf-8")
     key_file = home / "api-key"
     key_file.touch(mode=0o600)
     key_file.chmod(0o600)
@@ -256,8 +256,8 @@ def write_dev_files(home: Path, api_url: str, api_key: str, endpoints: Endpoints
 
 
 def clear_dev_files(home: Path) -> None:
-    """Forget the stopped stack so the CLI no longer points at it."""
-    for name in ("api-url", "api-key", "kafka-bootstrap"):
+    """Forget the stopped stack so the CLI no longer points at it (the API key file stays, for reuse)."""
+    for name in (API_URL_FILE, *DEV_STACK_FILES.values()):
         (home / name).unlink(missing_ok=True)
 
 
@@ -268,9 +268,9 @@ def print_banner(console: Console, api_url: str, api_key: str, ports: dict[str, 
     table.add_column(style="bold cyan")
     table.add_column()
     table.add_row("API", api_url)
-    table.add_row("Swagger UI", f"{api_url}/docs")
-    table.add_row("Dashboard", f"{api_url}/dashboard#key={api_key}")
-    table.add_row("AsyncAPI", f"{api_url}/asyncapi")
+    table.add_row("Swagger UI", f"{api_url}/docs  (ReDoc {api_url}/redoc)")
+    table.add_row("Dashboard", f"{api_url}/dashboard  (link with the key below)")
+    table.add_row("AsyncAPI", f"{api_url}/asyncapi.html  (JSON: /asyncapi)")
     table.add_row("API key", f"[bold green]{api_key}[/] (admin; also in {logs.parent / 'api-key'})")
     table.add_row("Metrics", f"API {api_url}/metrics · scorer :{ports['scorer']}/metrics · "
                   f"sink :{ports['sink']}/metrics")
@@ -280,96 +280,28 @@ def print_banner(console: Console, api_url: str, api_key: str, ports: dict[str, 
     table.add_row("Logs", str(logs))
     console.print(Panel(table, title=f"StreamScore dev stack ready in {elapsed:.1f}s",
                         border_style="green", expand=False))
-    console.print("Try: [bold]streamscore batch submit FILE.csv --wait[/] · "
-                  "[bold]streamscore tail predictions[/] · Ctrl-C stops everything.")
+    # Alone on its line and never wrapped, so the link stays whole (and clickable) in an 80-column terminal.
+    console.print("Dashboard, signed in:")
+    console.print(f"{api_url}/dashboard#key={api_key}", soft_wrap=True, highlight=False, markup=False)
+    cli = cli_prefix()
+    console.print("Try, in another terminal in this directory:")
+    for example in ("batch submit FILE.csv --wait", "tail predictions", "api-keys list"):
+        console.print(f"  {cli} {example}", soft_wrap=True, highlight=False, markup=False)
+    console.print("Ctrl-C stops everything.")
 
 
-def demo_csv(source: Path, run_tag: str) -> tuple[bytes, int]:
-    """The training CSV with a generated customer_id column prepended; returns (bytes, data rows)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    rows = 0
-    with source.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        writer.writerow(["customer_id", *next(reader)])
-        for rows, row in enumerate(reader, start=1):
-            writer.writerow([f"demo-{run_tag}-{rows:05d}", *row])
-    return out.getvalue().encode(), rows
-
-
-def resolve_demo_file(explicit: Path | None) -> Path:
-    """--demo-file, else $STREAMSCORE_TRAIN_DATA, else the packaged CoIL 2000 data (models.data)."""
-    if explicit is not None:
-        if not explicit.is_file():
-            raise CliError(f"demo file not found: {explicit}", EXIT_USAGE)
-        return explicit
-    from models.data import resolve_data_path
-
-    try:
-        path = resolve_data_path()
-    except FileNotFoundError as missing:
-        raise CliError(f"{missing} (or pass --demo-file)", EXIT_USAGE) from None
-    if not path.is_file():
-        raise CliError(f"demo data not found at {path}; set STREAMSCORE_TRAIN_DATA or pass --demo-file",
-                       EXIT_USAGE)
-    return path
-
-
-def run_demo(client: ApiClient, console: Console, source: Path, check: Callable[[], None]) -> dict[str, Any]:
-    """Stream the demo CSV through the batch endpoint, wait for completion, print a summary."""
-    payload, rows = demo_csv(source, datetime.now(UTC).strftime("%H%M%S"))
-    console.print(f"[bold]Demo:[/] scoring {rows:,} customers from {source} through the batch endpoint")
-    started = time.monotonic()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), DownloadColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
-        upload = progress.add_task("upload", total=len(payload))
-        task = client.submit_batch(io.BytesIO(payload), "demo.csv", lambda n: progress.advance(upload, n))
-    task_id = str(task["task_id"])
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                  TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"), TimeElapsedColumn(),
-                  console=console) as progress:
-        scoring = progress.add_task("scoring", total=rows)
-
-        def on_status(status: dict[str, Any]) -> None:
-            check()
-            done = int(status.get("rows_scored") or 0) + int(status.get("rows_failed") or 0)
-            progress.update(scoring, completed=done, total=int(status.get("rows_total") or rows))
-
-        status = client.wait_for_batch(task_id, on_status, timeout=600)
-    elapsed = time.monotonic() - started
-    if status.get("status") != "completed":
-        reason = status.get("failure_reason") or status
-        raise CliError(f"demo batch {task_id} {status.get('status')}: {reason}")
-    records = [orjson.loads(line) for line in b"".join(client.stream_results(task_id, csv=False)).splitlines()
-               if line.strip()]
-    print_demo_summary(console, status, records, elapsed)
-    return {"task_id": task_id, "rows": rows, "seconds": elapsed, "stored": len(records)}
-
-
-def print_demo_summary(console: Console, status: dict[str, Any], records: list[dict[str, Any]],
-                       elapsed: float) -> None:
-    """Rows/s, segment counts and a few sample predictions."""
-    scored = int(status.get("rows_scored") or len(records))
-    segments = Counter(str(record.get("segment", {}).get("label")) for record in records)
-    summary = Table(title="Demo summary", show_header=False)
-    summary.add_row("rows scored and stored", f"{scored:,}")
-    summary.add_row("rows failed", f"{int(status.get('rows_failed') or 0):,}")
-    summary.add_row("wall time (upload → completed)", f"{elapsed:.2f} s")
-    summary.add_row("throughput", f"{scored / elapsed:,.0f} rows/s" if elapsed > 0 else "-")
-    for label in ("high", "medium", "low"):
-        share = segments[label] / max(1, len(records))
-        summary.add_row(f"segment {label}", f"{segments[label]:,} ({share:.0%})")
-    versions = sorted({str(record.get("model_version")) for record in records})
-    summary.add_row("model version", ", ".join(versions) or "-")
-    samples = Table(title="Highest-propensity customers")
-    for column in ("customer", "recommendations (probability)", "propensity", "segment"):
-        samples.add_column(column, overflow="fold")
-    for record in sorted(records, key=lambda r: -float(r.get("propensity", 0)))[:5]:
-        recs = ", ".join(f"{r['product_id']} {r['probability']:.2f}" for r in record["recommendations"])
-        samples.add_row(record["customer_id"], recs, f"{record['propensity']:.3f}",
-                        f"{record['segment']['label']} {record['segment']['score']:.0f}")
-    console.print(summary)
-    console.print(samples)
+def cli_prefix() -> str:
+    """How to run `streamscore` as printed: bare when on PATH, else by the path of this venv's script."""
+    found = shutil.which("streamscore")
+    script = Path(sys.executable).with_name("streamscore")
+    if found and Path(found).resolve() == script.resolve():
+        return "streamscore"
+    if script.is_file():
+        try:
+            return str(script.relative_to(Path.cwd()))
+        except ValueError:
+            return str(script)
+    return f"{sys.executable} -c '{CLI_BOOTSTRAP}'"
 
 
 def supervise(stack: DevStack) -> None:
@@ -380,7 +312,7 @@ def supervise(stack: DevStack) -> None:
 
 
 def run_dev(port: int, demo: bool, demo_file: Path | None, keep: bool, fresh: bool,
-            console: Console | None = None) -> int:
+            console: Console | None = None, open_browser: bool = False) -> int:
     """The `dev` command body; returns the exit code."""
     console = console or Console()
     home = dev_home()
@@ -392,24 +324,32 @@ def run_dev(port: int, demo: bool, demo_file: Path | None, keep: bool, fresh: bo
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
     api_url = f"http://127.0.0.1:{port}"
-    with stack_session(home, console) as stack:
-        try:
-            endpoints = stack.start_engines()
-            api_key, ports = stack.launch(endpoints, port)
-            write_dev_files(home, api_url, api_key, endpoints)
-            print_banner(console, api_url, api_key, ports, stack.logs, endpoints, time.monotonic() - started)
-            if source is not None:
-                with ApiClient(api_url, api_key) as client:
-                    run_demo(client, console, source, stack.check_alive)
-                total = time.monotonic() - started
-                console.print(f"demo summary {total:.1f}s after `streamscore dev` started")
-                if not keep:
-                    return 0
-            console.print("[dim]running — press Ctrl-C to stop[/]")
-            supervise(stack)
-        except KeyboardInterrupt:
-            console.print("\n[bold]stopping…[/]")
-            return 0
-        finally:
-            clear_dev_files(home)
+    try:
+        with stack_session(home, console) as stack:
+            try:
+                endpoints = stack.start_engines()
+                api_key, ports = stack.launch(endpoints, port)
+                write_dev_files(home, api_url, api_key, endpoints)
+                print_banner(console, api_url, api_key, ports, stack.logs, endpoints,
+                             time.monotonic() - started)
+                if open_browser:
+                    import webbrowser
+
+                    webbrowser.open(f"{api_url}/dashboard#key={api_key}")
+                if source is not None:
+                    with ApiClient(api_url, api_key) as client:
+                        run_demo(client, console, source, stack.check_alive)
+                    total = time.monotonic() - started
+                    console.print(f"demo summary {total:.1f}s after `streamscore dev` started")
+                    if not keep:
+                        return 0
+                console.print("[dim]running — press Ctrl-C to stop[/]")
+                supervise(stack)
+            except KeyboardInterrupt:
+                console.print("\n[bold]stopping…[/]")
+                return 0
+            finally:
+                clear_dev_files(home)
+    finally:
+        console.print(f"stopped: services and engines down, {time.monotonic() - started:.1f}s after start")
     return 0

@@ -230,7 +230,9 @@ class EmbeddedPostgres:
             if self.process is not None and self.process.poll() is not None:
                 code = self.process.returncode
                 raise RuntimeError(f"postgres exited with code {code}; see {self.log_path}")
-            probe = self._run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)])
+            # As superuser: as the OS user, pg_isready makes the server log `role "pgserver" does not exist`.
+            probe = self._run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
+                               "-U", "postgres", "-d", "postgres"])
             if probe.returncode == 0:
                 return
             time.sleep(0.2)

@@ -1,6 +1,7 @@
-"""Operator CLI: `dev`, `batch submit|results`, `tail predictions`, `events send`, `docs asyncapi`.
+"""Operator CLI: `dev`, `batch submit|status|results`, `tail predictions`, `events send`, `docs asyncapi`.
 
-Exit codes everywhere: 0 ok, 1 server/remote error (unreachable, 5xx, auth), 2 usage or bad input.
+Exit codes everywhere (streamscore.client): 0 all good, 1 partly failed (rows rejected, a batch failed, a
+service unreachable or failing), 2 usage or input error.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -30,10 +30,10 @@ from rich.table import Table
 from streamscore.client import (
     API_KEY_ENV,
     API_URL_ENV,
+    EXIT_PARTIAL,
     EXIT_USAGE,
     ApiClient,
     CliError,
-    dev_home,
     resolve_api_key,
     resolve_api_url,
 )
@@ -81,10 +81,11 @@ def _client(api_url: str | None, api_key: str | None) -> ApiClient:
 @handle_errors
 def dev(
     port: int = typer.Option(8000, help="API port."),
-    demo: bool = typer.Option(False, "--demo", help="Score the bundled training data, print a summary."),
+    demo: bool = typer.Option(False, "--demo", help="Score the packaged CoIL 2000 data, print a summary."),
     demo_file: Path | None = typer.Option(None, help="CSV for --demo (86 CoIL columns, no customer_id)."),
     keep: bool = typer.Option(False, "--keep", help="With --demo: keep the stack running after the summary."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete .streamscore/ (database, logs) first."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the dashboard, signed in, in a browser."),
 ) -> None:
     """Run the whole stack locally: Postgres, Redis, a Kafka broker, the API, a scorer and a sink.
 
@@ -100,7 +101,8 @@ def dev(
     """
     from streamscore.dev import run_dev
 
-    code = run_dev(port=port, demo=demo, demo_file=demo_file, keep=keep, fresh=fresh, console=console)
+    code = run_dev(port=port, demo=demo, demo_file=demo_file, keep=keep, fresh=fresh, console=console,
+                   open_browser=open_browser)
     raise typer.Exit(code)
 
 
@@ -133,8 +135,18 @@ def batch_submit(
             return
         status = _wait(client, task_id, int(task.get("rows") or 0))
     _print_batch(status)
-    if status.get("status") != "completed":
-        raise CliError(f"batch {task_id} failed: {status.get('failure_reason') or 'see errors above'}")
+    _check_batch(task_id, status)
+
+
+def _check_batch(task_id: str, status: dict[str, Any]) -> None:
+    """Exit 1 unless every row of a finished batch was scored: a failed task, or rows rejected."""
+    if status.get("status") == "failed":
+        raise CliError(f"batch {task_id} failed: {status.get('failure_reason') or 'see errors above'}",
+                       EXIT_PARTIAL)
+    failed = int(status.get("rows_failed") or 0)
+    if status.get("status") == "completed" and failed:
+        raise CliError(f"batch {task_id} completed, but {failed:,} of {int(status.get('rows_total') or 0):,} "
+                       "rows were rejected (see the row errors above)", EXIT_PARTIAL)
 
 
 def _wait(client: ApiClient, task_id: str, rows: int) -> dict[str, Any]:
@@ -182,8 +194,7 @@ def batch_status(
     with _client(api_url, api_key) as client:
         status = _wait(client, task, 0) if wait else client.batch_status(task)
     _print_batch(status)
-    if status.get("status") == "failed":
-        raise CliError(f"batch {task} failed: {status.get('failure_reason') or 'see errors above'}")
+    _check_batch(task, status)
 
 
 @batch_app.command("results")
@@ -237,80 +248,10 @@ def tail_predictions(
       streamscore tail predictions --json | jq .propensity
     """
     from infra.settings import KafkaSettings
+    from streamscore.tail import tail
 
-    settings = KafkaSettings()
-    address = bootstrap or _dev_bootstrap() or settings.kafka_bootstrap
-    asyncio.run(_tail(address, settings, customer, limit, raw))
-
-
-def _dev_bootstrap() -> str | None:
-    path = dev_home() / "kafka-bootstrap"
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
-
-
-async def _tail(bootstrap: str, settings: Any, customer: str | None, limit: int, raw: bool) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.errors import KafkaError
-
-    from infra.kafka import topic_name
-    from schemas import topics
-
-    topic = topic_name(settings, topics.PREDICTIONS)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="latest", request_timeout_ms=10_000)
-    try:
-        await consumer.start()
-    except KafkaError as error:
-        raise CliError(f"cannot reach Kafka at {bootstrap} ({type(error).__name__}). Is `streamscore dev` "
-                       "running? Pass --bootstrap or set STREAMSCORE_KAFKA_BOOTSTRAP.") from None
-    try:
-        await consumer.topics()
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        if not partitions:
-            raise CliError(f"topic {topic} does not exist on {bootstrap}")
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(assigned)
-        await consumer.seek_to_end(*assigned)
-        for partition in assigned:  # resolve "end" now, so nothing published after this line is missed
-            await consumer.position(partition)
-        errors.print(f"[dim]tailing {topic} on {bootstrap} ({len(assigned)} partitions) — Ctrl-C to stop[/]")
-        shown = 0
-        while not limit or shown < limit:
-            batch = await consumer.getmany(timeout_ms=500, max_records=500)
-            for record in (r for records in batch.values() for r in records):
-                shown += _show_prediction(record.value, customer, raw)
-                if limit and shown >= limit:
-                    break
-    finally:
-        await consumer.stop()
-
-
-def _show_prediction(value: bytes | None, customer: str | None, raw: bool) -> int:
-    """Print one prediction if it matches; returns 1 when printed."""
-    try:
-        prediction = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        errors.print(f"[yellow]skipped an undecodable record ({len(value or b'')} bytes)[/]")
-        return 0
-    if customer and prediction.get("customer_id") != customer:
-        return 0
-    if raw:
-        print(orjson.dumps(prediction).decode(), flush=True)
-        return 1
-    recommendations = prediction.get("recommendations", [])
-    recs = " · ".join(f"{r['product_id']} {r['probability']:.2f}" for r in recommendations)
-    segment = prediction.get("segment") or {}
-    scored = str(prediction.get("scored_at", ""))
-    with_time = scored[11:19] if len(scored) >= 19 else datetime.now().strftime("%H:%M:%S")
-    console.print(
-        f"[dim]{with_time}[/] [bold]{escape(str(prediction.get('customer_id')))}[/] "
-        f"{escape(recs)}  propensity [cyan]{float(prediction.get('propensity', 0)):.3f}[/]  "
-        f"segment [magenta]{segment.get('label')}[/]({float(segment.get('score', 0)):.0f})  "
-        f"[dim]{prediction.get('source')} {prediction.get('model_version')}[/]",
-        highlight=False,
-        soft_wrap=True,
-    )
-    return 1
+    settings = KafkaSettings()  # the running dev stack's broker, when there is one (adopt_dev_stack)
+    asyncio.run(tail(bootstrap or settings.kafka_bootstrap, settings, customer, limit, raw))
 
 
 @events_app.command("send")
@@ -338,8 +279,9 @@ def events_send(
                 client.send_events([event for _, event in part])
             except CliError as error:
                 first, last = part[0][0], part[-1][0]
+                code = EXIT_PARTIAL if sent else error.exit_code  # some accepted: a partial failure
                 raise CliError(f"lines {first}–{last} rejected ({sent:,} events accepted before them; "
-                               f"item [i] is line {first}+i): {error.message}", error.exit_code) from None
+                               f"item [i] is line {first}+i): {error.message}", code) from None
             sent += len(part)
             progress.advance(task, len(part))
     console.print(f"accepted {sent:,} events")
@@ -404,9 +346,12 @@ def _progress(download: bool = False) -> Progress:
     return Progress(*columns, TimeElapsedColumn(), console=errors, transient=False)
 
 
+EXIT_CODES = "Exit codes: 0 all good, 1 partly failed, 2 usage or input error."
+
+
 def register(app: typer.Typer) -> None:
     """Attach the operator commands to the root CLI."""
-    app.command(epilog="Exit codes: 0 ok, 1 remote error, 2 bad input.")(dev)
+    app.command(epilog=EXIT_CODES)(dev)
     app.add_typer(batch_app, name="batch")
     app.add_typer(tail_app, name="tail")
     app.add_typer(events_app, name="events")

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
+from ingest_api.auth_deps import CHALLENGE, AnyPrincipal, client_address, get_security, too_many
+from ingest_api.credentials import MAX_PASSWORD_CHARS, HasherBusy, authenticate_user, username_problem
 from ingest_api.deps import ServicesDep, SessionDep
-from ingest_api.security import (
-    CHALLENGE,
-    AnyPrincipal,
-    authenticate_user,
-    enforce_rate_limit,
-    get_security,
-    issue_token,
-)
+from ingest_api.errors import ApiError, ErrorDetail
+from ingest_api.tokens import issue_token
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+TOKEN_PATH = "/api/v1/auth/token"
 
 
 class TokenResponse(BaseModel):
@@ -43,16 +40,28 @@ class WhoAmI(BaseModel):
     responses={401: {"description": "Wrong username or password"}, 429: {"description": "Too many attempts"}},
 )
 async def issue_access_token(
+    request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     services: ServicesDep,
     session: SessionDep,
 ) -> TokenResponse:
     """Check the password and issue a signed access token for the user's role."""
+    if problem := username_problem(form.username):
+        raise ApiError(422, f"username {problem}", details=[ErrorDetail(field="username", message=problem)])
+    if len(form.password) > MAX_PASSWORD_CHARS:
+        message = f"must be at most {MAX_PASSWORD_CHARS} characters"
+        raise ApiError(422, f"password {message}", details=[ErrorDetail(field="password", message=message)])
     security = get_security(services)
-    # Per-username budget slows password guessing without touching other users.
-    await enforce_rate_limit(security.login_limiter, f"user:{form.username}")
-    user = await authenticate_user(session, form.username, form.password)
+    address = client_address(request.scope)
+    refused = await security.login.admit(form.username, address)
+    if refused is not None:
+        raise too_many(*refused)
+    try:
+        user = await authenticate_user(session, security.hasher, form.username, form.password)
+    except HasherBusy as error:
+        raise too_many(str(error), 1) from None
     if user is None:
+        await security.login.failed(form.username, address)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="wrong username or password", headers=CHALLENGE
         )

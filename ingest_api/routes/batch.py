@@ -6,38 +6,40 @@ import csv
 import io
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Header, Request, status
 from fastapi.responses import StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from infra.kafka import topic_name
-from ingest_api.csv_rows import (
-    CsvHeaderError,
-    CsvRowParser,
-    MultipartFileReader,
-    ParsedRows,
-    TooManyRows,
-    UploadFormatError,
+from ingest_api.auth_deps import BatchPrincipal, ReadPrincipal
+from ingest_api.batch_upload import (
+    BatchUpload,
+    InvalidHeader,
+    InvalidUpload,
+    MissingFilePart,
+    PublishFailed,
+    RowLimitExceeded,
+    StorageUnavailable,
+    UploadAborted,
+    UploadError,
 )
+from ingest_api.bodies import BatchAccepted, BatchStatus, RowError
+from ingest_api.csv_rows import MultipartFileReader, UploadFormatError
 from ingest_api.deps import Services, ServicesDep, SessionDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
-from ingest_api.models_api import BatchAccepted, BatchStatus, RowError
-from ingest_api.publisher import AckedPublisher
-from ingest_api.security import BatchPrincipal, ReadPrincipal
-from schemas import topics
-from schemas.wire import BatchRowEncoder
 from store import batch_jobs
 from store import predictions as stored
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/predict/batch", tags=["batch"])
 
+UPLOAD_STATUS: dict[type[UploadError], int] = {
+    InvalidHeader: 422, RowLimitExceeded: 422, InvalidUpload: 422, MissingFilePart: 422,
+    UploadAborted: 400, PublishFailed: 503, StorageUnavailable: 503,
+}
 RESULTS_PAGE = 1000
 CSV_COLUMNS = (
     "customer_id", "event_id", "model_version",
@@ -66,108 +68,6 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-class BatchUpload:
-    """One upload: parse the stream, create the job once the header is good, publish rows as they come."""
-
-    def __init__(self, services: Services, reader: MultipartFileReader | None) -> None:
-        settings = services.settings
-        self.services = services
-        self.reader = reader
-        self.task_id = uuid4()
-        self.rows = CsvRowParser(settings.batch_max_rows)
-        self.publisher = AckedPublisher(services.producer, topic_name(settings, topics.BATCH_ROWS))
-        self.encoder = BatchRowEncoder(self.task_id, datetime.now(UTC))
-        self.errors_kept = settings.batch_errors_kept
-        self.errors: list[dict[str, Any]] = []
-        self.rows_invalid = 0
-        self.job_created = False
-
-    async def run(self, stream: AsyncIterator[bytes]) -> BatchAccepted:
-        """Consume the whole upload; the job ends up published (and maybe completed) or failed."""
-        try:
-            async for chunk in stream:
-                for data in self.reader.feed(chunk) if self.reader else (chunk,):
-                    await self._consume(self.rows.feed(data))
-            if self.reader is not None and not self.reader.found:
-                raise ApiError(422, f"the multipart body has no file part named {self.reader.field_name!r}",
-                               details=[ErrorDetail(field=self.reader.field_name, message="missing")])
-            await self._consume(self.rows.finish())
-            await self.publisher.wait_acked()
-        except CsvHeaderError as error:
-            raise ApiError(422, f"the CSV header is invalid: {error}", code="invalid_csv_header",
-                           details=[ErrorDetail(field="header", message=p) for p in error.problems]) from None
-        except TooManyRows as error:
-            await self._fail(f"{error}; rows published before the limit are still scored")
-            raise ApiError(422, f"{error}; task {self.task_id} failed", code="too_many_rows",
-                           details=[ErrorDetail(field=f"line {error.line}", message=str(error))]) from None
-        except UploadFormatError as error:
-            await self._fail(str(error))
-            raise ApiError(422, str(error), code="invalid_upload") from None
-        except ClientDisconnect:
-            await self._fail("upload aborted: the client disconnected before the end of the file")
-            raise ApiError(400, "the client disconnected before the end of the upload") from None
-        except (StarletteHTTPException, ApiError) as error:
-            await self._fail(f"upload aborted: {getattr(error, 'detail', None) or error}")
-            raise
-        except Exception as error:
-            log.error("batch publish failed", extra={"batch_id": str(self.task_id), "error": repr(error)})
-            await self._fail(f"publishing failed: {error!r}")
-            raise ApiError(503, f"the broker did not acknowledge the batch rows; task {self.task_id} failed",
-                           code="publish_failed") from None
-        return await self._finish()
-
-    async def _consume(self, parsed: ParsedRows) -> None:
-        if not self.job_created and self.rows.header_seen:
-            # Committed before the first row is published, so the sink always finds the job to update.
-            async with self.services.sessionmaker() as session:
-                filename = self.reader.filename if self.reader else None
-                await batch_jobs.create_batch_job(session, self.task_id, filename)
-                await session.commit()
-            self.job_created = True
-        if parsed.invalid:
-            self.rows_invalid += len(parsed.invalid)
-            room = self.errors_kept - len(self.errors)
-            kept = parsed.invalid[: max(0, room)]
-            self.errors.extend({"line": line, "reason": reason} for line, reason in kept)
-        if parsed.valid:
-            encode = self.encoder.encode
-            await self.publisher.send_many(
-                (customer_id.encode(), encode(customer_id, features))
-                for _, customer_id, features in parsed.valid
-            )
-
-    async def _finish(self) -> BatchAccepted:
-        rows_valid = self.publisher.sent
-        async with self.services.sessionmaker() as session:
-            await batch_jobs.record_upload_counts(
-                session, self.task_id, self.rows.rows_total, rows_valid, self.rows_invalid, self.errors
-            )
-            await batch_jobs.mark_published(session, self.task_id)
-            await session.commit()
-            job = await batch_jobs.get_batch_job(session, self.task_id)
-        if self.services.metrics is not None:
-            self.services.metrics.events_published.labels(topics.BATCH_ROWS).inc(rows_valid)
-            self.services.metrics.rows_rejected.inc(self.rows_invalid)
-        log.info("batch published", extra={"batch_id": str(self.task_id), "rows": rows_valid,
-                                           "rows_invalid": self.rows_invalid})
-        job_status = job.status if job else "queued"
-        return BatchAccepted.model_validate(
-            {"task_id": self.task_id, "status": job_status, "rows": rows_valid,
-             "rows_invalid": self.rows_invalid}
-        )
-
-    async def _fail(self, reason: str) -> None:
-        self.publisher.abandon()
-        if not self.job_created:
-            return
-        try:
-            async with self.services.sessionmaker() as session:
-                await batch_jobs.fail_batch_job(session, self.task_id, reason)
-                await session.commit()
-        except Exception:
-            log.exception("could not mark batch failed", extra={"batch_id": str(self.task_id)})
-
-
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -193,7 +93,24 @@ async def upload_batch(request: Request, services: ServicesDep, _: BatchPrincipa
             reader = MultipartFileReader(content_type)
         except UploadFormatError as error:
             raise ApiError(415, str(error)) from None
-    return await BatchUpload(services, reader).run(request.stream())
+    try:
+        return await BatchUpload(services, reader).run(_body(request))
+    except UploadError as error:
+        details = [ErrorDetail(field=field, message=message) for field, message in error.problems]
+        headers = {"Retry-After": "1"} if isinstance(error, StorageUnavailable) else None
+        raise ApiError(UPLOAD_STATUS.get(type(error), 422), error.message, code=error.code, details=details,
+                       headers=headers) from None
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise UploadAborted(
+            "the client disconnected before the end of the upload",
+            reason="upload aborted: the client disconnected before the end of the file",
+        ) from None
 
 
 async def _job_or_404(session: SessionDep, task_id: UUID) -> Any:
@@ -279,7 +196,8 @@ async def _pages(services: Services, task_id: UUID) -> AsyncIterator[list[dict[s
 
 async def _json_lines(services: Services, task_id: UUID) -> AsyncIterator[bytes]:
     async for page in _pages(services, task_id):
-        yield b"".join(orjson.dumps(item, default=str) + b"\n" for item in page)
+        # OPT_UTC_Z: `scored_at` ends in `Z`, as in every other response and on the predictions topic.
+        yield b"".join(orjson.dumps(item, default=str, option=orjson.OPT_UTC_Z) + b"\n" for item in page)
 
 
 async def _csv_lines(services: Services, task_id: UUID) -> AsyncIterator[bytes]:
@@ -293,7 +211,7 @@ async def _csv_lines(services: Services, task_id: UUID) -> AsyncIterator[bytes]:
                 item["customer_id"], item["event_id"], item["model_version"],
                 *(value for rec in recs[:3] for value in (rec["product_id"], rec["probability"])),
                 item["propensity"], item["segment"]["label"], item["segment"]["score"],
-                item["scored_at"].isoformat(),
+                orjson.dumps(item["scored_at"], option=orjson.OPT_UTC_Z).decode().strip('"'),
             ])
         yield buffer.getvalue().encode()
         buffer.seek(0)

@@ -6,10 +6,10 @@ import orjson
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ingest_api.auth_deps import ReadPrincipal
 from ingest_api.deps import RedisDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, error_responses
 from ingest_api.scorer_stats import number, scorer_hashes
-from ingest_api.security import ReadPrincipal
 from models.drift import PSI_FLAG
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])

@@ -12,11 +12,11 @@ from fastapi import APIRouter, Request, status
 from pydantic import TypeAdapter, ValidationError
 
 from infra.kafka import topic_name
+from ingest_api.auth_deps import EventsPrincipal
+from ingest_api.bodies import EventIn, EventsAccepted
 from ingest_api.deps import ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses, validation_error
-from ingest_api.models_api import EventIn, EventsAccepted
 from ingest_api.publisher import AckedPublisher
-from ingest_api.security import EventsPrincipal
 from schemas import topics
 from schemas.wire import feature_event_json
 
@@ -94,7 +94,8 @@ async def publish_events(request: Request, services: ServicesDep, _: EventsPrinc
     settings = services.settings
     parsed = parse_events(await request.body(), settings.max_events_per_request)
     received_at = datetime.now(UTC)
-    publisher = AckedPublisher(services.producer, topic_name(settings, topics.CUSTOMER_FEATURES))
+    publisher = AckedPublisher(services.producer, topic_name(settings, topics.CUSTOMER_FEATURES),
+                               services.topics)
     event_ids: list[UUID] = []
     try:
         for event in parsed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
@@ -9,9 +10,9 @@ from fastapi import APIRouter, Path
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from ingest_api.auth_deps import ReadPrincipal
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
-from ingest_api.security import ReadPrincipal
 from schemas.messages import CUSTOMER_ID_PATTERN, Prediction
 from store import predictions as stored
 from store.cache import prediction_key
@@ -24,10 +25,18 @@ CustomerPath = Annotated[str, Path(min_length=1, max_length=64, pattern=f"^{CUST
 
 
 async def cached_prediction(services: Services, customer_id: str) -> Prediction | None:
-    """The latest prediction under the active model version from Redis; None on a miss or a Redis error."""
+    """The latest prediction under the active model version from Redis; None on a miss or a Redis error.
+
+    Every read gives up after redis_timeout_seconds; after a failure Redis is skipped for
+    redis_pause_seconds, so a hung Redis costs one request one timeout, not every request.
+    """
+    if services.redis_paused():
+        return None
+    key = prediction_key(customer_id, services.engine.model_version)
     try:
-        raw = await services.redis.get(prediction_key(customer_id, services.engine.model_version))
-    except RedisError as error:
+        raw = await asyncio.wait_for(services.redis.get(key), services.settings.redis_timeout_seconds)
+    except (RedisError, OSError, TimeoutError) as error:
+        services.pause_redis()
         log.warning("redis read failed; falling back to Postgres", extra={"error": repr(error)})
         return None
     if raw is None:
@@ -56,9 +65,10 @@ async def latest_prediction(services: Services, customer_id: str) -> Prediction:
     "/predictions/{customer_id}",
     summary="Latest prediction of a customer",
     description=(
-        "The customer's latest prediction: Redis (`predict:{customer_id}:{model_version}` for the active "
-        "model version) first, then Postgres (newest by `scored_at`, any version). 404 when the customer "
-        "has never been scored."
+        "The customer's latest prediction (greatest `scored_at`, then the order on the customer's "
+        "partition; docs/operations.md): Redis (`predict:{customer_id}:{model_version}` for the active "
+        "model version) first, then Postgres (any version) when Redis misses, fails or takes longer than "
+        "`STREAMSCORE_REDIS_TIMEOUT_SECONDS`. 404 when the customer has never been scored."
     ),
     responses=error_responses(*AUTH_ERRORS, 404, 422),
 )

@@ -12,11 +12,12 @@ import numpy as np
 from fastapi import APIRouter, Response
 
 from infra.kafka import topic_name
+from ingest_api.auth_deps import PredictPrincipal
+from ingest_api.bodies import ScoreRequest, SegmentOut, SegmentRequest
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, error_responses
-from ingest_api.models_api import ScoreRequest, SegmentOut, SegmentRequest
+from ingest_api.principals import Principal
 from ingest_api.routes.predictions import latest_prediction
-from ingest_api.security import PredictPrincipal
 from schemas import topics, wire
 from schemas.messages import Prediction
 from schemas.wire import EventIds
@@ -73,19 +74,23 @@ def prediction_json(record: dict[str, Any], customer_id: str) -> bytes:
         "engine call when dynamic batching is on) and returns the full Prediction (`source` sync). The "
         "prediction is also published to `predictions.v1` in the background, so it is stored like any "
         "other; the answer does not wait for that. With only `customer_id`: the latest stored "
-        "prediction, or 404."
+        "prediction, or 404; that read also needs the `read` scope."
     ),
     response_model=Prediction,
     responses=error_responses(*AUTH_ERRORS, 404, 422, 503),
 )
-async def predict_single(body: ScoreRequest, services: ServicesDep, _: PredictPrincipal) -> Response:
+async def predict_single(body: ScoreRequest, services: ServicesDep, principal: PredictPrincipal) -> Response:
     """Score now, or look up the latest prediction."""
-    return Response(await predict_payload(services, body), media_type="application/json")
+    return Response(await predict_payload(services, body, principal), media_type="application/json")
 
 
-async def predict_payload(services: Services, body: ScoreRequest) -> bytes:
+async def predict_payload(services: Services, body: ScoreRequest, principal: Principal) -> bytes:
     """The JSON answer of `predict_single` (also served by ingest_api.fast_path); errors raise ApiError."""
     if body.features is None:
+        if not principal.allows("read"):
+            # Reading a stored prediction is a read, whatever route it comes through.
+            raise ApiError(403, "missing scope 'read': without `features` this route reads a stored "
+                           "prediction")
         stored = await latest_prediction(services, body.customer_id)
         return stored.model_dump_json().encode()
     record = await score_one(services, body.features)

@@ -8,10 +8,10 @@ import logging
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest_api.auth_deps import AdminPrincipal, ReadPrincipal
 from ingest_api.deps import RedisDep, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 from ingest_api.scorer_stats import number, scorer_hashes
-from ingest_api.security import AdminPrincipal, ReadPrincipal
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/models", tags=["models"])

@@ -11,6 +11,9 @@ let timer = null;
 const $ = (id) => document.getElementById(id);
 const fmt = (n, digits = 0) => (n === null || n === undefined || Number.isNaN(n)) ? "–"
   : Number(n).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+// A latency of 0 means no samples in the window (idle), not an instantaneous pipeline.
+const ms = (n) => (n === null || n === undefined || !(n > 0)) ? "—" : fmt(n, 2);
+const lag = (n) => (n === null || n === undefined) ? "–" : (n < 0 ? "unknown" : fmt(n));
 const pct = (n) => (n === null || n === undefined) ? "–" : `${(100 * n).toFixed(1)} %`;
 
 function takeKeyFromUrl() {
@@ -66,12 +69,12 @@ function render(stats) {
   $("rate-out").textContent = fmt(sink.rate_out);
   $("events-in").textContent = fmt(scorer.events_in);
   $("events-out").textContent = fmt(sink.events_out);
-  $("lag").textContent = fmt(scorer.lag + sink.lag);
-  $("lag-scorer").textContent = fmt(scorer.lag);
-  $("lag-sink").textContent = fmt(sink.lag);
-  $("p50").textContent = fmt(scorer.p50_ms, 2);
-  $("p99").textContent = fmt(scorer.p99_ms, 2);
-  $("sink-p99").textContent = fmt(sink.p99_ms, 2);
+  $("lag").textContent = lag(scorer.lag < 0 || sink.lag < 0 ? -1 : scorer.lag + sink.lag);
+  $("lag-scorer").textContent = lag(scorer.lag);
+  $("lag-sink").textContent = lag(sink.lag);
+  $("p50").textContent = ms(scorer.p50_ms);
+  $("p99").textContent = ms(scorer.p99_ms);
+  $("sink-p99").textContent = ms(sink.p99_ms);
   $("dlq").textContent = fmt(scorer.dlq + sink.dlq);
   $("instances").textContent = `${scorer.instances} scorer · ${sink.instances} sink instance(s)`;
   push(rates.in, scorer.rate_in);
@@ -178,7 +181,7 @@ function renderGains(points) {
 function cell(tr, text, cls) {
   const td = document.createElement("td");
   if (cls) td.className = cls;
-  if (text instanceof Node) td.append(text); else td.textContent = text;
+  if (text instanceof Node) td.append(text); else { td.textContent = text; td.title = text; }
   tr.append(td);
 }
 
@@ -193,6 +196,7 @@ function renderPredictions(predictions) {
     const seg = document.createElement("span");
     seg.className = `seg ${p.segment}`;
     seg.textContent = `${p.segment} ${fmt(p.segment_score)}`;
+    seg.title = `${p.segment} segment, value percentile ${fmt(p.segment_score)}`;
     cell(tr, seg);
     cell(tr, p.source);
     cell(tr, p.scored_at ? new Date(p.scored_at).toLocaleTimeString() : "–");

@@ -19,9 +19,9 @@ from sqlalchemy import insert
 
 from infra.kafka import topic_name
 from infra.settings import KafkaSettings
+from ingest_api.credentials import create_api_key
 from ingest_api.deps import Services
 from ingest_api.main import create_app
-from ingest_api.security import create_api_key
 from ingest_api.settings import ApiSettings
 from models.engine import InferenceEngine
 from schemas.features import FEATURE_NAMES

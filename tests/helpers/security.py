@@ -12,19 +12,18 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from infra.database import create_engine, create_sessionmaker
-from ingest_api.deps import Services
-from ingest_api.errors import install_error_handlers
-from ingest_api.rate_limit import WINDOW_SECONDS
-from ingest_api.routes import auth
-from ingest_api.security import (
+from ingest_api.auth_deps import (
     AdminPrincipal,
     PredictPrincipal,
     ReadPrincipal,
     SecurityState,
     build_security,
-    create_api_key,
-    create_user,
 )
+from ingest_api.credentials import create_api_key, create_user
+from ingest_api.deps import Services
+from ingest_api.errors import install_error_handlers
+from ingest_api.rate_limit import WINDOW_SECONDS
+from ingest_api.routes import auth
 from ingest_api.settings import ApiSettings
 
 SECRET = "s" * 24 + "-test-secret-of-40-bytes"
@@ -90,6 +89,7 @@ async def open_app(settings: ApiSettings, key_cache_ttl_s: float = 0.0) -> Secur
 async def close_app(secure: SecureApp) -> None:
     """Close the client and the services' connections."""
     await secure.client.aclose()
+    secure.security.close()
     await secure.services.redis.aclose()
     await secure.services.db_engine.dispose()
 

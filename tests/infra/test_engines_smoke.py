@@ -26,6 +26,7 @@ async def test_migrations_create_all_tables(database_url: str) -> None:
         "dead_letters",
         "users",
         "api_keys",
+        "cache_repair",
     } <= names
 
 

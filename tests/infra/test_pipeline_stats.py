@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer
 
 from infra.kafka import ensure_topics, topic_name
 from infra.settings import KafkaSettings
-from infra.stats import LatencyWindow, PipelineStats, consumer_lag, publish_stats_forever
+from infra.stats import EndOffsets, LatencyWindow, PipelineStats, consumer_lag, publish_stats_forever
 from schemas import topics
 from streamscore.embedded import free_port
 from tests.helpers.pipeline import produce
@@ -27,10 +27,12 @@ def test_latency_window_percentiles_cover_only_recent_samples() -> None:
     assert window.percentiles() == (0.0, 0.0)
 
 
-async def test_consumer_lag_is_highwater_minus_position(kafka_settings: KafkaSettings) -> None:
+async def _lag_after_consuming_some(kafka_settings: KafkaSettings, messages: list[tuple[bytes, bytes]],
+                                    max_records: int) -> tuple[int, int]:
+    """(sum of lag, records consumed) for a group consumer that polled once after `messages` were sent."""
     await ensure_topics(kafka_settings)
     topic = topic_name(kafka_settings, topics.PREDICTIONS)
-    await produce(kafka_settings, topic, [(b"one-key", b"x")] * 10)  # one key: one partition
+    await produce(kafka_settings, topic, messages)
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=kafka_settings.kafka_bootstrap,
@@ -38,18 +40,33 @@ async def test_consumer_lag_is_highwater_minus_position(kafka_settings: KafkaSet
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
+    probe = EndOffsets(kafka_settings.kafka_bootstrap)
     await consumer.start()
     try:
         consumed = 0
         for _ in range(50):
-            batch = await consumer.getmany(timeout_ms=200, max_records=4)
+            batch = await consumer.getmany(timeout_ms=200, max_records=max_records)
             consumed += sum(len(records) for records in batch.values())
             if consumed:
                 break
-        lag = await consumer_lag(consumer)
+        lag = await consumer_lag(consumer, probe)
     finally:
+        await probe.stop()
         await consumer.stop()
-    assert sum(lag.values()) == 10 - consumed > 0
+    return sum(lag.values()), consumed
+
+
+async def test_consumer_lag_is_end_minus_position(kafka_settings: KafkaSettings) -> None:
+    lag, consumed = await _lag_after_consuming_some(kafka_settings, [(b"one-key", b"x")] * 10, 4)
+    assert lag == 10 - consumed > 0
+
+
+async def test_consumer_lag_counts_every_record_in_flight_under_load(kafka_settings: KafkaSettings) -> None:
+    # Batched sends over many keys: Tansu's listed end offsets leave out each partition's last batch.
+    messages = [(f"key-{i % 97}".encode(), b"x" * 200) for i in range(1500)]
+    lag, consumed = await _lag_after_consuming_some(kafka_settings, messages, 100)
+    assert 0 < consumed <= 100
+    assert lag == 1500 - consumed
 
 
 async def test_stats_hash_is_written_with_ttl_and_a_dead_redis_is_survived(

@@ -12,7 +12,7 @@ import pytest
 from infra.settings import KafkaSettings
 from ingest_api.errors import ApiError
 from ingest_api.main import create_app
-from ingest_api.security import issue_token
+from ingest_api.tokens import issue_token
 from models.engine import InferenceEngine
 from models.registry import Registry
 from streamscore.embedded import free_port
@@ -52,9 +52,12 @@ async def test_health_ready_and_metrics_need_no_credentials(api: Api) -> None:
     assert body["status"] == "ready"
     assert {name for name, dep in body["dependencies"].items() if dep["ok"]} == {
         "broker",
+        "topics",
         "database",
         "redis",
     }
+    assert all(set(dep) <= {"ok", "latency_ms", "error"} and dep.get("error") is None
+               for dep in body["dependencies"].values())  # anonymous: flags only
     assert metrics.status_code == 200
     route = "/api/v1/predictions/{customer_id}"
     assert f'streamscore_api_requests_total{{method="GET",route="{route}",status="404"}} 1.0' in metrics.text

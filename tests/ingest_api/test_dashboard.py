@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -15,15 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from ingest_api.routes.dashboard import RateTracker
+from ingest_api.dashboard_data import RateTracker
+from tests.helpers.browser import browser_session
+from tests.helpers.browser import wait_until as _wait
 from tests.helpers.stack import Launched, launched_stack, write_feature_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "artifacts" / "dashboard.png"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1400,1100")
 
 
 def test_rates_come_from_each_instance_s_own_timestamps() -> None:
@@ -122,31 +117,10 @@ def test_stats_follow_the_pipeline(stack: Launched, tmp_path: Path, unique_id: s
     assert any(p["customer_id"].startswith(f"st{unique_id}-") for p in now["recent_predictions"])
 
 
-def _chrome() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROME_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='ss-chrome-')}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
-    if missing:
-        message = (f"{', '.join(missing)} not installed: apt-get install -y chromium chromium-driver "
-                   "(.ci/run installs them)")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    driver = _chrome()
-    try:
+    with browser_session() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _text(browser: Any, element_id: str) -> str:
@@ -155,17 +129,7 @@ def _text(browser: Any, element_id: str) -> str:
 
 
 def _number(text: str) -> float:
-    return float(text.replace(",", "")) if text not in ("", "–") else -1.0
-
-
-def _wait(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    return float(text.replace(",", "")) if text not in ("", "–", "—", "unknown") else -1.0
 
 
 def test_dashboard_page_shows_live_numbers_that_move(

@@ -19,13 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 from sqlalchemy import update
 
-from ingest_api.security import (
-    SecurityConfigError,
-    build_jwt_config,
-    create_api_key,
-    resolve_jwt_secret,
-)
+from ingest_api.credentials import create_api_key
 from ingest_api.settings import ApiSettings
+from ingest_api.tokens import SecurityConfigError, build_jwt_config, resolve_jwt_secret
 from store import users
 from store.tables import User
 from tests.helpers.security import (
@@ -210,6 +206,7 @@ async def test_alg_none_is_rejected(secure: SecureApp) -> None:
 
 async def test_tampered_signature_and_payload_are_rejected(secure: SecureApp) -> None:
     settings = secure.services.settings
+    await add_user(secure, "m", "reader")  # a token is honoured only for an existing, enabled user
     token = jwt.encode(good_claims(settings, "m", role="reader"), SECRET, algorithm="HS256")
     header, payload, signature = token.split(".")
     flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
@@ -241,6 +238,7 @@ async def test_rs256_accepts_its_tokens_and_blocks_algorithm_confusion(
     )
     app = await open_app(settings)
     try:
+        await add_user(app, "rs-user", "client")
         claims = good_claims(settings, "rs-user")
         valid = jwt.encode(claims, private, algorithm="RS256")
         ok = await app.client.get("/read-only", headers={"Authorization": f"Bearer {valid}"})
@@ -344,7 +342,7 @@ def test_missing_or_short_secret_refuses_to_start() -> None:
 
 
 def test_dev_mode_generates_a_secret_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ingest_api.security"):
+    with caplog.at_level(logging.WARNING, logger="ingest_api.tokens"):
         first = resolve_jwt_secret(ApiSettings(jwt_secret=None, dev_mode=True))
         second = resolve_jwt_secret(ApiSettings(jwt_secret="short", dev_mode=True))
     assert len(first.encode()) >= 32 and first != second

@@ -73,7 +73,7 @@ def test_registry_round_trip(registry: Path) -> None:
 def test_training_is_deterministic(registry: Path) -> None:
     import keras
 
-    for name in ("propensity_0.ubj", "propensity_2.ubj", "value.ubj"):
+    for name in ("propensity.json", "value.ubj"):
         assert (registry / "a" / name).read_bytes() == (registry / "b" / name).read_bytes(), name
     wa = keras.models.load_model(registry / "a" / "dqn.keras", compile=False).get_weights()
     wb = keras.models.load_model(registry / "b" / "dqn.keras", compile=False).get_weights()
@@ -220,3 +220,21 @@ def test_recommend_orders_rollout_by_one_shared_score() -> None:
     assert (np.diff(scores, axis=1) <= 0).all()
     calibrator = {"x": [-3.0, 0.0, 3.0], "y": [0.0, 0.2, 0.9]}
     assert (np.diff(dqn.calibrate(calibrator, scores), axis=1) <= 0).all()
+
+
+def test_engine_serves_the_json_propensity_model_with_reason_codes(registry: Path, rows: np.ndarray) -> None:
+    from models import propensity as P
+    from models.engine import InferenceEngine
+    from models.registry import Registry
+
+    reg = Registry(registry)
+    reg.activate("a")
+    manifest = reg.manifest("a")
+    assert manifest["propensity"]["kind"] == "additive_logistic"
+    assert manifest["artifacts"]["propensity"] == "propensity.json"
+    engine = InferenceEngine.load(registry)
+    model = P.load(registry / "a" / "propensity.json")
+    np.testing.assert_allclose(engine.score(rows).propensity, model.predict(rows))
+    contrib = engine._bundle.propensity_contributions(rows)
+    p = model.predict(rows)
+    np.testing.assert_allclose(contrib.sum(axis=1), np.log(p / (1 - p)) - model.base_logit, atol=1e-9)

@@ -72,18 +72,18 @@ async def test_create_rejects_unknown_scopes_and_duplicate_names(
     cli: typer.Typer, database_url: str, unique_id: str
 ) -> None:
     bad = await invoke(cli, database_url, ["api-keys", "create", "--name", "x", "--scopes", "predict,root"])
-    assert bad.exit_code == 1 and "root" in bad.output and "ssk_" not in bad.output
+    assert bad.exit_code == 2 and "root" in bad.output and "ssk_" not in bad.output
     name = f"dup-{unique_id}"
     assert (
         await invoke(cli, database_url, ["api-keys", "create", "--name", name, "--scopes", "read"])
     ).exit_code == 0
     again = await invoke(cli, database_url, ["api-keys", "create", "--name", name, "--scopes", "read"])
-    assert again.exit_code == 1 and "already exists" in again.output
+    assert again.exit_code == 2 and "already exists" in again.output
 
 
 async def test_revoking_an_unknown_key_fails(cli: typer.Typer, database_url: str) -> None:
     result = await invoke(cli, database_url, ["api-keys", "revoke", "no-such-key"])
-    assert result.exit_code == 1 and "no API key named" in result.output
+    assert result.exit_code == 2 and "no API key named" in result.output
 
 
 async def test_users_create_with_prompt_never_echoes_the_password(
@@ -122,11 +122,11 @@ async def test_users_create_from_env_and_validation(
         ["users", "create", f"r-{unique_id}", "--role", "root"],
         STREAMSCORE_USER_PASSWORD=PASSWORD,
     )
-    assert bad_role.exit_code == 1 and "role must be one of" in bad_role.output
+    assert bad_role.exit_code == 2 and "role must be one of" in bad_role.output
     short = await invoke(
         cli,
         database_url,
         ["users", "create", f"s-{unique_id}", "--role", "client"],
         STREAMSCORE_USER_PASSWORD="short",
     )
-    assert short.exit_code == 1 and "at least 8" in short.output
+    assert short.exit_code == 2 and "at least 8" in short.output

@@ -53,7 +53,8 @@ def test_batch_submit_wait_shows_summary_and_row_errors_then_results_download(
         handle.write(f"bad{unique_id}," + ",".join(["1", "1", "1", "9"] + ["0"] * 82) + "\n")
 
     code, output = invoke(stack, "batch", "submit", str(upload), "--wait")
-    assert code == 0, output
+    assert code == 1, output  # partly failed: one row rejected
+    assert "1 of 41 rows were rejected" in output
     task_id = re.search(rf"task ({UUID})", output).group(1)  # type: ignore[union-attr]
     assert "completed" in output
     assert re.search(r"rows_scored\s*│\s*40", output), output
@@ -63,6 +64,7 @@ def test_batch_submit_wait_shows_summary_and_row_errors_then_results_download(
     assert code == 0, output
     lines = (tmp_path / "out.jsonl").read_bytes().splitlines()
     records = [Prediction.model_validate_json(line) for line in lines]
+    assert all(orjson.loads(line)["scored_at"].endswith("Z") for line in lines)  # one format, as the API
     assert sorted(r.customer_id for r in records) == [f"b{unique_id}-{i:05d}" for i in range(40)]
     assert {str(r.batch_id) for r in records} == {task_id}
 
@@ -70,9 +72,14 @@ def test_batch_submit_wait_shows_summary_and_row_errors_then_results_download(
     assert code == 0, output
     table = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
     assert len(table) == 40 and "customer_id" in table[0]
+    assert all(row["scored_at"].endswith("Z") for row in table)
 
     code, output = invoke(stack, "batch", "status", task_id)
-    assert code == 0 and "completed" in output
+    assert code == 1 and "completed" in output
+
+    clean = write_feature_csv(tmp_path / "clean.csv", rows=5, customer_prefix=f"c{unique_id}-")
+    code, output = invoke(stack, "batch", "submit", str(clean), "--wait")
+    assert code == 0 and "completed" in output, output
 
 
 def test_events_send_and_tail_predictions_for_one_customer(
@@ -126,7 +133,7 @@ def test_events_rejected_by_the_api_name_the_field(stack: Launched, tmp_path: Pa
 def test_wrong_api_key_is_a_clear_remote_error(stack: Launched, tmp_path: Path) -> None:
     upload = write_feature_csv(tmp_path / "x.csv", rows=2, customer_prefix="k")
     code, output = invoke(stack, "batch", "submit", str(upload), key="ssk_not-a-real-key")
-    assert code == 1
+    assert code == 2  # rejected credentials are a usage error
     assert "not authenticated (401)" in output
     assert "Traceback" not in output
 

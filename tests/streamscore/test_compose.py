@@ -1,19 +1,21 @@
-"""compose.yaml is a valid Compose file with the start order, health checks and scaling we document.
+"""compose.yaml is a valid Compose file with the start order, health checks and scaling we document;
+the Dockerfile installs what pyproject.toml declares, as the README does.
 
-tests/data/compose-spec.json is the Compose Specification JSON schema as shipped in the docker-compose
-1.29.2 wheel (compose/config/compose_spec.json, Apache-2.0), vendored so the test needs no network.
+data/compose-spec.json is the current Compose Specification JSON schema (compose-spec/compose-spec,
+Apache-2.0; source and commit in data/README.md), vendored so the test needs no network.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from jsonschema import Draft201909Validator
+from jsonschema import Draft7Validator
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
@@ -29,7 +31,7 @@ def compose() -> dict[str, Any]:
 def test_compose_file_matches_the_compose_specification(compose: dict[str, Any]) -> None:
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     problems = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-                for e in Draft201909Validator(schema).iter_errors(compose)]
+                for e in Draft7Validator(schema).iter_errors(compose)]
     assert problems == []
 
 
@@ -38,7 +40,7 @@ def test_a_broken_compose_file_is_rejected_by_the_schema(compose: dict[str, Any]
     broken = json.loads(json.dumps(compose))
     broken["services"]["api"]["depends_on"]["migrate"]["condition"] = "service_finished"
     broken["services"]["scorer"]["restart_policy"] = "always"
-    assert len(list(Draft201909Validator(schema).iter_errors(broken))) >= 2
+    assert len(list(Draft7Validator(schema).iter_errors(broken))) >= 2
 
 
 def test_engines_and_start_order(compose: dict[str, Any]) -> None:
@@ -73,3 +75,38 @@ def test_dockerfile_is_slim_and_unprivileged() -> None:
     assert 'ENTRYPOINT ["streamscore"]' in dockerfile
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".venv", ".git", ".streamscore"} <= set(ignored)
+
+
+def test_the_vendored_schema_is_the_current_specification() -> None:
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    assert schema["$schema"].startswith("https://json-schema.org/draft-07")
+    assert "models" in schema["properties"]  # top-level `models`: added to the specification in 2025
+    Draft7Validator.check_schema(schema)
+
+
+def _pip_installs(text: str) -> list[str]:
+    """The arguments of every `pip install` in a Dockerfile or Makefile (no options, no continuations)."""
+    joined = text.replace("\\\n", " ")
+    found = []
+    for match in re.finditer(r"pip install ([^&;\n]+)", joined):
+        found += [arg.strip("'\"") for arg in match.group(1).split() if not arg.startswith("-")]
+    return found
+
+
+def test_dockerfile_installs_the_package_set_of_pyproject_and_the_readme() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    extras = set(pyproject["project"]["optional-dependencies"])
+    installed = _pip_installs(dockerfile)
+    # Only the project itself (its declared dependencies), never a hand-kept list that could drift.
+    assert installed and all(re.fullmatch(r"\.(\[[a-z,]+\])?", arg) for arg in installed), installed
+    for arg in installed:
+        assert set(re.findall(r"[a-z]+", arg)) <= extras, arg
+    # Every package pyproject ships is copied into the image before the final install.
+    copied = set(re.findall(r"^COPY (\w+) \./\1", dockerfile, re.MULTILINE))
+    packages = {name.rstrip("*") for name in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"
+    # The README's install (make install) is the same project, plus the dev extras on top.
+    readme_install = _pip_installs((ROOT / "Makefile").read_text(encoding="utf-8"))
+    assert any(re.fullmatch(r"\.(\[[a-z,]+\])?", arg) for arg in readme_install), readme_install
+    assert "make install" in (ROOT / "README.md").read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ import pytest
 
 from schemas.features import FEATURE_NAMES
 from streamscore.client import CliError
-from streamscore.dev import demo_csv, resolve_demo_file
+from streamscore.demo import demo_csv, resolve_demo_file
 from streamscore.embedded import free_port
 from tests.helpers.stack import CLI, LineReader, _dev_env, write_feature_csv
 
@@ -27,7 +27,8 @@ def test_dev_runs_the_demo_on_embedded_engines_and_stops_cleanly_on_ctrl_c(tmp_p
     home = tmp_path / "dev-home"
     port = free_port()
     argv = [*CLI, "dev", "--demo", "--keep", "--demo-file", str(demo), "--port", str(port)]
-    process = subprocess.Popen(argv, env=_dev_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    narrow = {**_dev_env(home), "COLUMNS": "80"}  # an 80-column terminal
+    process = subprocess.Popen(argv, env=narrow, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = LineReader(process.stdout)  # type: ignore[arg-type]
     try:
         output.wait_for("press Ctrl-C to stop", process, timeout=300)
@@ -36,7 +37,15 @@ def test_dev_runs_the_demo_on_embedded_engines_and_stops_cleanly_on_ctrl_c(tmp_p
         for expected in ("postgres", "redis-server", "tansu", "main() api", "main() scorer", "main() sink"):
             assert expected in names, f"{expected} not among the children: {names}"
         key = (home / "api-key").read_text().strip()
-        assert f"/dashboard#key={key}" in output.text
+        link = f"http://127.0.0.1:{port}/dashboard#key={key}"
+        assert link in [line.strip() for line in output.text.splitlines()]  # whole, on its own line
+        printed = next(line for line in output.text.splitlines() if "batch submit FILE.csv" in line)
+        command = printed.split(" batch submit")[0].strip()
+        assert subprocess.run([command, "--help"], capture_output=True, timeout=60).returncode == 0, command
+        # No STREAMSCORE_DATABASE_URL: it finds the dev stack's database.
+        listed = subprocess.run([*CLI, "api-keys", "list"], env=_dev_env(home), capture_output=True,
+                                text=True, timeout=120)
+        assert listed.returncode == 0 and "dev-admin-" in listed.stdout, listed.stderr
         assert "rows scored and stored" in output.text and "300" in output.text
         assert "segment high" in output.text and "Highest-propensity customers" in output.text
 
@@ -47,7 +56,9 @@ def test_dev_runs_the_demo_on_embedded_engines_and_stops_cleanly_on_ctrl_c(tmp_p
             process.kill()
     survivors = [c for c in descendants if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert survivors == [], f"orphans left behind: {survivors}"
-    assert not (home / "api-key").exists()
+    assert "stopped: services and engines down" in output.text
+    assert not (home / "api-url").exists() and (home / "api-key").read_text().strip() == key  # kept for reuse
+    assert 'role "pgserver" does not exist' not in (home / "logs" / "postgres.log").read_text()
 
 
 def test_dev_refuses_a_busy_port(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from fastapi import Path as PathParam
 
+from ingest_api.auth_deps import AdminPrincipal, ReadPrincipal
+from ingest_api.bodies import ModelActivated, ModelMetrics, ModelVersions
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
-from ingest_api.models_api import ModelActivated, ModelMetrics, ModelVersions
-from ingest_api.security import AdminPrincipal, ReadPrincipal
 from models.registry import Registry
 
 log = logging.getLogger(__name__)

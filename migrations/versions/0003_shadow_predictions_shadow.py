@@ -1,7 +1,7 @@
 """predictions_shadow: the shadow model version's predictions
 
-Revision ID: 0002_shadow
-Revises: 0001
+Revision ID: 0003_shadow
+Revises: 0002
 Create Date: 2026-12-01 22:30:00
 """
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = '0002_shadow'
-down_revision: str | None = '0001'
+revision: str = '0003_shadow'
+down_revision: str | None = '0002'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """predictions.reasons: the optional reason codes of a stored prediction
 
-Revision ID: 0003_shadow
-Revises: 0002_shadow
+Revision ID: 0004_shadow
+Revises: 0003_shadow
 Create Date: 2026-12-01 23:00:00
 """
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = '0003_shadow'
-down_revision: str | None = '0002_shadow'
+revision: str = '0004_shadow'
+down_revision: str | None = '0003_shadow'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,95 @@
+"""This project against a Bytewax 0.21 dataflow doing the same work, in one invocation.
+
+Both designs get a fresh Tansu broker and scratch database (this project's migrations), the same Redis,
+the same InferenceEngine and the same events: first a warm-up, then N events as fast as they can be
+produced (events/s and CPU µs per event per process), then a steady rate (latency sent -> stored).
+Needs the `bench` extra (`pip install 'bytewax[kafka]==0.21.*'`).
+
+    .venv/bin/python bench/bench_peers.py --events 100000 --rate 2000 --seconds 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_pipeline import (
+    STREAMSCORE,
+    Throughput,
+    bench_stack,
+    feature_payloads,
+    measure_latency,
+    measure_throughput,
+    produce_fast,
+    start_process,
+    wait_rows,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DESIGNS: dict[str, list[list[str]]] = {
+    "streamscore": [[str(STREAMSCORE), "scorer"], [str(STREAMSCORE), "sink"]],
+    "bytewax": [
+        [sys.executable, "-m", "bytewax.run", str(ROOT / "bench" / "peer_bytewax.py:scorer_flow")],
+        [sys.executable, "-m", "bytewax.run", str(ROOT / "bench" / "peer_bytewax.py:sink_flow")],
+    ],
+}
+
+
+async def run_design(name: str, args: argparse.Namespace) -> tuple[Throughput, tuple[float, float, float]]:
+    """One design on its own broker and database: throughput, then latency at the steady rate."""
+    log_dir = Path(args.log_dir)
+    async with bench_stack(args.partitions, log_dir) as stack:
+        env = {**stack.env(args.redis_url), "PYTHONPATH": str(ROOT)}
+        for role, command in zip(("scorer", "sink"), DESIGNS[name], strict=True):
+            stack.processes.append(start_process(command, env, log_dir / f"{name}-{role}-{stack.run}.log"))
+        warmup = feature_payloads(args.warmup, seed=1)
+        await produce_fast(stack.broker.bootstrap, stack.topic, warmup)
+        await wait_rows(stack.dsn, len(warmup), 180, stack.processes)
+        pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid}
+        result = await measure_throughput(stack, pids, args.events, len(warmup))
+        print(result.report(name), flush=True)
+        latency = await measure_latency(stack, args.rate, args.seconds, len(warmup) + args.events)
+        print(f"{name}: latency at {args.rate}/s p50 {latency[0]:.0f} ms p99 {latency[1]:.0f} ms "
+              f"max {latency[2]:.0f} ms", flush=True)
+        return result, latency
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Every design in turn, then the comparison table."""
+    results = {name: await run_design(name, args) for name in args.designs}
+    print("\n| design | events/s | CPU µs/event (scorer / sink / broker / Postgres) | p50 / p99 ms at "
+          f"{args.rate}/s |\n|---|---|---|---|")
+    for name, (run, (p50, p99, _)) in results.items():
+        cpu = " / ".join(f"{run.cpu_s.get(k, 0.0) / run.events * 1e6:.0f}"
+                         for k in ("scorer", "sink", "tansu", "postgres"))
+        print(f"| {name} | {run.events / run.elapsed_s:,.0f} | {cpu} | {p50:.0f} / {p99:.0f} |")
+    if {"streamscore", "bytewax"} <= results.keys():
+        ours, theirs = (results[n][0] for n in ("streamscore", "bytewax"))
+        ratio = (ours.events / ours.elapsed_s) / (theirs.events / theirs.elapsed_s)
+        print(f"\nratio streamscore / bytewax: {ratio:.2f}x (target >= 2x)")
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--warmup", type=int, default=1_000)
+    parser.add_argument("--rate", type=int, default=2_000)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7")
+    parser.add_argument("--log-dir", default="/tmp/streamscore-bench")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    options = parse_args()
+    Path(options.log_dir).mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(options))

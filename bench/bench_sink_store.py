@@ -1,0 +1,89 @@
+"""Sink storage benchmark: the unnest statement against binary COPY into a staging table, same SQL after.
+
+Creates a scratch database on the local Postgres (or STREAMSCORE_BENCH_ADMIN_URL), migrates it, and stores
+`--batches` batches of `--rows` predictions (half of them new customers, half updates) with each variant.
+
+    .venv/bin/python bench/bench_sink_store.py --rows 5000 --batches 8
+
+Prints the median and best milliseconds per batch and µs per row for each variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import orjson
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from infra.database import create_engine, create_sessionmaker
+from infra.settings import DatabaseSettings
+from migrations.runner import upgrade_head
+from store.predictions import PredictionRow, StoredPredictions, store_predictions, store_predictions_copy
+
+Store = Callable[[AsyncSession, Sequence[PredictionRow]], Awaitable[StoredPredictions]]
+RECOMMENDATION = {"product_id": "car", "name": "Car policies", "probability": 0.5}
+RECOMMENDATIONS = orjson.dumps([RECOMMENDATION] * 3).decode()
+
+
+def batch(rows: int, index: int, tag: str) -> list[PredictionRow]:
+    """Rows of one batch: customers overlap the previous batch by half (updates as well as inserts)."""
+    scored_at = (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=index)).isoformat()
+    first = index * rows // 2
+    return [
+        PredictionRow(str(uuid.uuid4()), f"{tag}-{first + i}", "v-bench", "event", None, RECOMMENDATIONS,
+                      0.25, "medium", 50.0, scored_at)
+        for i in range(rows)
+    ]
+
+
+async def run(variant: str, store: Store, admin_url: str, rows: int, batches: int) -> list[float]:
+    """Milliseconds per batch for one variant on its own fresh database."""
+    name = f"ss_bench_{uuid.uuid4().hex[:8]}"
+    dsn = make_url(admin_url).set(drivername="postgresql")
+    admin = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        await asyncio.to_thread(upgrade_head, url)
+        engine = create_engine(DatabaseSettings(database_url=url))
+        sessions = create_sessionmaker(engine)
+        timings = []
+        for index in range(batches + 1):
+            data = batch(rows, index, variant)
+            started = time.perf_counter()
+            async with sessions() as session, session.begin():
+                await store(session, data)
+            if index:  # the first batch warms the connection and the plans
+                timings.append((time.perf_counter() - started) * 1000)
+        await engine.dispose()
+        return timings
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--batches", type=int, default=8)
+    args = parser.parse_args()
+    admin_url = os.environ.get("STREAMSCORE_BENCH_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    for variant, store in (("unnest", store_predictions), ("copy", store_predictions_copy),
+                           ("unnest", store_predictions), ("copy", store_predictions_copy)):
+        timings = await run(variant, store, admin_url, args.rows, args.batches)
+        median = statistics.median(timings)
+        print(f"{variant:7s} median {median:7.1f} ms  best {min(timings):7.1f} ms  "
+              f"{median * 1000 / args.rows:5.1f} µs/row  ({args.batches} x {args.rows} rows)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,136 @@
+"""Publishing a batch's output without wedging: per-message outcome, halving isolation, transient backoff.
+
+A record the broker rejects for what it is (too large, corrupt) is isolated by re-sending only the failed
+messages in halves until each failure stands alone, and handed back to be dead-lettered. A transient failure
+(broker down, leader moving, topic being recreated) is retried with capped doubling delays, re-sending only
+what was not acknowledged, so an attempt never republishes a delivered message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.errors import CorruptRecordException, MessageSizeTooLargeError, RecordTooLargeError
+
+log = logging.getLogger(__name__)
+
+RECORD_ERRORS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    CorruptRecordException,
+    ValueError,  # our own "exceeds max_batch_size" and encoder errors
+)
+"""Errors about the record itself: retrying cannot help, the record is isolated and dead-lettered."""
+
+
+def is_record_error(error: BaseException) -> bool:
+    """The broker or the producer rejected the record for what it is, not for the broker's state."""
+    return isinstance(error, RECORD_ERRORS)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to publish, with the consumed record it came from (for its dead letter)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    origin: Any = None
+
+
+Send = Callable[[str, Sequence[tuple[bytes | None, bytes]]], Awaitable[list[tuple[Any, list[int]]]]]
+"""Queue messages for a topic; returns (awaitable ack, indices of the messages it covers) pairs."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped doubling delays for transient failures, for at most `window_s` in one call."""
+
+    initial_s: float = 0.2
+    max_s: float = 5.0
+    window_s: float = 30.0
+
+
+async def deliver(send: Send, messages: Sequence[Outgoing]) -> list[tuple[Outgoing, BaseException]]:
+    """Send every message once and wait for all acks; the messages that failed, each with its error."""
+    by_topic: dict[str, list[Outgoing]] = {}
+    for message in messages:
+        by_topic.setdefault(message.topic, []).append(message)
+    pending: list[tuple[Any, list[Outgoing]]] = []
+    for topic, items in by_topic.items():
+        for ack, indices in await send(topic, [(m.key, m.value) for m in items]):
+            pending.append((ack, [items[i] for i in indices]))
+    failures: list[tuple[Outgoing, BaseException]] = []
+    for ack, covered in pending:
+        if not inspect.isawaitable(ack):  # already confirmed (FastStream's test broker returns metadata)
+            continue
+        try:
+            await ack
+        except Exception as error:
+            failures += [(message, error) for message in covered]
+    return failures
+
+
+async def publish_isolated(
+    send: Send, messages: Sequence[Outgoing], backoff: Backoff
+) -> list[tuple[Outgoing, BaseException]]:
+    """Publish all messages; return those rejected alone for a record error (to dead-letter).
+
+    Raises the last transient error once `backoff.window_s` is spent (the caller rewinds the batch).
+    """
+    rejected: list[tuple[Outgoing, BaseException]] = []
+    queue: list[list[Outgoing]] = [list(messages)] if messages else []
+    delay, deadline, attempt = backoff.initial_s, time.monotonic() + backoff.window_s, 1
+    while queue:
+        group = queue.pop()
+        failures = await deliver(send, group)
+        transient = [(m, e) for m, e in failures if not is_record_error(e)]
+        record = [(m, e) for m, e in failures if is_record_error(e)]
+        if len(record) == 1:
+            rejected += record
+        elif record:
+            half = len(record) // 2
+            queue += [[m for m, _ in record[:half]], [m for m, _ in record[half:]]]
+        if transient:
+            error = transient[0][1]
+            if time.monotonic() + delay > deadline:
+                raise error
+            log.warning(
+                "publish failed; retrying the unacknowledged messages",
+                extra={"messages": len(transient), "attempt": attempt, "retry_in_s": delay,
+                       "error": repr(error)[:300]},
+            )
+            await asyncio.sleep(delay)
+            delay, attempt = min(delay * 2, backoff.max_s), attempt + 1
+            queue.append([m for m, _ in transient])
+    return rejected
+
+
+async def isolate_failing(
+    items: Sequence[Any],
+    attempt: Callable[[Sequence[Any]], Awaitable[None]],
+    is_fatal: Callable[[BaseException], bool],
+) -> list[tuple[Any, BaseException]]:
+    """Run `attempt` (all-or-nothing) on the items; on a fatal error retry in halves; the items failing alone.
+
+    Non-fatal errors propagate. Each successful attempt covers a disjoint part, so nothing is done twice.
+    """
+    try:
+        await attempt(items)
+    except Exception as error:
+        if not is_fatal(error):
+            raise
+        if len(items) <= 1:
+            return [(item, error) for item in items]
+        half = len(items) // 2
+        return [
+            *await isolate_failing(items[:half], attempt, is_fatal),
+            *await isolate_failing(items[half:], attempt, is_fatal),
+        ]
+    return []

@@ -1,0 +1,256 @@
+"""The dashboard's figures: live pipeline stats (Redis hashes), model metrics, recent rows (Postgres)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.tables import BatchJob, Prediction, Segment
+
+log = logging.getLogger(__name__)
+
+STATS_KEY_PATTERNS = {"scorer": "stats:scorer:*", "sink": "stats:sink:*"}
+COUNTERS = ("events_in", "events_out", "dlq", "batches", "lag")
+GAINS_POINTS = 50
+
+
+class RoleStats(BaseModel):
+    """One pipeline role (scorer or sink) summed over its live instances."""
+
+    instances: int = 0
+    events_in: int = 0
+    events_out: int = 0
+    dlq: int = 0
+    batches: int = 0
+    lag: int = Field(default=0, description="Consumer lag summed over partitions and instances; -1 when an "
+                     "instance could not tell (broker unreachable).")
+    p50_ms: float = Field(default=0.0, description="Highest instance p50 (scorer: inference; sink: write).")
+    p99_ms: float = Field(default=0.0, description="Highest instance p99.")
+    rate_in: float = Field(default=0.0, description="events_in per second, from successive samples.")
+    rate_out: float = Field(default=0.0, description="events_out per second, from successive samples.")
+
+
+class InstanceStats(BaseModel):
+    """One live scorer or sink process, as its Redis stats hash says."""
+
+    role: str
+    instance: str
+    events_in: int
+    events_out: int
+    dlq: int
+    lag: int
+    p50_ms: float
+    p99_ms: float
+    rate_in: float
+    rate_out: float
+    age_s: float = Field(description="Seconds since the instance last wrote its stats.")
+
+
+class DashboardStats(BaseModel):
+    """Everything the dashboard page shows, in one poll."""
+
+    generated_at: float
+    scorer: RoleStats
+    sink: RoleStats
+    instances: list[InstanceStats]
+    model: dict[str, Any]
+    segments: dict[str, int]
+    recent_predictions: list[dict[str, Any]]
+    batches: list[dict[str, Any]]
+
+
+@dataclass
+class _Sample:
+    updated_at: float
+    events_in: int
+    events_out: int
+    rate_in: float = 0.0
+    rate_out: float = 0.0
+
+
+class RateTracker:
+    """Per-instance rates from successive counter samples, keyed by the writer's own timestamp.
+
+    Using the instance's `updated_at` (not the poll time) keeps rates right however often, and by
+    however many browsers, the endpoint is polled; a restarted instance (counters reset) reads as 0.
+    """
+
+    def __init__(self) -> None:
+        self._samples: dict[str, _Sample] = {}
+
+    def update(self, key: str, updated_at: float, events_in: int, events_out: int) -> _Sample:
+        """Record a sample and return it with its rates."""
+        previous = self._samples.get(key)
+        sample = _Sample(updated_at, events_in, events_out)
+        if previous is not None:
+            elapsed = updated_at - previous.updated_at
+            if elapsed <= 0:
+                return previous
+            sample.rate_in = max(0, events_in - previous.events_in) / elapsed
+            sample.rate_out = max(0, events_out - previous.events_out) / elapsed
+        self._samples[key] = sample
+        return sample
+
+    def forget_except(self, keys: set[str]) -> None:
+        """Drop instances that no longer report."""
+        for key in set(self._samples) - keys:
+            del self._samples[key]
+
+
+def _number(fields: dict[bytes, bytes], name: str) -> float:
+    try:
+        return float(fields.get(name.encode(), b"0"))
+    except ValueError:
+        return 0.0
+
+
+async def pipeline_stats(
+    redis: Any, tracker: RateTracker
+) -> tuple[dict[str, RoleStats], list[InstanceStats]]:
+    """Sum the live scorer/sink stats hashes and derive throughput from successive samples."""
+    roles = {role: RoleStats() for role in STATS_KEY_PATTERNS}
+    instances: list[InstanceStats] = []
+    seen: set[str] = set()
+    now = time.time()
+    for role, pattern in STATS_KEY_PATTERNS.items():
+        keys = sorted([key async for key in redis.scan_iter(match=pattern, count=100)])
+        if not keys:
+            continue
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            hashes = await pipe.execute()
+        total = roles[role]
+        for key, fields in zip(keys, hashes, strict=True):
+            if not fields:
+                continue
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            seen.add(name)
+            counters = {counter: int(_number(fields, counter)) for counter in COUNTERS}
+            updated_at = _number(fields, "updated_at")
+            sample = tracker.update(name, updated_at, counters["events_in"], counters["events_out"])
+            p50, p99 = _number(fields, "p50_ms"), _number(fields, "p99_ms")
+            total.instances += 1
+            for counter in COUNTERS:
+                setattr(total, counter, getattr(total, counter) + counters[counter])
+            if counters["lag"] < 0 or total.lag < 0:  # an instance could not ask its broker
+                total.lag = -1
+            total.p50_ms, total.p99_ms = max(total.p50_ms, p50), max(total.p99_ms, p99)
+            total.rate_in += sample.rate_in
+            total.rate_out += sample.rate_out
+            instances.append(InstanceStats(
+                role=role, instance=name.split(":", 2)[-1], p50_ms=p50, p99_ms=p99,
+                rate_in=sample.rate_in, rate_out=sample.rate_out, age_s=max(0.0, now - updated_at),
+                **{c: counters[c] for c in ("events_in", "events_out", "dlq", "lag")},
+            ))
+    tracker.forget_except(seen)
+    return roles, instances
+
+
+@functools.lru_cache(maxsize=8)
+def gains_curve(validation_path: Path, mtime: float) -> list[dict[str, float]]:
+    """Cumulative gains and lift of the propensity model on its validation split, ~50 points."""
+    data = json.loads(validation_path.read_text(encoding="utf-8"))["propensity"]
+    y, p = np.asarray(data["y"], dtype=float), np.asarray(data["p"], dtype=float)
+    if len(y) == 0 or y.sum() == 0:
+        return []
+    found = np.cumsum(y[np.argsort(-p, kind="stable")]) / y.sum()
+    share = np.arange(1, len(y) + 1) / len(y)
+    picks = np.unique(np.linspace(0, len(y) - 1, min(GAINS_POINTS, len(y))).astype(int))
+    return [{"share": round(float(share[i]), 4), "gains": round(float(found[i]), 4),
+             "lift": round(float(found[i] / share[i]), 3)} for i in picks]
+
+
+def model_summary(registry_root: str | None, version: str) -> dict[str, Any]:
+    """Headline validation metrics and the gains/lift curve of a registry version."""
+    from models.registry import Registry
+
+    registry = Registry(Path(registry_root) if registry_root else None)
+    manifest = registry.manifest(version)
+    metrics = manifest.get("metrics", {})
+    propensity = metrics.get("propensity", {})
+    recommender = metrics.get("recommender", {})
+    headline = {
+        "auc": propensity.get("auc"),
+        "precision": propensity.get("precision"),
+        "recall": propensity.get("recall"),
+        "f1": propensity.get("f1"),
+        "accuracy": propensity.get("accuracy"),
+        "top20_recall": propensity.get("top20_recall"),
+        "hr3_dqn": (recommender.get("dqn") or {}).get("hr3"),
+        "hr3_popularity": (recommender.get("popularity") or {}).get("hr3"),
+        "value_spearman": (metrics.get("value") or {}).get("spearman"),
+    }
+    gains: list[dict[str, float]] = propensity.get("gains") or []  # preferred when the manifest carries it
+    if not gains:
+        name = (manifest.get("artifacts") or {}).get("validation")
+        path = registry.path(version) / name if name else None
+        if path is not None and path.is_file():
+            gains = gains_curve(path, path.stat().st_mtime)
+    return {"version": version, "created_at": manifest.get("created_at"), "versions": registry.versions(),
+            "metrics": {k: v for k, v in headline.items() if v is not None}, "gains": gains,
+            "validation_rows": propensity.get("rows"), "validation_buyers": propensity.get("buyers")}
+
+
+def _iso(value: Any) -> Any:
+    """ISO 8601 with `Z` for UTC, as the API writes timestamps everywhere."""
+    if not hasattr(value, "isoformat"):
+        return value
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z).decode().strip('"')
+
+
+async def dashboard_stats(
+    session: AsyncSession, redis: Any, tracker: RateTracker, registry_root: str | None, version: str
+) -> DashboardStats:
+    """Gather every dashboard figure in one round; Redis or registry trouble leaves the rest standing."""
+    try:
+        roles, instances = await pipeline_stats(redis, tracker)
+    except Exception as error:  # Redis down: the rest of the dashboard still answers
+        log.warning("dashboard could not read pipeline stats", extra={"error": str(error)})
+        roles, instances = {role: RoleStats() for role in STATS_KEY_PATTERNS}, []
+    try:
+        model = await asyncio.to_thread(model_summary, registry_root, version)
+    except (OSError, KeyError, ValueError) as error:
+        model = {"version": version, "metrics": {}, "gains": [], "error": str(error)}
+    segment_rows = await session.execute(
+        select(Segment.label, func.count()).where(Segment.model_version == version).group_by(Segment.label)
+    )
+    segments = {"high": 0, "medium": 0, "low": 0} | {label: int(n) for label, n in segment_rows.all()}
+    predictions = (await session.scalars(select(Prediction).order_by(Prediction.id.desc()).limit(20))).all()
+    batches = (await session.scalars(select(BatchJob).order_by(BatchJob.created_at.desc()).limit(10))).all()
+    return DashboardStats(
+        generated_at=time.time(),
+        scorer=roles["scorer"],
+        sink=roles["sink"],
+        instances=instances,
+        model=model,
+        segments=segments,
+        recent_predictions=[
+            {"event_id": str(p.event_id), "customer_id": p.customer_id, "model_version": p.model_version,
+             "source": p.source, "propensity": p.propensity, "segment": p.segment_label,
+             "segment_score": p.segment_score, "top": (p.recommendations or [{}])[0],
+             "scored_at": _iso(p.scored_at)}
+            for p in predictions
+        ],
+        batches=[
+            {"task_id": str(b.task_id), "status": b.status, "filename": b.filename,
+             "rows_valid": b.rows_valid, "rows_invalid": b.rows_invalid, "rows_scored": b.rows_scored,
+             "rows_dead": b.rows_dead,
+             "progress": (b.rows_scored + b.rows_dead) / b.rows_valid if b.rows_valid else
+             (1.0 if b.status == "completed" else 0.0),
+             "created_at": _iso(b.created_at), "finished_at": _iso(b.finished_at)}
+            for b in batches
+        ],
+    )

@@ -1,0 +1,140 @@
+"""Fault injection on real engines: private Redis and Tansu processes, service subprocesses, stopwatch."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as redis
+
+from schemas.messages import FeatureEvent, Prediction
+from streamscore.embedded import TansuBroker, free_port, port_open, wait_for_port
+from tests.helpers.pipeline import fetch
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of the test's own (append-only file, so a restart keeps the keys it had)."""
+
+    port: int = field(default_factory=free_port)
+    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ss-faults-redis-")))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Its URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        """Start (again) on the same port and directory."""
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.home)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM and wait (the append-only file keeps the data)."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the TCP connections stay open, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+def kill_broker(broker: TansuBroker) -> None:
+    """SIGKILL a Tansu broker (memory-only: its topics and offsets are gone)."""
+    assert broker.process is not None
+    broker.process.kill()
+    broker.process.wait(10)
+    broker.process = None
+    deadline = time.monotonic() + 10
+    while port_open("127.0.0.1", broker.port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def service_process(service: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`streamscore <service>` as a child process with the given STREAMSCORE_ settings, logging to a file."""
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from streamscore.cli import main; main()", service],
+            env={**os.environ, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def sigkill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL and reap."""
+    process.kill()
+    process.wait(10)
+
+
+class Stopwatch:
+    """Seconds since it was made (recovery times for the report)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self) -> float:
+        return round(time.monotonic() - self.started, 2)
+
+
+def report(scenario: str, **figures: Any) -> None:
+    """One line for the fault report."""
+    print(f"FAULT {scenario}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def keyed(events: list[FeatureEvent]) -> list[tuple[bytes | None, bytes]]:
+    """(customer key, JSON) pairs as the API publishes them."""
+    return [(e.customer_id.encode(), e.model_dump_json().encode()) for e in events]
+
+
+@contextlib.asynccontextmanager
+async def started(*apps: Any) -> AsyncIterator[None]:
+    """Start apps in order, stop them in reverse."""
+    for app in apps:
+        await app.start()
+    try:
+        yield
+    finally:
+        for app in reversed(apps):
+            await app.stop()
+
+
+async def cache_mismatches(redis_url: str, database_url: str, model_version: str) -> int:
+    """Customers whose Redis value is missing or not their latest prediction in Postgres."""
+    latest = await fetch(database_url, "SELECT customer_id, last_event_id FROM customers")
+    client = redis.from_url(redis_url, socket_timeout=2)
+    try:
+        values = await client.mget([f"predict:{r['customer_id']}:{model_version}" for r in latest])
+    finally:
+        await client.aclose()
+    return sum(v is None or Prediction.model_validate_json(v).event_id != r["last_event_id"]
+               for r, v in zip(latest, values, strict=True))
+
+
+async def stored_ids(database_url: str, ids: list[str]) -> set[str]:
+    """Which of these event ids Postgres holds."""
+    rows = await fetch(database_url, "SELECT event_id FROM predictions WHERE event_id = ANY($1::uuid[])", ids)
+    return {str(r["event_id"]) for r in rows}

@@ -1,0 +1,104 @@
+"""A real uvicorn server (the API's own bounded httptools protocol) on a free loopback port, in-loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from ingest_api.server import bounded_protocol
+from streamscore.embedded import free_port
+
+
+@dataclass
+class Served:
+    """Where the server listens, and the /health latencies a prober measured meanwhile."""
+
+    host: str
+    port: int
+    client: httpx.AsyncClient
+    latencies_s: list[float] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI, max_header_bytes: int) -> AsyncIterator[Served]:
+    """Serve an app whose lifespan is already entered (lifespan off here) until the block ends."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", loop="asyncio",
+                            http=bounded_protocol(max_header_bytes), log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield Served("127.0.0.1", port, client)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def probing_health(served: Served, every_s: float = 0.02, tail_s: float = 0.1) -> AsyncIterator[Served]:
+    """GET /health in a loop for the block's duration (and `tail_s` after), recording each latency.
+
+    The prober's client is built and warmed up before the block starts, so its own set-up cost (TLS
+    context, first connection) is not counted as the server's.
+    """
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(base_url=served.url, timeout=5) as client:
+        assert (await client.get("/health")).status_code == 200
+
+        async def probe() -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                response = await client.get("/health")
+                served.latencies_s.append(time.perf_counter() - started)
+                assert response.status_code == 200
+                await asyncio.sleep(every_s)
+
+        task = asyncio.create_task(probe())
+        try:
+            yield served
+            await asyncio.sleep(tail_s)
+        finally:
+            stop.set()
+            await task
+
+
+async def raw_exchange(served: Served, head: bytes, body_chunks: list[bytes] | None = None,
+                       timeout_s: float = 10.0) -> tuple[int, bytes]:
+    """Send a raw request head (then chunks, stopping if the server answers or closes); (status, reply)."""
+    reader, writer = await asyncio.open_connection(served.host, served.port)
+    answer = asyncio.create_task(reader.read(65536))
+    try:
+        with contextlib.suppress(ConnectionError):
+            writer.write(head)
+            await writer.drain()
+            for chunk in body_chunks or ():
+                if answer.done():  # the server answered (or closed) before the body: stop sending
+                    break
+                writer.write(chunk)
+                await writer.drain()
+        reply = b""
+        with contextlib.suppress(ConnectionError):
+            reply = await asyncio.wait_for(answer, timeout_s)
+    finally:
+        answer.cancel()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    status = int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else 0
+    return status, reply

@@ -1,0 +1,68 @@
+"""The dashboard page in Chromium, fed fixed figures: idle, unknown lag, long rows in a narrow card."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ingest_api.main import create_app
+from ingest_api.settings import ApiSettings
+from tests.helpers.browser import browser_session, wait_until
+from tests.helpers.served import served_without_lifespan
+
+ROLE = {"instances": 1, "events_in": 0, "events_out": 0, "dlq": 0, "batches": 0, "lag": 0,
+        "p50_ms": 0.0, "p99_ms": 0.0, "rate_in": 0.0, "rate_out": 0.0}
+
+
+def _stats(**scorer: Any) -> dict[str, Any]:
+    prediction = {"event_id": "e", "customer_id": "customer-with-a-rather-long-identifier-0000000042",
+                  "model_version": "v20260101-000000", "source": "batch", "propensity": 0.123456,
+                  "segment": "high", "segment_score": 92.4,
+                  "top": {"product_id": "CARAVAN_POLICY_WITH_A_LONG_NAME", "probability": 0.4},
+                  "scored_at": "2026-12-01T22:00:00.123Z"}
+    batch = {"task_id": "2b0c1f1e-0000-4000-8000-000000000000", "status": "completed", "filename": "x.csv",
+             "rows_valid": 123_456, "rows_invalid": 7_890, "rows_scored": 123_456, "rows_dead": 0,
+             "progress": 1.0, "created_at": "2026-12-01T22:00:00Z", "finished_at": None}
+    return {"generated_at": 0, "scorer": {**ROLE, **scorer}, "sink": dict(ROLE), "instances": [],
+            "model": {"version": "v1", "metrics": {}, "gains": []},
+            "segments": {"high": 1, "medium": 0, "low": 0},
+            "recent_predictions": [prediction] * 20, "batches": [batch] * 10}
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[Any]:
+    with served_without_lifespan(create_app(ApiSettings())) as url, browser_session(offline=True) as driver:
+        driver.set_window_size(1000, 900)  # a laptop: the two tables share one row of cards, or stack
+        driver.get(f"{url}/dashboard")
+        wait_until(lambda: driver.execute_script("return typeof render === 'function'"), 20, "the script")
+        yield driver
+
+
+def _text(driver: Any, element_id: str) -> str:
+    text: str = driver.find_element("id", element_id).text
+    return text
+
+
+def test_idle_latency_is_a_dash_and_unknown_lag_says_so(page: Any) -> None:
+    page.execute_script("render(arguments[0])", _stats(lag=-1))
+    assert _text(page, "p50") == "—" and _text(page, "p99") == "—" and _text(page, "sink-p99") == "—"
+    assert _text(page, "lag") == "unknown" and _text(page, "lag-scorer") == "unknown"
+    page.execute_script("render(arguments[0])", _stats(p50_ms=1.234, p99_ms=5.5, lag=12))
+    assert _text(page, "p50") == "1.23" and _text(page, "lag") == "12"
+
+
+@pytest.mark.parametrize("width", [1400, 1000, 700])
+def test_tables_fit_their_cards(page: Any, width: int) -> None:
+    page.set_window_size(width, 900)
+    page.execute_script("render(arguments[0])", _stats())
+    for table in ("predictions", "batches"):
+        sizes = page.execute_script(
+            "const t = document.getElementById(arguments[0]); const card = t.closest('.card');"
+            "return [t.getBoundingClientRect().right, card.getBoundingClientRect().right,"
+            " card.scrollWidth, card.clientWidth, document.documentElement.scrollWidth, window.innerWidth];",
+            table)
+        table_right, card_right, scroll, client, page_width, viewport = sizes
+        assert table_right <= card_right + 0.5 and scroll <= client, (table, width, sizes)
+        assert page_width <= viewport, (table, width, sizes)

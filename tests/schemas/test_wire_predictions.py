@@ -1,0 +1,142 @@
+"""Prediction encoders (scorer) and the sink's fast row parse equal the pydantic contract on random input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from schemas.features import PRODUCTS
+from schemas.messages import Prediction
+from schemas.wire import (
+    EventIds,
+    dead_letter,
+    error_stage,
+    prediction_json,
+    predictions_json,
+    validation_reason,
+)
+from sink.parsing import fast_row, parse_predictions, unstorable
+from store.predictions import PredictionRow
+from tests.helpers.wire_strategies import aware, customer_ids, prediction_payloads, unit_floats
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@dataclass
+class Record:
+    """A consumed record (the SourceRecord protocol)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+scored_rows = st.tuples(
+    st.uuids().map(str), customer_ids, st.sampled_from(["event", "batch", "sync"]),
+    st.one_of(st.none(), st.uuids().map(str)),
+    st.lists(st.integers(0, len(PRODUCTS) - 1), min_size=3, max_size=3, unique=True),
+    st.lists(unit_floats, min_size=3, max_size=3), unit_floats,
+    st.floats(min_value=0.0, max_value=100.0), st.sampled_from(["high", "medium", "low"]),
+)
+
+
+def _record(version: str, picks: list[int], probabilities: list[float], propensity: float, score: float,
+            label: str) -> dict[str, object]:
+    return {
+        "model_version": version,
+        "recommendations": [
+            {"product_id": PRODUCTS[k].product_id, "name": PRODUCTS[k].name, "probability": p}
+            for k, p in zip(picks, probabilities, strict=True)
+        ],
+        "propensity": propensity,
+        "segment": {"label": label, "score": score},
+    }
+
+
+@SETTINGS
+@given(st.lists(scored_rows, min_size=1, max_size=8), st.text(max_size=30), aware)
+def test_prediction_encoders_write_what_pydantic_writes(
+    rows: list[tuple[Any, ...]], version: str, scored_at: datetime
+) -> None:
+    events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
+    batch = predictions_json(
+        events, version,
+        np.array([r[4] for r in rows]), np.array([r[5] for r in rows]), np.array([r[6] for r in rows]),
+        np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at,
+    )
+    for event, row, payload in zip(events, rows, batch, strict=True):
+        fields = _record(version, *row[4:])
+        expected = Prediction(
+            event_id=event.event_id, customer_id=event.customer_id, source=event.source,  # type: ignore[arg-type]
+            batch_id=event.batch_id, scored_at=scored_at, **fields,  # type: ignore[arg-type]
+        ).model_dump_json().encode()
+        assert payload == expected
+        assert prediction_json(event, fields, scored_at) == expected
+
+
+def contract_row(value: bytes) -> PredictionRow | str:
+    """What the pydantic contract (plus the storability rule) makes of the bytes: a row or the reason."""
+    try:
+        prediction = Prediction.model_validate_json(value)
+    except ValidationError as error:
+        return f"{error_stage(error)}: invalid prediction: {validation_reason(error)}"
+    if problem := unstorable(prediction, value):
+        return f"validation: invalid prediction: {problem}"
+    return PredictionRow.of(prediction)
+
+
+def same_row(fast: PredictionRow, reference: PredictionRow) -> bool:
+    """Equal as stored: the same instant and the same jsonb recommendations."""
+    return (
+        fast._replace(recommendations="", scored_at="")
+        == reference._replace(recommendations="", scored_at="")
+        and orjson.loads(fast.recommendations) == orjson.loads(reference.recommendations)
+        and datetime.fromisoformat(fast.scored_at) == datetime.fromisoformat(reference.scored_at)
+    )
+
+
+@SETTINGS
+@given(prediction_payloads())
+def test_fast_row_accepts_only_what_the_contract_stores(value: bytes) -> None:
+    row = fast_row(value)
+    if row is not None:
+        reference = contract_row(value)
+        assert isinstance(reference, PredictionRow), reference
+        assert same_row(row, reference)
+
+
+@SETTINGS
+@given(st.lists(prediction_payloads(), min_size=1, max_size=10))
+def test_parse_predictions_gives_the_contracts_rows_and_reasons(values: list[bytes]) -> None:
+    records = [Record("p", 0, offset, b"k", value) for offset, value in enumerate(values)]
+    valid, dead = parse_predictions(records)
+    expected = {offset: contract_row(value) for offset, value in enumerate(values)}
+    rows = {offset: r for offset, r in expected.items() if isinstance(r, PredictionRow)}
+    assert [record.offset for record, _ in valid] == sorted(rows)
+    assert all(same_row(row, rows[record.offset]) for record, row in valid)
+    assert {d.offset: f"{d.stage}: {d.reason}" for _, d in dead} == {
+        offset: r for offset, r in expected.items() if isinstance(r, str)
+    }
+    for key, letter in dead:
+        assert key == b"k" and letter.model_dump(exclude={"failed_at"}) == dead_letter(
+            records[letter.offset], letter.stage, letter.reason).model_dump(exclude={"failed_at"})
+
+
+@SETTINGS
+@given(st.lists(scored_rows, min_size=1, max_size=5), aware)
+def test_scorer_output_takes_the_sinks_fast_path(rows: list[tuple[Any, ...]], scored_at: datetime) -> None:
+    events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
+    payloads = predictions_json(
+        events, "v1", np.array([r[4] for r in rows]), np.array([r[5] for r in rows]),
+        np.array([r[6] for r in rows]), np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at,
+    )
+    assert all(fast_row(payload) is not None for payload in payloads)
