@@ -5,7 +5,8 @@ In-process on the real engines, no broker (the publish is the same keyed batch s
     .venv/bin/python bench/bench_shadow.py --batch 500 --repeats 40
 
 Reports per micro-batch (median ms, single-threaded math as in the scorer): active score_rows, shadow
-inference alone, the whole shadow stage (inference + messages + pairing), and one figures() refresh.
+inference alone, the whole shadow stage in the inference thread (scorer.shadow.shadow_work: inference,
+its messages, pairing with the active batch), and one figures() refresh.
 Target (issue 12): the shadow stage costs no more than the shadow's own inference time plus its
 serialisation, and nothing on the active predictions, which are on the broker before the shadow starts.
 """
@@ -19,16 +20,19 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import threadpoolctl
 
 from models import data as D
 from models.engine import InferenceEngine
 from models.registry import PACKAGE_REGISTRY, Registry
-from models.shadow import ShadowComparison, pair_records
+from models.shadow import ShadowComparison
 from schemas.wire import EventIds, prediction_json, utc_now
+from scorer.handlers import ScorerRuntime
 from scorer.scoring import score_rows
+from scorer.settings import ScorerSettings
+from scorer.shadow import shadow_work
 
 
 def registry_with_shadow(root: Path) -> Registry:
@@ -71,13 +75,14 @@ def main() -> None:
         active = score_rows(engine, matrix)
         comparison = ShadowComparison()
 
-        def shadow_stage() -> None:
-            batch = engine.score_shadow(matrix)
-            assert batch is not None
-            records = batch.records()
-            at = utc_now()
-            [prediction_json(i, r, at) for i, r in zip(ids, records, strict=True)]
-            comparison.add(pair_records(active, records), 0.0, 0.0)
+        runtime = ScorerRuntime(settings=ScorerSettings(), engine=engine)
+        valid = cast(Any, [(None, i) for i in ids])
+        active_batch = engine.score(matrix)
+
+        def shadow_stage() -> None:  # the scorer's own inference-thread work for the shadow
+            output = shadow_work(runtime, valid, matrix, active_batch)
+            assert output is not None
+            comparison.add(output.paired, 0.0, 0.0)
 
         def refresh() -> None:
             comparison._cached = None

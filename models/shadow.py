@@ -6,12 +6,15 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from schemas.features import PRODUCTS
+
+if TYPE_CHECKING:
+    from models.engine import ScoreBatch
 
 _PRODUCT_CODES = {p.product_id: k for k, p in enumerate(PRODUCTS)}
 WINDOW_ROWS = 20_000
@@ -81,6 +84,23 @@ def pair_records(
         shadow_propensity=np.array([s["propensity"] for _, s in both], dtype=np.float64),
         active_segment=np.array([_LABEL_CODES[a["segment"]["label"]] for a, _ in both], dtype=np.int8),
         shadow_segment=np.array([_LABEL_CODES[s["segment"]["label"]] for _, s in both], dtype=np.int8),
+    )
+
+
+def _label_codes(labels: np.ndarray) -> np.ndarray:
+    """Segment labels as the small integers pair_records uses."""
+    return np.asarray((labels == "medium") + 2 * (labels == "high"), dtype=np.int8)
+
+
+def pair_batches(active: ScoreBatch, shadow: ScoreBatch, ok: np.ndarray) -> PairedRows:
+    """Pair two whole-batch engine results on the rows where `ok` (both valid): array slicing only."""
+    return PairedRows(
+        active_top3=np.asarray(active.product_index, dtype=np.int64)[ok].reshape(-1, 3),
+        shadow_top3=np.asarray(shadow.product_index, dtype=np.int64)[ok].reshape(-1, 3),
+        active_propensity=np.asarray(active.propensity, dtype=np.float64)[ok],
+        shadow_propensity=np.asarray(shadow.propensity, dtype=np.float64)[ok],
+        active_segment=_label_codes(np.asarray(active.segment_label)[ok]),
+        shadow_segment=_label_codes(np.asarray(shadow.segment_label)[ok]),
     )
 
 

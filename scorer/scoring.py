@@ -124,6 +124,13 @@ def score_rows(engine: Engine, matrix: np.ndarray) -> list[dict[str, Any] | str]
     return rows_of(score_matrix(engine, matrix))
 
 
+def valid_rows(batch: ScoreBatch) -> np.ndarray:
+    """Boolean mask of the rows whose outputs are within their contract ranges."""
+    ok = np.ones(len(batch), dtype=bool)
+    ok[_invalid_rows(batch)] = False
+    return ok
+
+
 def rows_of(result: ScoreBatch | list[dict[str, Any] | str]) -> list[dict[str, Any] | str]:
     """Per row the prediction fields, or the reason that row failed inference."""
     if isinstance(result, list):

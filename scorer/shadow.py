@@ -17,10 +17,10 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 from infra.kafka import topic_name
-from models.shadow import PairedRows, ShadowComparison, pair_records
+from models.shadow import PairedRows, ShadowComparison, pair_batches, pair_records
 from schemas import topics
 from schemas.wire import EventIds, SourceRecord, prediction_json, utc_now
-from scorer.scoring import rows_of, score_rows
+from scorer.scoring import rows_of, score_matrix, valid_rows
 
 if TYPE_CHECKING:
     from models.engine import InferenceEngine, ScoreBatch
@@ -69,14 +69,19 @@ def shadow_work(
     engine = runtime.engine
     if engine is None or engine.shadow_version is None:
         return None
-    shadow = score_rows(ShadowScorer(engine), matrix)
+    result = score_matrix(ShadowScorer(engine), matrix)
+    shadow = rows_of(result)
     scored_at = utc_now()
     messages = [
         (event.customer_id.encode(), prediction_json(event, row, scored_at))
         for (_, event), row in zip(valid, shadow, strict=True)
         if isinstance(row, dict)
     ]
-    return ShadowOutput(messages, pair_records(rows_of(active), shadow))
+    if isinstance(active, list) or isinstance(result, list):  # a row-by-row fallback: pair the records
+        return ShadowOutput(messages, pair_records(rows_of(active), shadow))
+    # Whole batches on both sides (the normal case): no second pass over the active records.
+    ok = np.array([isinstance(row, dict) for row in shadow], dtype=bool) & valid_rows(active)
+    return ShadowOutput(messages, pair_batches(active, result, ok))
 
 
 async def shadow_batch(

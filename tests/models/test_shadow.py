@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from models import data as D
 from models.engine import InferenceEngine
 from models.registry import Registry
-from models.shadow import ShadowComparison, compare, pair_records, top3_overlap
+from models.shadow import ShadowComparison, compare, pair_batches, pair_records, top3_overlap
 from tests.helpers.registry import SHADOW_THRESHOLDS, shadow_registry
 
 
@@ -85,6 +85,12 @@ def test_comparison_figures_match_a_direct_computation(registry: Registry, rows:
     same = np.mean(active.segment_label == shadow.segment_label)
     assert figures["segment_agreement"] == pytest.approx(same)
     assert 0.0 < figures["segment_agreement"] < 1.0  # type: ignore[operator]
+
+    ok = np.ones(len(rows), dtype=bool)
+    ok[::7] = False
+    by_arrays = compare(pair_batches(active, shadow, ok))
+    records = [r if keep else "failed" for r, keep in zip(active.records(), ok, strict=True)]
+    assert by_arrays == compare(pair_records(records, shadow.records()))
 
     comparison = ShadowComparison(window_rows=400)
     comparison.reset("v-active", "v-shadow")
