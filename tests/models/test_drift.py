@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models import data as D
-from models.drift import MIN_ROWS, DriftMonitor, backfill_manifest, psi, training_bins
+from models.drift import MIN_ROWS, DriftMonitor, backfill_manifest, psi, training_bins, value_counts
 from models.registry import Registry
 from tests.helpers.drift import SHIFTED, shifted_training_rows
 
@@ -38,6 +38,22 @@ def test_backfill_adds_only_the_drift_block(tmp_path: Path) -> None:
     target.write_text(json.dumps(manifest, indent=2) + "\n")
     backfill_manifest(target, D.resolve_data_path())
     assert target.read_text() == source.read_text()
+
+
+def test_value_counts_match_a_per_feature_count_and_clip_strays(matrix: np.ndarray) -> None:
+    from models.drift import DRIFT_COLUMNS
+    from schemas.features import FEATURE_RANGES
+
+    rows = matrix[:300].copy()
+    counts = value_counts(rows)
+    start = 0
+    for j in DRIFT_COLUMNS:
+        low, high = FEATURE_RANGES[j]
+        expected = [(rows[:, j] == v).sum() for v in range(low, high + 1)]
+        assert counts[start : start + len(expected)].tolist() == expected
+        start += len(expected)
+    rows[0, 0], rows[1, 5] = 99, -3
+    assert value_counts(rows).sum() == 300 * len(DRIFT_COLUMNS)
 
 
 def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift() -> None:
