@@ -269,7 +269,8 @@ async def measure_latency(
             now = time.time()
             for _, value in chunk:
                 sent[orjson.loads(value)["event_id"]] = now
-            pending += await send_keyed_batches(producer, stack.topic, chunk)
+            indexed = [(i + j, key, value) for j, (key, value) in enumerate(chunk)]
+            pending += [ack for ack, _ in await send_keyed_batches(producer, stack.topic, indexed)]
         await asyncio.gather(*pending)
     finally:
         await producer.stop()

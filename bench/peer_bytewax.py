@@ -3,7 +3,7 @@
 Two flows, like `streamscore scorer` and `sink`: `scorer_flow` reads customer-features, parses each event
 with orjson into the (n, 86) matrix, checks every range with one NumPy comparison, scores with this
 project's InferenceEngine and writes the Prediction JSON per row; `sink_flow` reads predictions and stores
-each collected batch with this project's SQL (store_predictions) and Redis pipeline (cache_predictions).
+each collected batch with this project's SQL (store_predictions), then its Redis write (cache_predictions).
 Configured by the STREAMSCORE_* variables of the bench; run with
 
     python -m bytewax.run bench/peer_bytewax.py:scorer_flow     (or :sink_flow)
@@ -30,7 +30,7 @@ from models.engine import InferenceEngine
 from schemas import topics
 from schemas.features import FEATURE_LOWER, FEATURE_UPPER
 from schemas.wire import EventIds, prediction_json
-from store.cache import cache_predictions
+from store.cache import CacheEntry, cache_predictions
 from store.predictions import PredictionRow, store_predictions
 
 BROKERS = [os.environ.get("STREAMSCORE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")]
@@ -91,9 +91,13 @@ class _StorePartition(StatelessSinkPartition[list[Message]]):
             raw.append(message.value or b"")
         async with self.sessionmaker() as session, session.begin():
             stored = await store_predictions(session, rows)
-            entries = [(r.customer_id, r.model_version, v) for r, v in zip(rows, raw, strict=True)
-                       if r.event_id in stored.inserted]
-            await cache_predictions(self.redis, entries, 86_400)
+        latest: dict[tuple[str, str], CacheEntry] = {}  # the newest new row per key, after the commit
+        for row, value in zip(rows, raw, strict=True):
+            version = stored.versions.get(row.event_id)
+            key = (row.customer_id, row.model_version)
+            if version is not None and (key not in latest or latest[key][3] < version):
+                latest[key] = (row.customer_id, row.model_version, value, version)
+        await cache_predictions(self.redis, list(latest.values()), 86_400)
 
     def close(self) -> None:
         self.loop.run_until_complete(self.redis.aclose())
