@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ingest_api.scorer_stats import SCAN_COUNT, DriftReport, ShadowStatus
 from store.tables import BatchJob, Prediction, Segment
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class DashboardStats(BaseModel):
     segments: dict[str, int]
     recent_predictions: list[dict[str, Any]]
     batches: list[dict[str, Any]]
+    shadow: ShadowStatus = Field(description="As GET /api/v1/models/shadow answers.")
+    drift: DriftReport = Field(description="As GET /api/v1/models/drift answers.")
 
 
 @dataclass
@@ -125,7 +128,7 @@ async def pipeline_stats(
     seen: set[str] = set()
     now = time.time()
     for role, pattern in STATS_KEY_PATTERNS.items():
-        keys = sorted([key async for key in redis.scan_iter(match=pattern, count=100)])
+        keys = sorted([key async for key in redis.scan_iter(match=pattern, count=SCAN_COUNT)])
         if not keys:
             continue
         async with redis.pipeline(transaction=False) as pipe:
@@ -212,7 +215,8 @@ def _iso(value: Any) -> Any:
 
 
 async def dashboard_stats(
-    session: AsyncSession, redis: Any, tracker: RateTracker, registry_root: str | None, version: str
+    session: AsyncSession, redis: Any, tracker: RateTracker, registry_root: str | None, version: str,
+    shadow: ShadowStatus, drift: DriftReport,
 ) -> DashboardStats:
     """Gather every dashboard figure in one round; Redis or registry trouble leaves the rest standing."""
     try:
@@ -232,6 +236,8 @@ async def dashboard_stats(
     batches = (await session.scalars(select(BatchJob).order_by(BatchJob.created_at.desc()).limit(10))).all()
     return DashboardStats(
         generated_at=time.time(),
+        shadow=shadow,
+        drift=drift,
         scorer=roles["scorer"],
         sink=roles["sink"],
         instances=instances,

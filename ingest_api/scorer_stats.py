@@ -1,15 +1,38 @@
-"""The live scorers' Redis stats hashes (stats:scorer:*), decoded, for the shadow and drift routes."""
+"""The live scorers' Redis stats hashes (stats:scorer:*) and the shadow and drift figures they carry.
+
+One owner for the shadow comparison and the drift report: the two model routes and the dashboard all
+build them here, from one read of the hashes. A slow or failed read is a state, never an error.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
+from pydantic import BaseModel, Field
+
+from models.drift import PSI_FLAG
+
+if TYPE_CHECKING:
+    from ingest_api.deps import Services
+
+log = logging.getLogger(__name__)
 SCORER_STATS_PATTERN = "stats:scorer:*"
+SCAN_COUNT = 1000
+"""Keys per SCAN step: the stats hashes share the database with every cached prediction."""
+READ_BUDGET_SECONDS = 0.5
+"""The whole read (every SCAN step and the HGETALLs) gives up after this: stats are not worth more."""
+FIGURES = ("top3_agreement", "propensity_spearman", "segment_agreement", "added_latency_ms",
+           "active_inference_ms")
+StatsRead = tuple[dict[str, dict[str, str]] | None, str | None]
+"""The hashes by instance (None when unreadable) and, when unreadable, why."""
 
 
 async def scorer_hashes(redis: Any) -> dict[str, dict[str, str]]:
     """Every live scorer instance's stats hash, by instance key, as text; a Redis failure raises."""
-    keys = sorted([key async for key in redis.scan_iter(match=SCORER_STATS_PATTERN, count=100)])
+    keys = sorted([key async for key in redis.scan_iter(match=SCORER_STATS_PATTERN, count=SCAN_COUNT)])
     if not keys:
         return {}
     async with redis.pipeline(transaction=False) as pipe:
@@ -24,6 +47,18 @@ async def scorer_hashes(redis: Any) -> dict[str, dict[str, str]]:
     return decoded
 
 
+async def read_scorer_stats(services: Services) -> StatsRead:
+    """The hashes, or None and the reason when Redis is paused, slow or down (then paused a while)."""
+    if services.redis_paused():
+        return None, "scorer stats store unavailable: skipped after a recent failed read"
+    try:
+        return await asyncio.wait_for(scorer_hashes(services.redis), READ_BUDGET_SECONDS), None
+    except Exception as error:  # a report: Redis trouble must not become a server error
+        services.pause_redis()
+        log.warning("scorer stats unreadable", extra={"error": repr(error)})
+        return None, f"scorer stats store unavailable: {type(error).__name__}"
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -34,3 +69,135 @@ def number(fields: dict[str, str], name: str) -> float | None:
         return float(fields[name]) if fields.get(name) else None
     except ValueError:
         return None
+
+
+class ShadowInstance(BaseModel):
+    """One live scorer's comparison of the shadow with the active version (rolling window)."""
+
+    instance: str
+    shadow_version: str | None
+    rows: int = Field(description="Rows this scorer has scored with the shadow since it was set.")
+    top3_agreement: float | None = Field(description="Mean share of the active top-3 the shadow shares.")
+    propensity_spearman: float | None = Field(description="Rank correlation of the two propensities.")
+    segment_agreement: float | None = Field(description="Share of rows given the same segment label.")
+    added_latency_ms: float | None = Field(description="Median time the shadow stage adds to a batch.")
+    active_inference_ms: float | None = Field(description="Median active inference time of a batch.")
+
+
+class ShadowStatus(BaseModel):
+    """The shadow version and its live comparison, row-weighted over the scorers shadowing it."""
+
+    active: str
+    shadow: str | None = Field(description="The registry's shadow version (None: not shadowing).")
+    state: Literal["live", "no_shadow", "no_live_traffic", "unavailable"] = Field(
+        default="no_live_traffic",
+        description="`live`: figures below; `no_shadow`: none set; `no_live_traffic`: no scorer has "
+        "scored with it yet; `unavailable`: the scorers' stats store could not be read (see `reason`).",
+    )
+    reason: str | None = Field(default=None, description="Why the comparison is unavailable.")
+    rows: int = 0
+    top3_agreement: float | None = None
+    propensity_spearman: float | None = None
+    segment_agreement: float | None = None
+    added_latency_ms: float | None = None
+    active_inference_ms: float | None = None
+    instances: list[ShadowInstance] = Field(default_factory=list)
+
+
+def shadow_status(active: str, shadow: str | None, read: StatsRead) -> ShadowStatus:
+    """The comparison from the hashes: row-weighted means of the instances shadowing `shadow`."""
+    hashes, reason = read
+    if hashes is None:
+        return ShadowStatus(active=active, shadow=shadow, state="unavailable", reason=reason)
+    instances = [
+        ShadowInstance(
+            instance=name,
+            shadow_version=fields.get("shadow_version") or None,
+            rows=int(number(fields, "shadow_rows") or 0),
+            **{figure: number(fields, f"shadow_{figure}") for figure in FIGURES},
+        )
+        for name, fields in hashes.items()
+        if fields.get("shadow_version")
+    ]
+    status = ShadowStatus(active=active, shadow=shadow, instances=instances)
+    live = [i for i in instances if i.shadow_version == shadow and i.rows > 0]
+    status.rows = sum(i.rows for i in live)
+    for name in FIGURES:
+        pairs = [(getattr(i, name), i.rows) for i in live if getattr(i, name) is not None]
+        weight = sum(w for _, w in pairs)
+        setattr(status, name, sum(v * w for v, w in pairs) / weight if weight else None)
+    status.state = "no_shadow" if shadow is None else ("live" if status.rows else "no_live_traffic")
+    return status
+
+
+class FeatureDrift(BaseModel):
+    """One input feature's PSI over the live window (None until the window has enough rows)."""
+
+    feature: str
+    psi: float | None
+    flagged: bool = Field(description=f"PSI above {PSI_FLAG}.")
+
+
+class DriftReport(BaseModel):
+    """Per-feature PSI, most drifted first, row-weighted over the live scorers."""
+
+    threshold: float = PSI_FLAG
+    state: Literal["live", "warming_up", "no_live_traffic", "unavailable"] = Field(
+        default="live",
+        description="`live`: PSI below; `warming_up`: scorers report rows but too few (or no training "
+        "bins) for a PSI; `no_live_traffic`: no scorer reports any; `unavailable`: the scorers' stats "
+        "store could not be read (see `reason`).",
+    )
+    reason: str | None = Field(default=None, description="Why the figures are unavailable.")
+    model_version: str | None = Field(description="The version whose training bins are the reference.")
+    window_rows: int = Field(description="Live rows in the scorers' windows, summed.")
+    instances: int
+    flagged: list[str] = Field(description="Features with PSI above the threshold, most drifted first.")
+    features: list[FeatureDrift]
+
+
+def drift_report(read: StatsRead) -> DriftReport:
+    """Row-weighted mean PSI per feature over the instances that report drift."""
+    hashes, reason = read
+    if hashes is None:
+        return DriftReport(state="unavailable", reason=reason, model_version=None, window_rows=0,
+                           instances=0, flagged=[], features=[])
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    rows, versions, instances = 0, set(), 0
+    for fields in hashes.values():
+        if not fields.get("drift_psi"):
+            continue
+        weight = number(fields, "drift_window_rows") or 0.0
+        instances += 1
+        rows += int(weight)
+        if fields.get("drift_model_version"):
+            versions.add(fields["drift_model_version"])
+        for feature, value in orjson.loads(fields["drift_psi"]).items():
+            sums.setdefault(feature, 0.0)
+            weights.setdefault(feature, 0.0)
+            if value is not None and weight > 0:
+                sums[feature] += value * weight
+                weights[feature] += weight
+    psi = {f: (sums[f] / weights[f] if weights[f] else None) for f in sums}
+    ranked = sorted(psi.items(), key=lambda item: -(item[1] or 0.0))
+    features = [FeatureDrift(feature=f, psi=v, flagged=v is not None and v > PSI_FLAG) for f, v in ranked]
+    measured = any(f.psi is not None for f in features)
+    state: Literal["live", "warming_up", "no_live_traffic"] = (
+        "no_live_traffic" if not rows else ("live" if measured else "warming_up")
+    )
+    return DriftReport(
+        state=state,
+        model_version=", ".join(sorted(versions)) or None,
+        window_rows=rows,
+        instances=instances,
+        flagged=[f.feature for f in features if f.flagged],
+        features=features,
+    )
+
+
+async def current_shadow(services: Services, read: StatsRead) -> ShadowStatus:
+    """The registry's active and shadow pointers with the comparison from `read`."""
+    registry = services.engine.registry
+    active, shadow = await asyncio.to_thread(lambda: (registry.active_version(), registry.shadow_version()))
+    return shadow_status(active, shadow, read)

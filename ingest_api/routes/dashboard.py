@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 
-from ingest_api import dashboard_data
+from ingest_api import dashboard_data, scorer_stats
 from ingest_api.auth_deps import ReadPrincipal
 from ingest_api.dashboard_data import DashboardStats, RateTracker
 from ingest_api.deps import RedisDep, ServicesDep, SessionDep
@@ -31,15 +31,18 @@ def _tracker(request: Request) -> RateTracker:
     summary="Live pipeline, model and batch figures for the dashboard",
     description="Throughput, lag and latency of the live scorer/sink instances (their Redis stats hashes), "
     "segment counts and the latest predictions of the active model, recent batch tasks, and the active "
-    "model's validation metrics with its gains curve. Scope `read`.",
+    "model's validation metrics with its gains curve, the shadow comparison and the feature drift (as "
+    "`/api/v1/models/shadow` and `/api/v1/models/drift` answer them). Scope `read`.",
 )
 async def dashboard_stats(
     request: Request, services: ServicesDep, session: SessionDep, redis: RedisDep, _: ReadPrincipal
 ) -> DashboardStats:
     """Gather the dashboard figures in one round."""
     settings, version = services.settings, services.engine.model_version
+    read = await scorer_stats.read_scorer_stats(services)  # one read for both panels
+    shadow, drift = await scorer_stats.current_shadow(services, read), scorer_stats.drift_report(read)
     return await dashboard_data.dashboard_stats(session, redis, _tracker(request), settings.model_registry,
-                                                version)
+                                                version, shadow, drift)
 
 
 @router.get("/dashboard", include_in_schema=False)

@@ -8,16 +8,15 @@ import logging
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest_api import scorer_stats
 from ingest_api.auth_deps import AdminPrincipal, ReadPrincipal
-from ingest_api.deps import RedisDep, ServicesDep
+from ingest_api.deps import ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
-from ingest_api.scorer_stats import number, scorer_hashes
+from ingest_api.scorer_stats import ShadowStatus
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-FIGURES = ("top3_agreement", "propensity_spearman", "segment_agreement", "added_latency_ms",
-           "active_inference_ms")
 
 
 class ShadowRequest(BaseModel):
@@ -30,49 +29,11 @@ class ShadowRequest(BaseModel):
     version: str = Field(min_length=1, max_length=64, pattern=VERSION_PATTERN)
 
 
-class ShadowInstance(BaseModel):
-    """One live scorer's comparison of the shadow with the active version (rolling window)."""
-
-    instance: str
-    shadow_version: str | None
-    rows: int = Field(description="Rows this scorer has scored with the shadow since it was set.")
-    top3_agreement: float | None = Field(description="Mean share of the active top-3 the shadow shares.")
-    propensity_spearman: float | None = Field(description="Rank correlation of the two propensities.")
-    segment_agreement: float | None = Field(description="Share of rows given the same segment label.")
-    added_latency_ms: float | None = Field(description="Median time the shadow stage adds to a batch.")
-    active_inference_ms: float | None = Field(description="Median active inference time of a batch.")
-
-
-class ShadowStatus(BaseModel):
-    """The shadow version and its live comparison, row-weighted over the scorers shadowing it."""
-
-    active: str
-    shadow: str | None = Field(description="The registry's shadow version (None: not shadowing).")
-    rows: int = 0
-    top3_agreement: float | None = None
-    propensity_spearman: float | None = None
-    segment_agreement: float | None = None
-    added_latency_ms: float | None = None
-    active_inference_ms: float | None = None
-    instances: list[ShadowInstance] = Field(default_factory=list)
-
-
 class ShadowPromoted(BaseModel):
     """The promoted version is now active; nothing is shadowing."""
 
     active: str
     previous: str
-
-
-def combine(status: ShadowStatus) -> ShadowStatus:
-    """Row-weighted means of the instances shadowing the registry's shadow version."""
-    live = [i for i in status.instances if i.shadow_version == status.shadow and i.rows > 0]
-    status.rows = sum(i.rows for i in live)
-    for name in FIGURES:
-        pairs = [(getattr(i, name), i.rows) for i in live if getattr(i, name) is not None]
-        weight = sum(w for _, w in pairs)
-        setattr(status, name, sum(v * w for v, w in pairs) / weight if weight else None)
-    return status
 
 
 @router.get(
@@ -81,29 +42,14 @@ def combine(status: ShadowStatus) -> ShadowStatus:
     description=(
         "The registry's shadow version and, from the live scorers' stats, how it agrees with the active "
         "version on the same traffic: top-3 agreement, propensity rank correlation, segment agreement, "
-        "and the latency the shadow adds per micro-batch."
+        "and the latency the shadow adds per micro-batch. When the stats store is slow or down the "
+        "answer is still 200, with `state` `unavailable` and a `reason`."
     ),
-    responses=error_responses(*AUTH_ERRORS, 503),
+    responses=error_responses(*AUTH_ERRORS),
 )
-async def shadow_status(services: ServicesDep, redis: RedisDep, _: ReadPrincipal) -> ShadowStatus:
-    """Read the pointer and the scorers' stats hashes."""
-    registry = services.engine.registry
-    active, shadow = await asyncio.to_thread(lambda: (registry.active_version(), registry.shadow_version()))
-    try:
-        hashes = await scorer_hashes(redis)
-    except Exception as error:
-        raise ApiError(503, f"scorer stats unavailable: {type(error).__name__}") from None
-    instances = [
-        ShadowInstance(
-            instance=name,
-            shadow_version=fields.get("shadow_version") or None,
-            rows=int(number(fields, "shadow_rows") or 0),
-            **{figure: number(fields, f"shadow_{figure}") for figure in FIGURES},
-        )
-        for name, fields in hashes.items()
-        if fields.get("shadow_version")
-    ]
-    return combine(ShadowStatus(active=active, shadow=shadow, instances=instances))
+async def shadow_status(services: ServicesDep, _: ReadPrincipal) -> ShadowStatus:
+    """Read the pointer and the scorers' stats hashes (unreadable stats: `state` unavailable, still 200)."""
+    return await scorer_stats.current_shadow(services, await scorer_stats.read_scorer_stats(services))
 
 
 @router.post(
@@ -130,7 +76,7 @@ async def set_shadow(body: ShadowRequest, services: ServicesDep, principal: Admi
         log.exception("shadow version failed to load", extra={"model_version": body.version})
         raise ApiError(503, f"could not load model {body.version}: {type(error).__name__}") from None
     log.info("shadow version set", extra={"model_version": body.version, "by": principal.subject})
-    return ShadowStatus(active=services.engine.model_version, shadow=body.version)
+    return ShadowStatus(active=services.engine.model_version, shadow=body.version, state="no_live_traffic")
 
 
 @router.delete(
@@ -143,7 +89,7 @@ async def clear_shadow(services: ServicesDep, principal: AdminPrincipal) -> Shad
     """Clear the shadow pointer."""
     await asyncio.to_thread(services.engine.set_shadow, None)
     log.info("shadow version cleared", extra={"by": principal.subject})
-    return ShadowStatus(active=services.engine.model_version, shadow=None)
+    return ShadowStatus(active=services.engine.model_version, shadow=None, state="no_shadow")
 
 
 @router.post(

@@ -85,6 +85,8 @@ function render(stats) {
   renderModel(stats.model);
   renderPredictions(stats.recent_predictions);
   renderBatches(stats.batches);
+  renderShadow(stats.shadow);
+  renderDrift(stats.drift);
 }
 
 function push(series, value) {
@@ -221,6 +223,77 @@ function renderBatches(batches) {
     cell(tr, wrap);
     cell(tr, `${fmt(b.rows_scored)}/${fmt(b.rows_valid)}${b.rows_invalid ? ` (+${fmt(b.rows_invalid)} invalid)` : ""}`, "num");
     cell(tr, b.created_at ? new Date(b.created_at).toLocaleTimeString() : "–");
+    body.append(tr);
+  }
+}
+
+function showState(el, state, text) {
+  el.dataset.state = state;
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+const SHADOW_STATES = {
+  no_shadow: "no shadow set",
+  no_live_traffic: "no live traffic yet: no scorer has scored with the shadow",
+};
+
+function renderShadow(shadow) {
+  const figures = $("shadow-figures");
+  if (!shadow) { showState($("shadow-state"), "idle", "no shadow figures from this API"); figures.hidden = true; return; }
+  $("shadow-version").textContent = shadow.shadow || "none";
+  $("shadow-active").textContent = shadow.active || "–";
+  const live = shadow.state === "live";
+  figures.hidden = !live;
+  showState($("shadow-state"), shadow.state,
+    live ? "" : shadow.state === "unavailable" ? (shadow.reason || "scorer stats unavailable")
+      : (SHADOW_STATES[shadow.state] || shadow.state));
+  if (!live) return;
+  $("shadow-top3").textContent = pct(shadow.top3_agreement);
+  $("shadow-spearman").textContent = fmt(shadow.propensity_spearman, 3);
+  $("shadow-segments").textContent = pct(shadow.segment_agreement);
+  $("shadow-latency").textContent = fmt(shadow.added_latency_ms, 2);
+  $("shadow-active-ms").textContent = fmt(shadow.active_inference_ms, 2);
+  $("shadow-rows").textContent = fmt(shadow.rows);
+}
+
+const DRIFT_ROWS = 10;
+const DRIFT_STATES = {
+  no_live_traffic: "no live traffic yet",
+  warming_up: "warming up: too few live rows for a PSI yet",
+};
+
+function renderDrift(drift) {
+  const table = $("drift");
+  const body = table.querySelector("tbody");
+  body.replaceChildren();
+  if (!drift) { showState($("drift-state"), "idle", "no drift figures from this API"); table.hidden = true; return; }
+  $("drift-threshold").textContent = fmt(drift.threshold, 2);
+  const live = drift.state === "live";
+  table.hidden = !live;
+  const flagged = drift.flagged.length;
+  showState($("drift-state"), live ? (flagged ? "flagged" : "live") : drift.state,
+    live ? `${flagged ? `${flagged} feature(s) drifted` : "no feature drifted"} · ${fmt(drift.window_rows)} live rows`
+      : drift.state === "unavailable" ? (drift.reason || "scorer stats unavailable")
+        : (DRIFT_STATES[drift.state] || drift.state));
+  if (!live) return;
+  const top = drift.features.filter((f) => f.psi !== null).slice(0, Math.max(DRIFT_ROWS, flagged));
+  const scale = Math.max(2 * drift.threshold, ...top.map((f) => f.psi));
+  for (const f of top) {
+    const tr = document.createElement("tr");
+    tr.dataset.feature = f.feature;
+    if (f.flagged) tr.className = "flagged";
+    cell(tr, f.feature);
+    cell(tr, fmt(f.psi, 3), "num psi");
+    const bar = document.createElement("span");
+    bar.className = `bar psi${f.flagged ? " flagged" : ""}`;
+    const fill = document.createElement("span");
+    fill.style.width = `${Math.min(100, Math.round((100 * f.psi) / scale))}%`;
+    bar.append(fill);
+    cell(tr, bar);
+    const badge = document.createElement("span");
+    if (f.flagged) { badge.className = "badge"; badge.textContent = "drifted"; }
+    cell(tr, badge);
     body.append(tr);
   }
 }

@@ -73,7 +73,9 @@ class Launched:
 
 
 @contextlib.contextmanager
-def launched_stack(bootstrap: str, admin_url: str, redis_url: str, home: Path) -> Iterator[Launched]:
+def launched_stack(
+    bootstrap: str, admin_url: str, redis_url: str, home: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Launched]:
     """Start the services like `streamscore dev` does, on the given engines with a fresh database."""
     name = f"ss_dev_{uuid.uuid4().hex[:10]}"
     in_thread(asyncio.run, _admin(admin_url, f'CREATE DATABASE "{name}"'))
@@ -83,6 +85,7 @@ def launched_stack(bootstrap: str, admin_url: str, redis_url: str, home: Path) -
         "STREAMSCORE_KAFKA_PARTITIONS": "3",
         "STREAMSCORE_KAFKA_BOOTSTRAP": bootstrap,
         "STREAMSCORE_DEV_HOME": str(home),
+        **(extra_env or {}),
     }
     stack = DevStack(home=home, console=Console(file=io.StringIO()))
     try:

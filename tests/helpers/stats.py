@@ -8,6 +8,10 @@ STATS_DB = 9
 """Dashboard tests elsewhere count the stats hashes of the shared database; these tests use their own."""
 
 
-def private_db(url: str) -> str:
-    """The same Redis server, database STATS_DB."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{STATS_DB}"))
+DASHBOARD_DB = 10
+"""The dashboard's shadow and drift panels: a stack whose scorer alone writes stats hashes there."""
+
+
+def private_db(url: str, db: int = STATS_DB) -> str:
+    """The same Redis server, database `db` (STATS_DB by default)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import redis.asyncio as redis
 
@@ -15,6 +17,7 @@ from models.registry import Registry
 from models.shadow import ShadowComparison, pair_records
 from scorer.shadow import stats_fields
 from tests.helpers.api import api_settings, running_api
+from tests.helpers.faults import PrivateRedis
 from tests.helpers.registry import shadow_registry
 from tests.helpers.stats import private_db
 
@@ -71,3 +74,40 @@ async def test_shadow_routes_set_compare_promote_and_clear(
     assert after["active"] == after["serving"] == "v-shadow"
     assert cleared.status_code == 200 and cleared.json()["shadow"] is None
     assert Registry(registry.root).shadow_version() is None
+
+
+async def test_a_frozen_or_stopped_stats_store_is_a_200_marked_unavailable(
+    kafka_settings: KafkaSettings, database_url: str, tmp_path: Path
+) -> None:
+    registry = shadow_registry(tmp_path / "registry")
+    registry.set_shadow("v-shadow")
+    server = PrivateRedis().start()
+    settings = api_settings(kafka_settings, database_url, server.url, model_registry=str(registry.root))
+    try:
+        async with running_api(settings, None) as api:
+            reader = await api.key_with("read")
+            healthy = (await api.client.get("/api/v1/models/shadow", headers=reader)).json()
+            answers: dict[str, list[httpx.Response]] = {}
+            for fault in (server.freeze, server.stop):
+                fault()
+                await asyncio.sleep(settings.redis_pause_seconds)  # past any pause from the previous fault
+                for path in ("/api/v1/models/shadow", "/api/v1/models/drift", "/api/v1/dashboard/stats"):
+                    answers.setdefault(path, []).append(await api.client.get(path, headers=reader))
+                if server.process is not None:
+                    server.thaw()
+    finally:
+        if server.process is not None:
+            server.thaw()
+        server.stop()
+
+    assert healthy["state"] == "no_live_traffic" and healthy["shadow"] == "v-shadow"
+    for path, responses in answers.items():
+        for response in responses:
+            assert response.status_code == 200, (path, response.text)
+            body = response.json()
+            reports = [body["shadow"], body["drift"]] if path.endswith("/stats") else [body]
+            for report in reports:
+                assert report["state"] == "unavailable", (path, body)
+                assert report["reason"].startswith("scorer stats store unavailable"), (path, body)
+            if "threshold" not in reports[0]:  # the shadow comparison still names the versions
+                assert reports[0]["shadow"] == "v-shadow" and reports[0]["active"] == "v-active"

@@ -10,12 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+import redis
 
 from ingest_api.dashboard_data import RateTracker
+from models.engine import InferenceEngine
 from tests.helpers.browser import browser_session
 from tests.helpers.browser import wait_until as _wait
+from tests.helpers.drift import SHIFTED, shifted_training_rows
+from tests.helpers.registry import shadow_registry
 from tests.helpers.stack import Launched, launched_stack, write_feature_csv
+from tests.helpers.stats import DASHBOARD_DB, private_db
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "artifacts" / "dashboard.png"
@@ -174,3 +180,85 @@ def test_dashboard_asks_for_a_key_and_rejects_a_wrong_one(stack: Launched, brows
     _wait(lambda: "401" in _text(browser, "key-error") or "invalid" in _text(browser, "key-error").lower()
           or "key" in _text(browser, "key-error").lower(), 20, "an error message")
     assert not browser.find_element("id", "board").is_displayed()
+
+
+@pytest.fixture
+def shadow_stack(kafka_bootstrap: str, postgres_admin_url: str, redis_url: str,
+                 tmp_path: Path) -> Iterator[tuple[Launched, Path]]:
+    """A stack on its own registry (v-active, v-shadow) and Redis database: its scorer alone reports."""
+    registry = shadow_registry(tmp_path / "registry")
+    stats_url = private_db(redis_url, DASHBOARD_DB)
+    with redis.from_url(stats_url) as client:  # a crashed earlier run's hashes live on for their TTL
+        for key in client.scan_iter(match="stats:*"):
+            client.delete(key)
+    env = {"STREAMSCORE_MODEL_REGISTRY": str(registry.root), "STREAMSCORE_MODEL_REFRESH_SECONDS": "0.5"}
+    with launched_stack(kafka_bootstrap, postgres_admin_url, stats_url, tmp_path / "home", env) as running:
+        yield running, registry.root
+
+
+def _get(stack: Launched, path: str) -> dict[str, Any]:
+    response = httpx.get(f"{stack.api_url}{path}", headers={"X-API-Key": stack.api_key}, timeout=30)
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def _pct(value: float) -> str:
+    """As the page's pct() writes a share."""
+    return f"{100 * value:.1f} %"
+
+
+def test_dashboard_shows_the_live_shadow_comparison_and_the_drifted_features(
+    shadow_stack: tuple[Launched, Path], browser: Any, unique_id: str
+) -> None:
+    stack, registry_root = shadow_stack
+    browser.get(f"{stack.api_url}/dashboard#key={stack.api_key}")
+    _wait(lambda: _text(browser, "status").startswith("live"), 20, "the page to go live")
+    assert _text(browser, "shadow-state") == "no shadow set"
+    assert _text(browser, "drift-state") == "no live traffic yet"
+
+    headers = {"X-API-Key": stack.api_key}
+    httpx.post(f"{stack.api_url}/api/v1/models/shadow", json={"version": "v-shadow"}, headers=headers,
+               timeout=60).raise_for_status()
+    _wait(lambda: _text(browser, "shadow-version") == "v-shadow", 20, "the shadow version on the page")
+    assert _text(browser, "shadow-state").startswith("no live traffic yet")
+    time.sleep(3.0)  # the scorer follows the shadow pointer within its 0.5 s refresh
+    rows = shifted_training_rows(2000, seed=1)
+    events = [{"customer_id": f"sh{unique_id}-{i}", "features": row.tolist()} for i, row in enumerate(rows)]
+    for start in range(0, len(events), 500):
+        httpx.post(f"{stack.api_url}/api/v1/events", json=events[start:start + 500], headers=headers,
+                   timeout=60).raise_for_status()
+
+    shadow = _wait(lambda: (s := _get(stack, "/api/v1/models/shadow"))["rows"] >= len(rows) and s, 60,
+                   "the scorer to compare every row")
+    drift = _wait(lambda: (d := _get(stack, "/api/v1/models/drift"))["window_rows"] >= len(rows)
+                  and d["state"] == "live" and d, 30, "the scorer's drift window")
+    # The two versions share products and propensity and differ in segment thresholds only.
+    engine = InferenceEngine.load(registry_root, follow_shadow=True)
+    shadowed = engine.score_shadow(rows)
+    assert shadowed is not None
+    expected_segments = float(np.mean(engine.score(rows).segment_label == shadowed.segment_label))
+    assert shadow["state"] == "live" and shadow["rows"] == len(rows)
+    assert shadow["segment_agreement"] == pytest.approx(expected_segments, abs=1e-6)
+    assert shadow["top3_agreement"] == 1.0 and shadow["propensity_spearman"] == pytest.approx(1.0)
+    assert set(drift["flagged"]) == set(SHIFTED)
+
+    _wait(lambda: _text(browser, "shadow-rows") == f"{len(rows):,}", 20, "the comparison on the page")
+    assert not browser.find_element("id", "shadow-state").is_displayed()
+    assert _text(browser, "shadow-top3") == _pct(1.0) and _text(browser, "shadow-spearman") == "1.000"
+    assert _text(browser, "shadow-segments") == _pct(expected_segments)
+    assert float(_text(browser, "shadow-latency")) > 0
+    _wait(lambda: _text(browser, "drift-state").startswith(f"{len(SHIFTED)} feature(s) drifted"), 20,
+          "the drift panel")
+    # One read of the table (the page redraws it every poll): feature, flagged, PSI text, row text.
+    table = browser.execute_script(
+        "return [...document.querySelectorAll('#drift tbody tr')].map((tr) =>"
+        " [tr.dataset.feature, tr.classList.contains('flagged'), tr.querySelector('td.psi').textContent,"
+        " tr.textContent]);")
+    assert {name for name, flagged, _, _ in table if flagged} == set(SHIFTED)
+    assert all(("drifted" in text) == flagged for _, flagged, _, text in table)
+    psi = {f["feature"]: f["psi"] for f in _get(stack, "/api/v1/models/drift")["features"]}
+    assert table and all(shown == f"{psi[name]:,.3f}" for name, _, shown, _ in table)
+    assert [name for name, _, _, _ in table][: len(SHIFTED)] == drift["flagged"]  # most drifted first
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOT.with_name("dashboard-shadow-drift.png")))

@@ -1,4 +1,5 @@
-"""The dashboard page in Chromium, fed fixed figures: idle, unknown lag, long rows in a narrow card."""
+"""The dashboard page in Chromium, fed fixed figures: idle, unknown lag, long rows in a narrow card, and the
+shadow and drift panels' empty and unavailable states (built by the API's own functions)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 
 from ingest_api.main import create_app
+from ingest_api.scorer_stats import StatsRead, drift_report, shadow_status
 from ingest_api.settings import ApiSettings
 from tests.helpers.browser import browser_session, wait_until
 from tests.helpers.served import served_without_lifespan
@@ -16,7 +18,7 @@ ROLE = {"instances": 1, "events_in": 0, "events_out": 0, "dlq": 0, "batches": 0,
         "p50_ms": 0.0, "p99_ms": 0.0, "rate_in": 0.0, "rate_out": 0.0}
 
 
-def _stats(**scorer: Any) -> dict[str, Any]:
+def _stats(read: StatsRead = ({}, None), shadow: str | None = None, **scorer: Any) -> dict[str, Any]:
     prediction = {"event_id": "e", "customer_id": "customer-with-a-rather-long-identifier-0000000042",
                   "model_version": "v20260101-000000", "source": "batch", "propensity": 0.123456,
                   "segment": "high", "segment_score": 92.4,
@@ -28,7 +30,9 @@ def _stats(**scorer: Any) -> dict[str, Any]:
     return {"generated_at": 0, "scorer": {**ROLE, **scorer}, "sink": dict(ROLE), "instances": [],
             "model": {"version": "v1", "metrics": {}, "gains": []},
             "segments": {"high": 1, "medium": 0, "low": 0},
-            "recent_predictions": [prediction] * 20, "batches": [batch] * 10}
+            "recent_predictions": [prediction] * 20, "batches": [batch] * 10,
+            "shadow": shadow_status("v1", shadow, read).model_dump(),
+            "drift": drift_report(read).model_dump()}
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +70,23 @@ def test_tables_fit_their_cards(page: Any, width: int) -> None:
         table_right, card_right, scroll, client, page_width, viewport = sizes
         assert table_right <= card_right + 0.5 and scroll <= client, (table, width, sizes)
         assert page_width <= viewport, (table, width, sizes)
+
+
+def test_shadow_and_drift_panels_say_when_there_is_nothing_to_show(page: Any) -> None:
+    page.execute_script("render(arguments[0])", _stats())
+    assert _text(page, "shadow-state") == "no shadow set" and _text(page, "shadow-version") == "none"
+    assert not page.find_element("id", "shadow-figures").is_displayed()
+    assert _text(page, "drift-state") == "no live traffic yet"
+    assert not page.find_element("id", "drift").is_displayed()
+    page.execute_script("render(arguments[0])", _stats(shadow="v2"))
+    assert _text(page, "shadow-state").startswith("no live traffic yet")
+    assert _text(page, "shadow-version") == "v2"
+
+
+def test_an_unreadable_stats_store_is_a_state_not_an_error(page: Any) -> None:
+    reason = "scorer stats store unavailable: TimeoutError"
+    page.execute_script("render(arguments[0])", _stats((None, reason), shadow="v2"))
+    assert _text(page, "shadow-state") == reason and _text(page, "drift-state") == reason
+    assert page.find_element("css selector", "#shadow-state").get_attribute("data-state") == "unavailable"
+    assert not page.find_element("id", "shadow-figures").is_displayed()
+    assert not page.find_element("id", "drift").is_displayed()
