@@ -17,12 +17,19 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ingest_api.scorer_stats import SCAN_COUNT, DriftReport, ShadowStatus
+from ingest_api.scorer_stats import (
+    READ_BUDGET_SECONDS,
+    SCORER_STATS_PREFIX,
+    DriftReport,
+    ShadowStatus,
+    number,
+    read_hashes,
+)
 from store.tables import BatchJob, Prediction, Segment
 
 log = logging.getLogger(__name__)
 
-STATS_KEY_PATTERNS = {"scorer": "stats:scorer:*", "sink": "stats:sink:*"}
+STATS_KEY_PREFIXES = {"scorer": SCORER_STATS_PREFIX, "sink": "stats:sink:"}
 COUNTERS = ("events_in", "events_out", "dlq", "batches", "lag")
 GAINS_POINTS = 50
 
@@ -112,34 +119,22 @@ class RateTracker:
             del self._samples[key]
 
 
-def _number(fields: dict[bytes, bytes], name: str) -> float:
-    try:
-        return float(fields.get(name.encode(), b"0"))
-    except ValueError:
-        return 0.0
+def _number(fields: dict[str, str], name: str) -> float:
+    return number(fields, name) or 0.0
 
 
 async def pipeline_stats(
     redis: Any, tracker: RateTracker
 ) -> tuple[dict[str, RoleStats], list[InstanceStats]]:
     """Sum the live scorer/sink stats hashes and derive throughput from successive samples."""
-    roles = {role: RoleStats() for role in STATS_KEY_PATTERNS}
+    roles = {role: RoleStats() for role in STATS_KEY_PREFIXES}
     instances: list[InstanceStats] = []
     seen: set[str] = set()
     now = time.time()
-    for role, pattern in STATS_KEY_PATTERNS.items():
-        keys = sorted([key async for key in redis.scan_iter(match=pattern, count=SCAN_COUNT)])
-        if not keys:
-            continue
-        async with redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hgetall(key)
-            hashes = await pipe.execute()
+    for role, prefix in STATS_KEY_PREFIXES.items():
+        hashes = await read_hashes(redis, prefix)
         total = roles[role]
-        for key, fields in zip(keys, hashes, strict=True):
-            if not fields:
-                continue
-            name = key.decode() if isinstance(key, bytes) else str(key)
+        for name, fields in hashes.items():
             seen.add(name)
             counters = {counter: int(_number(fields, counter)) for counter in COUNTERS}
             updated_at = _number(fields, "updated_at")
@@ -220,10 +215,10 @@ async def dashboard_stats(
 ) -> DashboardStats:
     """Gather every dashboard figure in one round; Redis or registry trouble leaves the rest standing."""
     try:
-        roles, instances = await pipeline_stats(redis, tracker)
+        roles, instances = await asyncio.wait_for(pipeline_stats(redis, tracker), READ_BUDGET_SECONDS)
     except Exception as error:  # Redis down: the rest of the dashboard still answers
         log.warning("dashboard could not read pipeline stats", extra={"error": str(error)})
-        roles, instances = {role: RoleStats() for role in STATS_KEY_PATTERNS}, []
+        roles, instances = {role: RoleStats() for role in STATS_KEY_PREFIXES}, []
     try:
         model = await asyncio.to_thread(model_summary, registry_root, version)
     except (OSError, KeyError, ValueError) as error:

@@ -1,4 +1,5 @@
-"""The live scorers' Redis stats hashes (stats:scorer:*) and the shadow and drift figures they carry.
+"""The live scorers' Redis stats hashes (stats:scorer:*, via infra.stats' index), and the shadow and drift
+figures they carry.
 
 One owner for the shadow comparison and the drift report: the two model routes and the dashboard all
 build them here, from one read of the hashes. A slow or failed read is a state, never an error.
@@ -13,38 +14,39 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from pydantic import BaseModel, Field
 
+from infra.stats import indexed_stats_keys
 from models.drift import PSI_FLAG
 
 if TYPE_CHECKING:
     from ingest_api.deps import Services
 
 log = logging.getLogger(__name__)
-SCORER_STATS_PATTERN = "stats:scorer:*"
-SCAN_COUNT = 1000
-"""Keys per SCAN step: the stats hashes share the database with every cached prediction."""
+SCORER_STATS_PREFIX = "stats:scorer:"
 READ_BUDGET_SECONDS = 0.5
-"""The whole read (every SCAN step and the HGETALLs) gives up after this: stats are not worth more."""
+"""The whole read (the index and the HGETALLs) gives up after this: stats are not worth more."""
 FIGURES = ("top3_agreement", "propensity_spearman", "segment_agreement", "added_latency_ms",
            "active_inference_ms")
 StatsRead = tuple[dict[str, dict[str, str]] | None, str | None]
 """The hashes by instance (None when unreadable) and, when unreadable, why."""
 
 
-async def scorer_hashes(redis: Any) -> dict[str, dict[str, str]]:
-    """Every live scorer instance's stats hash, by instance key, as text; a Redis failure raises."""
-    keys = sorted([key async for key in redis.scan_iter(match=SCORER_STATS_PATTERN, count=SCAN_COUNT)])
+async def read_hashes(redis: Any, prefix: str) -> dict[str, dict[str, str]]:
+    """Every live stats hash whose key starts with `prefix`, by full key, as text; a Redis failure raises."""
+    keys = await indexed_stats_keys(redis, prefix)
     if not keys:
         return {}
     async with redis.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.hgetall(key)
         hashes = await pipe.execute()
-    decoded: dict[str, dict[str, str]] = {}
-    for key, fields in zip(keys, hashes, strict=True):
-        if fields:
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            decoded[name.removeprefix("stats:scorer:")] = {_text(k): _text(v) for k, v in fields.items()}
-    return decoded
+    return {_text(key): {_text(k): _text(v) for k, v in fields.items()}
+            for key, fields in zip(keys, hashes, strict=True) if fields}
+
+
+async def scorer_hashes(redis: Any) -> dict[str, dict[str, str]]:
+    """Every live scorer instance's stats hash, by instance id, as text; a Redis failure raises."""
+    hashes = await read_hashes(redis, SCORER_STATS_PREFIX)
+    return {key.removeprefix(SCORER_STATS_PREFIX): fields for key, fields in hashes.items()}
 
 
 async def read_scorer_stats(services: Services) -> StatsRead:

@@ -10,7 +10,15 @@ from aiokafka import AIOKafkaConsumer
 
 from infra.kafka import ensure_topics, topic_name
 from infra.settings import KafkaSettings
-from infra.stats import EndOffsets, LatencyWindow, PipelineStats, consumer_lag, publish_stats_forever
+from infra.stats import (
+    STATS_INDEX_KEY,
+    EndOffsets,
+    LatencyWindow,
+    PipelineStats,
+    consumer_lag,
+    indexed_stats_keys,
+    publish_stats_forever,
+)
 from schemas import topics
 from streamscore.embedded import free_port
 from tests.helpers.pipeline import produce
@@ -91,7 +99,10 @@ async def test_stats_hash_is_written_with_ttl_and_a_dead_redis_is_survived(
     try:
         fields = await client.hgetall(key)
         ttl = await client.ttl(key)
+        indexed = await indexed_stats_keys(client, "stats:scorer:test-")
+        index_ttl = await client.ttl(STATS_INDEX_KEY)
         await client.delete(key)
+        await client.zrem(STATS_INDEX_KEY, key)
     finally:
         await client.aclose()
     assert {k: fields[k] for k in ("events_in", "events_out", "dlq", "batches", "lag")} == {
@@ -102,3 +113,4 @@ async def test_stats_hash_is_written_with_ttl_and_a_dead_redis_is_survived(
         "lag": "3",
     }
     assert float(fields["p50_ms"]) == 4.0 and 0 < ttl <= 15 and float(fields["updated_at"]) > 0
+    assert key in indexed and key + "-dead" not in indexed and index_ttl > 0  # readers find it, no SCAN

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import redis.asyncio as redis
 
 from infra.settings import KafkaSettings
+from infra.stats import queue_stats_write
 from models import data as D
 from models.engine import InferenceEngine
 from models.registry import Registry
@@ -48,9 +49,9 @@ async def test_shadow_routes_set_compare_promote_and_clear(
             shadow_batch = scorer.score_shadow(rows)
             assert shadow_batch is not None
             comparison.add(pair_records(scorer.score(rows).records(), shadow_batch.records()), 4.0, 5.0)
-            fields: dict[Any, Any] = stats_fields(comparison)
-            await client.hset(key, mapping=fields)
-            await client.expire(key, 30)
+            async with client.pipeline(transaction=False) as pipe:  # as the scorer's stats task writes
+                queue_stats_write(pipe, key, stats_fields(comparison), time.time())
+                await pipe.execute()
             status = (await api.client.get("/api/v1/models/shadow", headers=reader)).json()
             promoted = await api.client.post("/api/v1/models/promote")
             after = (await api.client.get("/api/v1/models")).json()
