@@ -106,8 +106,11 @@ def build_consumer_app(
             settings.kafka_idempotent = False
             broker._connection_kwargs["enable_idempotence"] = False
         await on_start()
-        # A memory-only broker loses its topics on restart: recreate them instead of failing every commit.
-        runtime.tasks.append(asyncio.create_task(TopicGuard(settings).run_forever()))
+        # A memory-only broker loses its topics on restart: recreate them instead of failing every commit,
+        # and read the new topics from the start (positions and any offsets committed into them since
+        # the restart refer to the lost incarnation, and would skip its first records).
+        guard = TopicGuard(settings, on_restart=lambda: rewind(subscriber.consumer))
+        runtime.tasks.append(asyncio.create_task(guard.run_forever()))
         # Start-up objects (TensorFlow's above all) live forever: keep them out of every collection.
         gc.freeze()
         runtime.tasks.append(
@@ -129,6 +132,12 @@ def build_consumer_app(
     app = FastStream(broker, logger=log, on_startup=[start], after_shutdown=[stop])
     app.context.set_global(RUNTIME_KEY, runtime)
     return app
+
+
+async def rewind(consumer: Any) -> None:
+    """Seek every assigned partition to its beginning (after the broker restarted empty)."""
+    if consumer is not None and consumer.assignment():
+        await consumer.seek_to_beginning()
 
 
 def runtime_of(app: FastStream, kind: type[R]) -> R:

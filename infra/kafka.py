@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -57,6 +58,10 @@ async def ensure_topics(settings: KafkaSettings, names: tuple[str, ...] = topics
         await admin.close()
 
 
+INCARNATION_TOPIC = "_streamscore.incarnation"
+"""Created by the topic guard next to the contract topics; only its disappearance matters."""
+
+
 class TopicGuard:
     """Notices contract topics the broker lost (a memory-only broker restarted) and recreates them.
 
@@ -65,9 +70,19 @@ class TopicGuard:
     not deleted: it may hold accepted records. Clients see the new layout within metadata_max_age_ms.
     """
 
-    def __init__(self, settings: KafkaSettings, names: tuple[str, ...] = topics.ALL_TOPICS) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        names: tuple[str, ...] = topics.ALL_TOPICS,
+        on_restart: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._settings = settings
         self._names = {topic_name(settings, name): name for name in names}
+        # A topic no client ever subscribes to or produces to, so nothing auto-creates it: if it vanishes,
+        # the broker restarted empty, even when clients already auto-created the contract topics again.
+        self._marker = topic_name(settings, INCARNATION_TOPIC)
+        self._marker_seen = False
+        self._on_restart = on_restart
         self.problems: dict[str, str] = {}  # concrete topic -> what is wrong with it
         self.checked = False
         self._warned: set[str] = set()
@@ -86,19 +101,25 @@ class TopicGuard:
         await admin.start()
         try:
             metadata = await admin._client.fetch_all_metadata()
-            missing = [name for name in self._names if name not in metadata.topics()]
+            restarted = self._marker_seen and self._marker not in metadata.topics()
+            missing = [name for name in [*self._names, self._marker] if name not in metadata.topics()]
             if missing:
                 log.error("broker lost topics; recreating them", extra={"topics": missing})
                 try:
                     await admin.create_topics(
-                        [NewTopic(n, settings.kafka_partitions, settings.kafka_replication_factor)
-                         for n in missing]
+                        [NewTopic(n, 1 if n == self._marker else settings.kafka_partitions,
+                                  settings.kafka_replication_factor) for n in missing]
                     )
                 except TopicAlreadyExistsError:
                     log.info("topics recreated concurrently by another process")
                 metadata = await admin._client.fetch_all_metadata()
         finally:
             await admin.close()
+        self._marker_seen = self._marker in metadata.topics()
+        if restarted:
+            log.error("the broker restarted empty (its topics were recreated); reading them from the start")
+            if self._on_restart is not None:
+                await self._on_restart()
         problems: dict[str, str] = {}
         for name in self._names:
             partitions = metadata.partitions_for_topic(name)

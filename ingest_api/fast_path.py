@@ -10,7 +10,7 @@ semantics, in the same order as the FastAPI route:
 2. body read and JSON-decoded (a body that is not a JSON object is handed to the normal route,
    replayed, so the answer to anything unusual is exactly FastAPI's);
 3. body validation with `ScoreRequest` (422 naming the field, via `ingest_api.errors`);
-4. the route handler itself (`ingest_api.routes.scoring.predict_response`).
+4. the route handler itself (`ingest_api.routes.scoring.predict_payload`).
 
 The route stays registered with FastAPI, so the OpenAPI document is unchanged; requests fall through
 to it when dependency overrides are installed (tests) or the app state is not ready.

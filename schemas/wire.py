@@ -378,7 +378,7 @@ def predictions_json(
             f'"recommendations":[{heads[j]}{probabilities[j]}}},{heads[j + 1]}{probabilities[j + 1]}}},'
             f'{heads[j + 2]}{probabilities[j + 2]}}}],"propensity":{propensities[i]},'
             f'"segment":{{"label":"{segment_label[i]}","score":{scores[i]}}},"scored_at":{stamp},'
-            f'"source":"{event.source}","batch_id":{batch}}}'.encode()
+            f'"source":"{event.source}","batch_id":{batch},"reasons":null}}'.encode()
         )
     return out
 

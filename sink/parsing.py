@@ -46,6 +46,7 @@ class _CanonicalPrediction(msgspec.Struct, forbid_unknown_fields=True):
     source: str
     batch_id: str | None = None
     schema_version: int = 1
+    reasons: None = None  # reason codes (optional, rare on the stream) take the contract's full validation
 
 
 _DECODER = msgspec.json.Decoder(_CanonicalPrediction)

@@ -27,13 +27,10 @@ class Base(DeclarativeBase):
     """Declarative base; Alembic migrations are written against this metadata."""
 
 
-class Prediction(Base):
-    """Every stored prediction, exactly one row per event_id."""
-
-    __tablename__ = "predictions"
+class ScoredColumns:
+    """The columns a stored prediction and a shadow prediction share (one definition of their shape)."""
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    event_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), unique=True, nullable=False)
     customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
     model_version: Mapped[str] = mapped_column(String(64), nullable=False)
     source: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -46,6 +43,14 @@ class Prediction(Base):
     stored_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+
+
+class Prediction(ScoredColumns, Base):
+    """Every stored prediction, exactly one row per event_id."""
+
+    __tablename__ = "predictions"
+
+    event_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), unique=True, nullable=False)
     reasons: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)  # Prediction.reasons
 
     __table_args__ = (
@@ -54,25 +59,12 @@ class Prediction(Base):
     )
 
 
-class ShadowPrediction(Base):
+class ShadowPrediction(ScoredColumns, Base):
     """A shadow model version's prediction of an event: compared with the served one, never served."""
 
     __tablename__ = "predictions_shadow"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     event_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), nullable=False)
-    customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
-    source: Mapped[str] = mapped_column(String(16), nullable=False)
-    batch_id: Mapped[UUID | None] = mapped_column(PG_UUID(as_uuid=True), nullable=True)
-    recommendations: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
-    propensity: Mapped[float] = mapped_column(Float, nullable=False)
-    segment_label: Mapped[str] = mapped_column(String(8), nullable=False)
-    segment_score: Mapped[float] = mapped_column(Float, nullable=False)
-    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    stored_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
 
     __table_args__ = (
         UniqueConstraint("event_id", "model_version", name="uq_predictions_shadow_event_version"),

@@ -118,11 +118,19 @@ def feature_event_payloads(draw: st.DrawFn) -> bytes:
     return encode_json(draw, event)
 
 
+def _compact(value: Any) -> bytes:
+    """orjson's bytes; json's for what orjson refuses (integers beyond 64 bits are valid JSON too)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def encode_json(draw: st.DrawFn, value: Any) -> bytes:
     """JSON bytes as various producers write them (compact, spaced, indented, with a duplicate key)."""
     style = draw(st.sampled_from(["orjson", "orjson", "spaced", "indented", "duplicate", "ascii"]))
     if style == "orjson":
-        return orjson.dumps(value)
+        return _compact(value)
     if style == "spaced":
         return json.dumps(value).encode()
     if style == "indented":
@@ -131,10 +139,10 @@ def encode_json(draw: st.DrawFn, value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode()
     if isinstance(value, dict) and value:
         key = draw(st.sampled_from(sorted(value)))
-        body = orjson.dumps(value)
+        body = _compact(value)
         first = orjson.dumps(draw(st.sampled_from([0, "x", None])))
         return b'{"' + key.encode() + b'":' + first + b"," + body[1:]
-    return orjson.dumps(value)
+    return _compact(value)
 
 
 products = st.sampled_from(PRODUCTS)
