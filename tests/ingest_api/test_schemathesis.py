@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from models.registry import PACKAGE_REGISTRY
 from tests.helpers.stack import Launched, launched_stack
 
 ST = Path(sys.executable).with_name("st")
@@ -20,7 +22,10 @@ def stack(
     kafka_bootstrap: str, postgres_admin_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Launched]:
     home = tmp_path_factory.mktemp("st")
-    with launched_stack(kafka_bootstrap, postgres_admin_url, redis_url, home) as running:
+    # The fuzzer holds an admin key: its shadow/promote calls must move a copy's pointers, not the package's.
+    registry = shutil.copytree(PACKAGE_REGISTRY, home / "registry")
+    env = {"STREAMSCORE_MODEL_REGISTRY": str(registry)}
+    with launched_stack(kafka_bootstrap, postgres_admin_url, redis_url, home, env) as running:
         yield running
 
 
