@@ -24,6 +24,7 @@ from tests.helpers.faults import (
     cache_mismatches,
     kill_broker,
     report,
+    service_env,
     service_process,
     sigkill,
     started,
@@ -116,15 +117,7 @@ async def test_sink_sigkilled_twice_mid_stream_stores_every_prediction_once(
     kafka_settings: KafkaSettings, database_url: str, redis_url: str, unique_id: str, tmp_path: Path
 ) -> None:
     await ensure_topics(kafka_settings)
-    env = {
-        "STREAMSCORE_KAFKA_BOOTSTRAP": kafka_settings.kafka_bootstrap,
-        "STREAMSCORE_KAFKA_PARTITIONS": str(kafka_settings.kafka_partitions),
-        "STREAMSCORE_KAFKA_IDEMPOTENT": "false",
-        "STREAMSCORE_TOPIC_PREFIX": kafka_settings.topic_prefix,
-        "STREAMSCORE_DATABASE_URL": database_url,
-        "STREAMSCORE_REDIS_URL": redis_url,
-        "STREAMSCORE_BATCH_MAX_RECORDS": "250",
-    }
+    env = service_env(kafka_settings, database_url, redis_url, batch_max_records="250")
     customers = [f"k{unique_id}-{i}" for i in range(1000)]
     waves = [[prediction(c, minute=m) for c in customers] for m in range(10)]
     topic = topic_name(kafka_settings, topics.PREDICTIONS)

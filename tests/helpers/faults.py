@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as redis
+from aiokafka import AIOKafkaProducer
 
+from infra.kafka import producer_options
+from infra.settings import KafkaSettings
 from schemas.messages import FeatureEvent, Prediction
 from streamscore.embedded import TansuBroker, free_port, port_open, wait_for_port
 from tests.helpers.pipeline import fetch
@@ -71,6 +75,19 @@ def kill_broker(broker: TansuBroker) -> None:
     deadline = time.monotonic() + 10
     while port_open("127.0.0.1", broker.port) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def service_env(kafka: KafkaSettings, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """STREAMSCORE_ variables that point a service subprocess at the test's broker, database and Redis."""
+    env = {
+        "STREAMSCORE_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
+        "STREAMSCORE_KAFKA_PARTITIONS": str(kafka.kafka_partitions),
+        "STREAMSCORE_KAFKA_IDEMPOTENT": str(kafka.kafka_idempotent).lower(),
+        "STREAMSCORE_TOPIC_PREFIX": kafka.topic_prefix,
+        "STREAMSCORE_DATABASE_URL": database_url,
+        "STREAMSCORE_REDIS_URL": redis_url,
+    }
+    return {**env, **{f"STREAMSCORE_{key.upper()}": value for key, value in extra.items()}}
 
 
 def service_process(service: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -138,3 +155,39 @@ async def stored_ids(database_url: str, ids: list[str]) -> set[str]:
     """Which of these event ids Postgres holds."""
     rows = await fetch(database_url, "SELECT event_id FROM predictions WHERE event_id = ANY($1::uuid[])", ids)
     return {str(r["event_id"]) for r in rows}
+
+
+class Stream:
+    """Produces messages in paced chunks on a background task, so faults land while events flow."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, messages: list[tuple[bytes | None, bytes]],
+                 chunk: int = 20, tick_s: float = 0.1) -> None:
+        self.settings, self.topic, self.messages = settings, topic, messages
+        self.chunk, self.tick_s, self.sent, self.stopping = chunk, tick_s, 0, False
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                    **producer_options(self.settings))
+        await producer.start()
+        try:
+            while self.sent < len(self.messages) and not self.stopping:
+                part = self.messages[self.sent:self.sent + self.chunk]
+                futures = [await producer.send(self.topic, value, key=key) for key, value in part]
+                await asyncio.gather(*futures)
+                self.sent += len(part)
+                await asyncio.sleep(self.tick_s)
+        finally:
+            await producer.stop()
+
+    def start(self) -> Stream:
+        """Begin producing."""
+        self.task = asyncio.create_task(self._run())
+        return self
+
+    async def finished(self, stop: bool = False) -> int:
+        """Wait until every message (or, with stop, every one begun) was acknowledged; the count sent."""
+        assert self.task is not None
+        self.stopping = stop
+        await self.task
+        return self.sent
