@@ -189,8 +189,13 @@ async def store_predictions(session: AsyncSession, rows: Sequence[PredictionRow]
         return StoredPredictions()
     columns = dict(zip(_PREDICTION_PARAMS, map(list, zip(*rows, strict=True)), strict=True))
     result = await session.execute(_STORE_PREDICTIONS, columns)
+    return _stored(result.all())
+
+
+def _stored(inserted: Sequence[Any]) -> StoredPredictions:
+    """What the store statement's RETURNING rows (event_id, batch_id, id, scored_at in µs) say it changed."""
     stored = StoredPredictions()
-    for event_id, batch_id, row_id, scored_us in result.all():
+    for event_id, batch_id, row_id, scored_us in inserted:
         key = str(event_id)
         stored.inserted.add(key)
         stored.versions[key] = cache_version(scored_us, row_id)
@@ -221,14 +226,7 @@ async def store_predictions_copy(
     ]
     await raw.copy_records_to_table("prediction_staging", records=records)
     result = await session.execute(_STORE_STAGED)
-    stored = StoredPredictions()
-    for event_id, batch_id, row_id, scored_us in result.all():
-        key = str(event_id)
-        stored.inserted.add(key)
-        stored.versions[key] = cache_version(scored_us, row_id)
-        if batch_id is not None:
-            stored.per_batch[batch_id] += 1
-    return stored
+    return _stored(result.all())
 
 
 async def store_dead_letters(
