@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import bytewax.operators as op
 import numpy as np
@@ -37,7 +37,7 @@ BROKERS = [os.environ.get("STREAMSCORE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")]
 PREFIX = os.environ.get("STREAMSCORE_TOPIC_PREFIX", "")
 REDIS_URL = os.environ.get("STREAMSCORE_REDIS_URL", "redis://127.0.0.1:6379/0")
 LOWER, UPPER = np.array(FEATURE_LOWER), np.array(FEATURE_UPPER)
-Message = KafkaSourceMessage[bytes | None, bytes | None]
+Message: TypeAlias = KafkaSourceMessage[bytes | None, bytes | None]
 
 
 def _source(topic: str) -> KafkaSource:
