@@ -104,7 +104,12 @@ class TopicGuard:
             restarted = self._marker_seen and self._marker not in metadata.topics()
             missing = [name for name in [*self._names, self._marker] if name not in metadata.topics()]
             if missing:
-                log.error("broker lost topics; recreating them", extra={"topics": missing})
+                # The marker's first creation is routine; any other missing topic was lost.
+                lost = [name for name in missing if name != self._marker or self._marker_seen]
+                if lost:
+                    log.error("broker lost topics; recreating them", extra={"topics": missing})
+                else:
+                    log.info("creating the broker-incarnation marker topic", extra={"topic": self._marker})
                 try:
                     await admin.create_topics(
                         [NewTopic(n, 1 if n == self._marker else settings.kafka_partitions,

@@ -111,22 +111,24 @@ class EndOffsets:
 
     def __init__(self, bootstrap: str, rounds: int = 5) -> None:
         self.rounds = rounds
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                          enable_auto_commit=False, fetch_max_wait_ms=50)
-        self._started = False
+        self._bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer | None = None  # built at first use, so a stop always closes it
 
     async def stop(self) -> None:
-        """Close the probe's connections."""
-        if self._started:
-            await self._consumer.stop()
-            self._started = False
+        """Close the probe's connections (an unclosed aiokafka consumer logs an error when collected)."""
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
 
     async def ends(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The end offset (one past the last record) of each partition."""
         consumer = self._consumer
-        if not self._started:
+        if consumer is None:
+            consumer = self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+                fetch_max_wait_ms=50,
+            )
             await consumer.start()
-            self._started = True
         listed: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         consumer.assign(partitions)
         for partition in partitions:
