@@ -96,7 +96,13 @@ class AdditivePropensity:
 
     def logit(self, features: np.ndarray) -> np.ndarray:
         """Logit per row of an (n, >=85) integer matrix (column 86 ignored)."""
-        return np.asarray(self._lookup(features).sum(axis=1) + self.intercept)
+        # Column by column, not .sum(axis=1): NumPy's reduction order depends on the number of rows, and a
+        # row's score must not depend on the batch it came in (one row via the API, thousands in the scorer).
+        table = self._lookup(features)
+        total = np.full(len(table), self.intercept, dtype=np.float64)
+        for column in range(table.shape[1]):
+            total += table[:, column]
+        return total
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """P(caravan) per row."""

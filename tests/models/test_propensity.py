@@ -48,6 +48,12 @@ def test_lookup_table_equals_design_dot_product(model: P.AdditivePropensity, dat
     assert ((p > 0) & (p < 1)).all()
 
 
+def test_a_rows_score_does_not_depend_on_its_batch(model: P.AdditivePropensity, data: np.ndarray) -> None:
+    batch = model.predict(data[:500])
+    alone = np.concatenate([model.predict(data[i : i + 1]) for i in range(500)])
+    assert np.array_equal(batch, alone)  # bit for bit: the API scores one row, the scorer thousands
+
+
 def test_contributions_sum_to_logit_minus_base(model: P.AdditivePropensity, data: np.ndarray) -> None:
     contrib = P.propensity_contributions(model, data)
     assert contrib.shape == (len(data), TARGET_INDEX)
