@@ -72,17 +72,16 @@ def training_bins(matrix: np.ndarray) -> dict[str, Any]:
 def backfill_manifest(manifest_path: Path, data_path: Path) -> None:
     """Add the `drift` block to a registered version's manifest from the data it was trained on.
 
-    Every other key keeps its place and order, so the file's diff is the new block alone.
+    Written as the registry writes every manifest, so the file's diff is the new block alone.
     """
     import json
 
     from models import data as D
-    from models.registry import atomic_write
+    from models.registry import atomic_write, manifest_text
 
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     manifest["drift"] = training_bins(D.load_matrix(data_path))
-    ordered = {key: manifest[key] for key in sorted(manifest)}
-    atomic_write(manifest_path, json.dumps(ordered, indent=2) + "\n")
+    atomic_write(manifest_path, manifest_text(manifest))
 
 
 def psi(expected: Any, actual: Any) -> float:

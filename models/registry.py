@@ -110,4 +110,12 @@ class Registry:
 
     def write_manifest(self, directory: Path, manifest: dict[str, Any]) -> None:
         """Write manifest.json last, which makes a staged version directory complete."""
-        atomic_write(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        atomic_write(directory / MANIFEST, manifest_text(manifest))
+
+
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """The one serialisation of a manifest (keys sorted at every level), so rewrites diff only what changed.
+
+    Keys are made JSON strings before sorting, so integer keys sort as a reread file's keys do.
+    """
+    return json.dumps(json.loads(json.dumps(manifest)), indent=2, sort_keys=True) + "\n"
