@@ -20,6 +20,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 
 from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence, topic_name
+from infra.pipeline import BatchPipeline, Finish
 from infra.process import cancel_tasks, serve
 from infra.settings import ConsumerSettings
 from infra.stats import PipelineStats, publish_stats_forever, track_lag_forever
@@ -32,7 +33,8 @@ R = TypeVar("R", bound="ConsumerRuntime")
 Publish = Callable[..., Awaitable[Any]]
 """`KafkaBroker.publish`-compatible: (body, topic, *, key, no_confirm) -> future or metadata."""
 Hook = Callable[[], Awaitable[None]]
-Handler = Callable[[Sequence[Any], Publish], Awaitable[None]]
+Handler = Callable[[Sequence[Any], Publish], Awaitable[Finish | None]]
+"""Handles a batch in record order; returns what may finish in the background (before its commit)."""
 SetLag = Callable[[Any, int], None]
 
 
@@ -80,6 +82,7 @@ def build_consumer_app(
 ) -> FastStream:
     """A FastStream app with one batch subscriber (one group, one poll per batch) for all of spec.topics."""
     broker = build_broker(settings, spec.service)
+    pipeline = BatchPipeline(settings.pipeline_depth, lambda: subscriber.consumer)
     # One subscriber for every topic: on Tansu every group join costs ~5 s and subscribers start in turn.
     subscriber = broker.subscriber(
         *(topic_name(settings, base) for base in spec.contract.topics),
@@ -89,14 +92,17 @@ def build_consumer_app(
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        ack_policy=AckPolicy.NACK_ON_ERROR,  # commit only after the handler returned; rewind on error
+        # The pipeline commits each batch's own offsets once it settled, and rewinds on error.
+        ack_policy=AckPolicy.MANUAL,
+        listener=pipeline.listener(),
         decoder=raw_values,
     )
 
     @subscriber
     async def consume_batch(values: list[bytes], message: KafkaMessage) -> None:
-        """Handle one polled batch; returning lets its offsets commit."""
-        await handle(message.raw_message, broker.publish)
+        """Handle one polled batch; its offsets commit once what it returned has finished."""
+        records = message.raw_message
+        await pipeline.handle(records, lambda: handle(records, broker.publish))
 
     async def start() -> None:
         await ensure_topics(settings)
@@ -109,7 +115,7 @@ def build_consumer_app(
         # A memory-only broker loses its topics on restart: recreate them instead of failing every commit,
         # and read the new topics from the start (positions and any offsets committed into them since
         # the restart refer to the lost incarnation, and would skip its first records).
-        guard = TopicGuard(settings, on_restart=lambda: rewind(subscriber.consumer))
+        guard = TopicGuard(settings, on_restart=lambda: rewind(pipeline, subscriber.consumer))
         runtime.tasks.append(asyncio.create_task(guard.run_forever()))
         # Start-up objects (TensorFlow's above all) live forever: keep them out of every collection.
         gc.freeze()
@@ -129,13 +135,16 @@ def build_consumer_app(
         await cancel_tasks(runtime.tasks)
         await on_stop()
 
-    app = FastStream(broker, logger=log, on_startup=[start], after_shutdown=[stop])
+    app = FastStream(
+        broker, logger=log, on_startup=[start], on_shutdown=[pipeline.close], after_shutdown=[stop]
+    )
     app.context.set_global(RUNTIME_KEY, runtime)
     return app
 
 
-async def rewind(consumer: Any) -> None:
+async def rewind(pipeline: BatchPipeline, consumer: Any) -> None:
     """Seek every assigned partition to its beginning (after the broker restarted empty)."""
+    await pipeline.reset()  # their offsets belong to the lost incarnation
     if consumer is not None and consumer.assignment():
         await consumer.seek_to_beginning()
 

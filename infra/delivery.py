@@ -57,15 +57,24 @@ class Backoff:
     window_s: float = 30.0
 
 
-async def deliver(send: Send, messages: Sequence[Outgoing]) -> list[tuple[Outgoing, BaseException]]:
-    """Send every message once and wait for all acks; the messages that failed, each with its error."""
+Pending = list[tuple[Any, list[Outgoing]]]
+"""Queued messages: (ack to await, the messages it covers) pairs."""
+
+
+async def enqueue(send: Send, messages: Sequence[Outgoing]) -> Pending:
+    """Queue every message once, topic by topic, in order; what to await for their acks."""
     by_topic: dict[str, list[Outgoing]] = {}
     for message in messages:
         by_topic.setdefault(message.topic, []).append(message)
-    pending: list[tuple[Any, list[Outgoing]]] = []
+    pending: Pending = []
     for topic, items in by_topic.items():
         for ack, indices in await send(topic, [(m.key, m.value) for m in items]):
             pending.append((ack, [items[i] for i in indices]))
+    return pending
+
+
+async def settle(pending: Pending) -> list[tuple[Outgoing, BaseException]]:
+    """Wait for every queued ack; the messages that failed, each with its error."""
     failures: list[tuple[Outgoing, BaseException]] = []
     for ack, covered in pending:
         if not inspect.isawaitable(ack):  # already confirmed (FastStream's test broker returns metadata)
@@ -77,19 +86,28 @@ async def deliver(send: Send, messages: Sequence[Outgoing]) -> list[tuple[Outgoi
     return failures
 
 
+async def deliver(send: Send, messages: Sequence[Outgoing]) -> list[tuple[Outgoing, BaseException]]:
+    """Send every message once and wait for all acks; the messages that failed, each with its error."""
+    return await settle(await enqueue(send, messages))
+
+
 async def publish_isolated(
-    send: Send, messages: Sequence[Outgoing], backoff: Backoff
+    send: Send, messages: Sequence[Outgoing], backoff: Backoff, *, queued: Pending | None = None
 ) -> list[tuple[Outgoing, BaseException]]:
     """Publish all messages; return those rejected alone for a record error (to dead-letter).
 
-    Raises the last transient error once `backoff.window_s` is spent (the caller rewinds the batch).
+    `queued` is the first attempt already sent by `enqueue(send, messages)`. Raises the last transient
+    error once `backoff.window_s` is spent (the caller rewinds the batch).
     """
     rejected: list[tuple[Outgoing, BaseException]] = []
     queue: list[list[Outgoing]] = [list(messages)] if messages else []
     delay, deadline, attempt = backoff.initial_s, time.monotonic() + backoff.window_s, 1
     while queue:
         group = queue.pop()
-        failures = await deliver(send, group)
+        if queued is not None:
+            failures, queued = await settle(queued), None
+        else:
+            failures = await deliver(send, group)
         transient = [(m, e) for m, e in failures if not is_record_error(e)]
         record = [(m, e) for m, e in failures if is_record_error(e)]
         if len(record) == 1:

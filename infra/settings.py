@@ -66,6 +66,9 @@ class ConsumerSettings(KafkaSettings):
     batch_max_records: int = Field(default=4000, ge=1, description="Largest batch handled in one call.")
     batch_timeout_ms: int = Field(default=20, ge=0, description="Longest wait for a batch to fill.")
     fetch_max_wait_ms: int = Field(default=10, ge=0, description="Broker-side fetch wait.")
+    pipeline_depth: int = Field(
+        default=2, ge=1, description="Batches handled before the oldest has settled (1: none overlap)."
+    )
     metrics_port: int = Field(default=0, ge=0, description="Prometheus port; 0 disables.")
     stats_interval_seconds: float = Field(default=1.0, gt=0)
     instance_id: str = Field(default_factory=instance_id)

@@ -22,6 +22,7 @@ from faststream import FastStream
 from infra.consumer import ConsumerSpec, Publish, broker_of, build_consumer_app, serve_consumer
 from infra.consumer import runtime_of as consumer_runtime
 from infra.kafka import producer_options
+from infra.pipeline import Finish
 from schemas import topics
 from scorer import drift, metrics, shadow
 from scorer.handlers import BrokerSender, ProducerSender, ScorerRuntime, inference_executor, score_batch
@@ -49,8 +50,8 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
     drift.attach(runtime)
     producer: AIOKafkaProducer | None = None
 
-    async def handle(records: Sequence[Any], publish: Publish) -> None:
-        await score_batch(runtime, records)
+    async def handle(records: Sequence[Any], publish: Publish) -> Finish:
+        return await score_batch(runtime, records)
 
     async def start() -> None:
         nonlocal producer

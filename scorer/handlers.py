@@ -15,9 +15,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from infra.consumer import ConsumerRuntime, Publish
-from infra.delivery import Backoff, Outgoing, publish_isolated
+from infra.delivery import Backoff, Outgoing, Pending, enqueue, publish_isolated
 from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
+from infra.pipeline import Finish
 from models.drift import DriftMonitor
 from models.shadow import ShadowComparison
 from schemas import topics
@@ -179,22 +180,34 @@ def letter_message(runtime: ScorerRuntime, key: bytes | None, letter: DeadLetter
 
 async def publish_scored(
     runtime: ScorerRuntime, scored: Scored, origins: Sequence[SourceRecord | None]
-) -> None:
-    """Send every prediction and dead letter, each at most once per attempt, until the broker has them all.
-
-    A prediction the broker rejects for its own sake is dead-lettered (stage `publish`, with the reason);
-    a transient failure is retried with backoff and then raised, so the caller's batch is rewound.
-    """
+) -> Finish:
+    """Queue every prediction and dead letter now, in record order; returns what waits for their acks."""
     sender = runtime.sender
     if sender is None:
         raise RuntimeError("scorer has no sender yet")
-    backoff = publish_backoff(runtime.settings)
     outgoing = [
         Outgoing(runtime.predictions_topic, key, value, origin)
         for (key, value), origin in zip(scored.predictions, origins, strict=True)
     ]
     outgoing += [letter_message(runtime, key, letter) for key, letter in scored.dead_letters]
-    rejected = await publish_isolated(sender.send, outgoing, backoff)
+    queued = await enqueue(sender.send, outgoing)
+
+    async def acknowledged() -> None:
+        await settle_scored(runtime, sender, scored, outgoing, queued)
+
+    return acknowledged
+
+
+async def settle_scored(
+    runtime: ScorerRuntime, sender: KeyedSender, scored: Scored, outgoing: list[Outgoing], queued: Pending
+) -> None:
+    """Wait until the broker has every message, each sent at most once per attempt.
+
+    A prediction the broker rejects for its own sake is dead-lettered (stage `publish`, with the reason);
+    a transient failure is retried with backoff and then raised, so the batch is rewound.
+    """
+    backoff = publish_backoff(runtime.settings)
+    rejected = await publish_isolated(sender.send, outgoing, backoff, queued=queued)
     retry: list[Outgoing] = []
     for message, error in rejected:
         reason = f"the broker rejected the output: {type(error).__name__}: {error}"
@@ -211,8 +224,8 @@ async def publish_scored(
         raise still[0][1]
 
 
-async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -> None:
-    """Process one consumed micro-batch end to end; returns only when all its output is acknowledged."""
+async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -> Finish:
+    """Decode, score and queue the output of one micro-batch; returns what finishes it once all is acked."""
     engine = runtime.engine
     if engine is None:
         raise RuntimeError("scorer engine is not loaded yet")
@@ -239,16 +252,19 @@ async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -
     scored = assemble(valid, result)
     origins: list[SourceRecord | None] = list(scored.origins)
     scored.dead_letters[:0] = dead
+    acknowledged = await publish_scored(runtime, scored, origins)
 
-    await publish_scored(runtime, scored, origins)
-    # Shadow hook: runs once the active results are on the broker; it never raises.
-    await shadow.shadow_batch(runtime, valid, matrix, result, elapsed * 1000.0)
+    async def finish() -> None:
+        await acknowledged()
+        # Shadow hook: runs once the active results are on the broker; it never raises.
+        await shadow.shadow_batch(runtime, valid, matrix, result, elapsed * 1000.0)
+        for _, letter in scored.dead_letters:
+            metrics.DEAD_LETTERS.labels(letter.stage).inc()
+            log.warning("record dead-lettered", extra=dead_letter_fields(letter))
+        metrics.EVENTS_OUT.inc(len(scored.predictions))
+        runtime.stats.events_out += len(scored.predictions)
+        runtime.stats.dlq += len(scored.dead_letters)
+        runtime.stats.batches += 1
+        log.debug("micro-batch scored", extra={"records": count, "dead": len(scored.dead_letters)})
 
-    for _, letter in scored.dead_letters:
-        metrics.DEAD_LETTERS.labels(letter.stage).inc()
-        log.warning("record dead-lettered", extra=dead_letter_fields(letter))
-    metrics.EVENTS_OUT.inc(len(scored.predictions))
-    runtime.stats.events_out += len(scored.predictions)
-    runtime.stats.dlq += len(scored.dead_letters)
-    runtime.stats.batches += 1
-    log.debug("micro-batch scored", extra={"records": count, "dead": len(scored.dead_letters)})
+    return finish

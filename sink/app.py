@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from infra.consumer import ConsumerSpec, Publish, build_consumer_app, serve_consumer
 from infra.consumer import runtime_of as consumer_runtime
 from infra.database import create_engine, create_sessionmaker
+from infra.pipeline import Finish
 from schemas import topics
 from sink import metrics
 from sink.handlers import SinkRuntime, repair_cache_forever, store_batch
@@ -39,8 +40,8 @@ def build_app(settings: SinkSettings | None = None) -> FastStream:
     runtime = SinkRuntime(settings=settings)
     db_engine: AsyncEngine | None = None
 
-    async def handle(records: Sequence[Any], publish: Publish) -> None:
-        await store_batch(runtime, publish, records)
+    async def handle(records: Sequence[Any], publish: Publish) -> Finish:
+        return await store_batch(runtime, publish, records)
 
     async def start() -> None:
         nonlocal db_engine

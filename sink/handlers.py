@@ -18,6 +18,7 @@ from infra.consumer import ConsumerRuntime, Publish
 from infra.delivery import isolate_failing
 from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
+from infra.pipeline import Finish
 from schemas import topics
 from schemas.messages import DeadLetter
 from schemas.wire import SourceRecord, dead_letter, validation_reason
@@ -266,12 +267,13 @@ async def repair_cache_forever(runtime: SinkRuntime) -> None:
         await asyncio.sleep(runtime.settings.cache_repair_interval_seconds)
 
 
-async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[SourceRecord]) -> None:
-    """Store one polled batch (predictions and dead letters); returns only after Postgres committed it.
+async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[SourceRecord]) -> Finish:
+    """Parse one polled batch now; the returned finish stores it (its offsets commit after that).
 
-    Invalid predictions are first dead-lettered (and acknowledged by the broker); then one transaction
-    inserts predictions and dead letters and moves batch jobs forward. Redis is written after the commit
-    (never holding the transaction open); keys it misses are noted in Postgres and repaired later.
+    Invalid predictions are dead-lettered at once (and acknowledged by the broker). The finish runs one
+    transaction that inserts predictions and dead letters and moves batch jobs forward, then writes Redis
+    after the commit (never holding the transaction open); keys Redis misses are noted in Postgres and
+    repaired later. Finishes run one at a time in batch order, while the next batch is parsed.
     """
     dead_topic = runtime.dead_letter_topic
     # Shadow hook: predictions-shadow.v1 records go only to predictions_shadow (see shadow_rows).
@@ -289,35 +291,37 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
         metrics.INVALID.inc(len(invalid))
         await publish_dead_letters(runtime, publish, invalid)
     letters = parse_dead_letters(dead_records)
-    if shadow:
-        # Shadow rows in their own (idempotent) transaction: they never touch customers, segments or Redis.
-        async def store_shadow(session: AsyncSession) -> None:
-            await store_shadow_predictions(session, shadow)
 
-        await in_transaction_with_retry(runtime, store_shadow)
+    async def store_shadow(session: AsyncSession) -> None:
+        await store_shadow_predictions(session, shadow)
 
-    started = time.perf_counter()
-    written = await store_isolated(runtime, publish, [*valid, *letters])
-    elapsed = time.perf_counter() - started
-    await refresh_cache(runtime, written.cache)
-    metrics.WRITE_SECONDS.observe(elapsed)
-    runtime.stats.latency.record(elapsed * 1000.0)
-    inserted = len(written.predictions.inserted)
-    metrics.ROWS_STORED.labels("predictions").inc(inserted)
-    metrics.ROWS_STORED.labels("dead_letters").inc(written.dead_letters)
-    metrics.DUPLICATES.inc(len(valid) - inserted)
-    runtime.stats.events_out += inserted
-    runtime.stats.dlq += written.dead_letters
-    runtime.stats.batches += 1
-    for letter in letters:
-        log.info(
-            "dead letter received",
-            extra={
-                "stage": letter.stage,
-                "reason": letter.reason,
-                "event_id": str(letter.event_id) if letter.event_id else None,
-                "customer_id": letter.customer_id,
-                "batch_id": str(letter.batch_id) if letter.batch_id else None,
-            },
-        )
-    log.debug("batch stored", extra={"records": len(records), "new_predictions": inserted})
+    async def finish() -> None:
+        if shadow:  # in their own (idempotent) transaction: they never touch customers, segments or Redis
+            await in_transaction_with_retry(runtime, store_shadow)
+        started = time.perf_counter()
+        written = await store_isolated(runtime, publish, [*valid, *letters])
+        elapsed = time.perf_counter() - started
+        await refresh_cache(runtime, written.cache)
+        metrics.WRITE_SECONDS.observe(elapsed)
+        runtime.stats.latency.record(elapsed * 1000.0)
+        inserted = len(written.predictions.inserted)
+        metrics.ROWS_STORED.labels("predictions").inc(inserted)
+        metrics.ROWS_STORED.labels("dead_letters").inc(written.dead_letters)
+        metrics.DUPLICATES.inc(len(valid) - inserted)
+        runtime.stats.events_out += inserted
+        runtime.stats.dlq += written.dead_letters
+        runtime.stats.batches += 1
+        for letter in letters:
+            log.info(
+                "dead letter received",
+                extra={
+                    "stage": letter.stage,
+                    "reason": letter.reason,
+                    "event_id": str(letter.event_id) if letter.event_id else None,
+                    "customer_id": letter.customer_id,
+                    "batch_id": str(letter.batch_id) if letter.batch_id else None,
+                },
+            )
+        log.debug("batch stored", extra={"records": len(records), "new_predictions": inserted})
+
+    return finish
