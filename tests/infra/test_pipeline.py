@@ -1,4 +1,4 @@
-"""The batch pipeline on the real broker: each batch's own offsets commit after it settles; failures rewind."""
+"""The batch pipeline on the real broker: a batch's own offsets commit after it settles; failures rewind."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ async def topic(kafka_settings: KafkaSettings) -> AsyncIterator[str]:
 
 
 async def consumer_of(settings: KafkaSettings, topic: str, group: str) -> AIOKafkaConsumer:
-    """A started consumer of `topic` in `group`, committing nothing by itself, with its partitions assigned."""
+    """A started consumer of `topic` in `group` that never commits by itself, its partitions assigned."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_records=40,
@@ -51,7 +51,9 @@ async def committed(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int | N
     return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(3)}
 
 
-async def test_failed_finish_rewinds_and_every_record_is_settled(kafka_settings: KafkaSettings, topic: str) -> None:
+async def test_failed_finish_rewinds_and_every_record_is_settled(
+    kafka_settings: KafkaSettings, topic: str
+) -> None:
     consumer = await consumer_of(kafka_settings, topic, f"g-{uuid.uuid4().hex[:8]}")
     pipeline = BatchPipeline(2, lambda: consumer)
     settled: Counter[bytes] = Counter()
