@@ -24,6 +24,9 @@ import numpy as np
 MAX_INTERNAL_NODES = 7
 """Per tree: 2^7 patterns x 2^7 subsets while building, and the pattern packs into one byte at serve time."""
 _SLOTS = 8  # internal-node slots per tree, one byte each of a uint64; unused slots never go left
+CHUNK_ROWS = 32
+"""Rows per pass: the ~1 MB temporaries of 32 rows are reused heap; from 64 rows on they were mmapped and
+page-faulted in anew on every call (measured: 1,000 rows 17 ms in passes of 32, 33-37 ms in one pass)."""
 _GATHER_BITS = np.uint64(0x0102040810204080)  # times 8 little-endian 0/1 bytes: byte k to bit 56 + k
 
 
@@ -110,17 +113,21 @@ class ShapTable:
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """(n, columns) float64 TreeSHAP contributions of rows of the booster's columns, without the bias."""
         rows = np.ascontiguousarray(x, dtype=np.float32)
-        n = len(rows)
-        out = np.zeros((n, self.columns), dtype=np.float64)
-        if not n or not len(self.pair_tree):
-            return out
+        out = np.zeros((len(rows), self.columns), dtype=np.float64)
+        if len(self.pair_tree):
+            for start in range(0, len(rows), CHUNK_ROWS):
+                chunk = rows[start : start + CHUNK_ROWS]
+                out[start : start + len(chunk), self.columns_present] = self._present_columns(chunk)
+        return out
+
+    def _present_columns(self, rows: np.ndarray) -> np.ndarray:
+        """(n, columns with a pair) contributions of a few float32 rows."""
         # np.take along axis 1 is ~2x faster than fancy indexing for the few-row calls of the sync path.
         go_left = np.take(rows, self.slot_feature, axis=1) < self.slot_threshold
         pattern = (go_left.view("<u8") * _GATHER_BITS) >> np.uint64(56)  # (n, trees): slot k is bit k
         index = np.take(pattern.astype(np.intp), self.pair_tree, axis=1)
         index += self.pair_base
-        out[:, self.columns_present] = np.add.reduceat(self.phi.take(index), self.column_starts, axis=1)
-        return out
+        return np.asarray(np.add.reduceat(self.phi.take(index), self.column_starts, axis=1))
 
 
 @dataclass(frozen=True)
