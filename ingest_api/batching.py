@@ -51,9 +51,10 @@ class DirectScorer:
 class DynamicBatcher:
     """Collects rows for up to `window_s` (or `max_size` rows), then scores them and finds their reason codes.
 
-    Both run on the event loop: a batch costs 1-3 ms, and a worker thread measured no better under
-    shared cores (its GIL hand-offs delayed the loop), so the simpler inline call stays. Reason codes are
-    TreeSHAP table look-ups (models.tree_shap), about half the cost of scoring a batch.
+    Both run on the event loop: scoring a batch costs 1-3 ms, and a worker thread measured no better
+    under shared cores (its GIL hand-offs delayed the loop), so the simpler inline call stays. Reason
+    codes (TreeSHAP table look-ups, models.tree_shap, then their ranking) about double a flush: measured
+    1 row 0.16 -> 0.27 ms, 11 rows 0.6 -> 1.2 ms, 64 rows 1.2 -> 3.6 ms CPU.
     """
 
     def __init__(
