@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 MAX_INTERNAL_NODES = 7
-"""Per tree: 2^7 patterns x 2^7 subsets while building, and the pattern packs into one byte at serve time."""
+"""Every tree of depth <= 3; building takes 2^7 patterns x 2^7 subsets per tree (depth 4: 2^15 x 2^15)."""
 _SLOTS = 8  # internal-node slots per tree, one byte each of a uint64; unused slots never go left
 CHUNK_ROWS = 32
 """Rows per pass: the ~1 MB temporaries of 32 rows are reused heap; from 64 rows on they were mmapped and
@@ -113,6 +113,8 @@ class ShapTable:
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """(n, columns) float64 TreeSHAP contributions of rows of the booster's columns, without the bias."""
         rows = np.ascontiguousarray(x, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.columns:
+            raise ValueError(f"rows must have shape (n, {self.columns}); got {rows.shape}")
         out = np.zeros((len(rows), self.columns), dtype=np.float64)
         if len(self.pair_tree):
             for start in range(0, len(rows), CHUNK_ROWS):
