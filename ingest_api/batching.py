@@ -1,4 +1,4 @@
-"""Dynamic batching for the sync path: requests arriving within a short window share one engine call."""
+"""Dynamic batching for the sync path: requests arriving within a short window share the engine calls."""
 
 from __future__ import annotations
 
@@ -13,42 +13,60 @@ if TYPE_CHECKING:
 
 Record = dict[str, Any]
 ScoreFn = Callable[[np.ndarray], "ScoreBatch"]
+ReasonsFn = Callable[[np.ndarray], list[dict[str, Any]]]
 
 
-def score_rows(score: ScoreFn, rows: Sequence[Sequence[int]]) -> list[Record]:
-    """Score feature rows in one engine call and return one record per row."""
-    return score(np.asarray(rows, dtype=np.int64)).records()
+class ReasonCodesFailed(Exception):
+    """The rows were scored but their reason codes failed; the model's error is the cause."""
+
+
+def score_rows(score: ScoreFn, reasons: ReasonsFn, rows: Sequence[Sequence[int]]) -> list[Record]:
+    """Score feature rows and find their reason codes, one engine call each; one record per row."""
+    matrix = np.asarray(rows, dtype=np.int64)
+    records = score(matrix).records()
+    try:
+        found = reasons(matrix)
+    except Exception as error:
+        raise ReasonCodesFailed(type(error).__name__) from error
+    for record, why in zip(records, found, strict=True):
+        record["reasons"] = why
+    return records
 
 
 class DirectScorer:
-    """No batching: one engine call per request, on the event loop."""
+    """No batching: one scoring and one reason-codes call per request, on the event loop."""
 
-    def __init__(self, score: ScoreFn) -> None:
+    def __init__(self, score: ScoreFn, reasons: ReasonsFn) -> None:
         self._score = score
+        self._reasons = reasons
 
     async def score(self, features: Sequence[int]) -> Record:
-        """Score one row."""
-        return score_rows(self._score, [features])[0]
+        """Score one row, with its reason codes."""
+        return score_rows(self._score, self._reasons, [features])[0]
 
     async def close(self) -> None:
         """Nothing to flush."""
 
 
 class DynamicBatcher:
-    """Collects rows for up to `window_s` (or `max_size` rows), then scores them together.
+    """Collects rows for up to `window_s` (or `max_size` rows), then scores them and finds their reason codes.
 
-    Scoring runs on the event loop: a batch costs 1-3 ms, and a worker thread measured no better under
-    shared cores (its GIL hand-offs delayed the loop), so the simpler inline call stays.
+    Both run on the event loop: scoring a batch costs 1-3 ms, and a worker thread measured no better
+    under shared cores (its GIL hand-offs delayed the loop), so the simpler inline call stays. Reason
+    codes (TreeSHAP table look-ups, models.tree_shap, then their ranking) about double a flush: measured
+    1 row 0.16 -> 0.27 ms, 11 rows 0.6 -> 1.2 ms, 64 rows 1.2 -> 3.6 ms CPU.
     """
 
     def __init__(
         self,
         score: ScoreFn,
+        reasons: ReasonsFn,
         window_s: float,
         max_size: int,
         observe_size: Callable[[int], None] | None = None,
     ) -> None:
         self._score = score
+        self._reasons = reasons
         self._window_s = window_s
         self._max_size = max_size
         self._observe = observe_size
@@ -57,7 +75,7 @@ class DynamicBatcher:
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
 
     async def score(self, features: Sequence[int]) -> Record:
-        """Score one row together with whatever else arrives within the window."""
+        """Score one row (with its reason codes) together with whatever else arrives within the window."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Record] = loop.create_future()
         self._rows.append(features)
@@ -79,7 +97,7 @@ class DynamicBatcher:
             if self._observe is not None:
                 self._observe(len(rows))
             try:
-                records = score_rows(self._score, rows)
+                records = score_rows(self._score, self._reasons, rows)
             except Exception as error:
                 for waiter in waiters:
                     if not waiter.done():

@@ -178,12 +178,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.dynamic_batching:
             services.sync_scorer = DynamicBatcher(
                 engine.score,
+                engine.reasons,
                 settings.dynamic_batch_window_ms / 1000,
                 settings.dynamic_batch_max,
                 metrics.batch_size.observe,
             )
         else:
-            services.sync_scorer = DirectScorer(engine.score)
+            services.sync_scorer = DirectScorer(engine.score, engine.reasons)
         services.background = BackgroundPublisher(producer, on_failure=metrics.sync_publish_failures.inc)
         # Registered after producer.stop, so it runs before it: in-flight predictions get their acks first.
         stack.push_async_callback(services.background.drain)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from models import boosting, dqn, reasons
+from models import boosting, dqn, reasons, tree_shap
 from models import propensity as prop
 from models.data import PROPENSITY_COLUMNS, VALUE_COLUMNS
 from models.registry import Registry
@@ -74,6 +74,8 @@ class ModelBundle:
     high_min: float
     medium_min: float
     value_table: boosting.TreeTable
+    value_shap: tree_shap.ShapTable | None  # None: a tree too large to table, so XGBoost's pred_contribs
+    propensity_shap: list[tree_shap.ShapTable] | None  # for an XGBoost ensemble whose trees all fit
 
     @classmethod
     def load(cls, directory: Path, manifest: dict[str, Any]) -> ModelBundle:
@@ -84,21 +86,28 @@ class ModelBundle:
         art = manifest["artifacts"]
         model = keras.models.load_model(directory / art["dqn"], compile=False)
         thresholds = manifest["thresholds"]
+        propensity = _load_propensity(directory, art["propensity"])
+        value = boosting.load(directory / art["value"])
         return cls(
             version=manifest["version"],
             q_weights=dqn.dense_weights(model),
             calibrator=json.loads((directory / art["dqn_calibration"]).read_text(encoding="utf-8")),
-            propensity=_load_propensity(directory, art["propensity"]),
-            value=boosting.load(directory / art["value"]),
+            propensity=propensity,
+            value=value,
             value_grid=np.asarray(json.loads((directory / art["value_grid"]).read_text(encoding="utf-8"))),
             high_min=float(thresholds["segment_high_min"]),
             medium_min=float(thresholds["segment_medium_min"]),
-            value_table=boosting.TreeTable.of(boosting.load(directory / art["value"])),
+            value_table=boosting.TreeTable.of(value),
+            value_shap=_shap_table(value),
+            propensity_shap=_ensemble_shap_tables(propensity),
         )
 
     def value_contributions(self, features: np.ndarray) -> np.ndarray:
         """(n, len(VALUE_COLUMNS)) TreeSHAP contribution of each value column to the value prediction."""
-        return _tree_contributions(self.value, np.asarray(features)[:, list(VALUE_COLUMNS)])
+        x = np.asarray(features)[:, list(VALUE_COLUMNS)]
+        if self.value_shap is not None:
+            return self.value_shap.contributions(x)
+        return _tree_contributions(self.value, x)
 
     def reasons(self, features: np.ndarray) -> list[dict[str, list[dict[str, Any]]]]:
         """Per row the Prediction `reasons`: top 3 up and down for propensity and the value segment."""
@@ -136,6 +145,8 @@ class ModelBundle:
         if isinstance(self.propensity, prop.AdditivePropensity):
             return self.propensity.contributions(features)
         x = np.asarray(features)[:, list(PROPENSITY_COLUMNS)]
+        if self.propensity_shap is not None:
+            return np.asarray(np.mean([table.contributions(x) for table in self.propensity_shap], axis=0))
         return np.asarray(np.mean([_tree_contributions(b, x) for b in self.propensity], axis=0))
 
 
@@ -144,6 +155,26 @@ def _load_propensity(directory: Path, artifact: str | list[str]) -> prop.Additiv
     if isinstance(artifact, str):
         return prop.load(directory / artifact)
     return [boosting.load(directory / name) for name in artifact]
+
+
+def _shap_table(booster: Any) -> tree_shap.ShapTable | None:
+    """The booster's TreeSHAP table, or None (logged) when a tree does not fit one."""
+    try:
+        return tree_shap.ShapTable.of(booster)
+    except tree_shap.TreeTooLarge as error:
+        log.info("TreeSHAP by XGBoost pred_contribs: %s", error)
+        return None
+
+
+def _ensemble_shap_tables(
+    propensity: prop.AdditivePropensity | list[Any],
+) -> list[tree_shap.ShapTable] | None:
+    """A table per booster of an XGBoost propensity ensemble; None if additive or a tree is too large."""
+    if isinstance(propensity, prop.AdditivePropensity):
+        return None
+    tables = [_shap_table(booster) for booster in propensity]
+    fitted = [table for table in tables if table is not None]
+    return fitted if len(fitted) == len(tables) else None
 
 
 def _score_bundle(bundle: ModelBundle, features: np.ndarray) -> ScoreBatch:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-import numpy as np
 from fastapi import APIRouter, Response
 
 from infra.kafka import topic_name
 from ingest_api.auth_deps import PredictPrincipal
+from ingest_api.batching import ReasonCodesFailed
 from ingest_api.bodies import ScoreRequest, SegmentOut, SegmentRequest
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, error_responses
@@ -27,22 +26,15 @@ router = APIRouter(prefix="/api/v1", tags=["predictions"])
 PREDICT_SINGLE_PATH = "/api/v1/predict/single"
 
 
-async def reasons_of(services: Services, features: tuple[int, ...]) -> dict[str, Any]:
-    """Reason codes of one row, in a worker thread (TreeSHAP costs milliseconds); failure is 503."""
-    try:
-        found: dict[str, Any] = (await asyncio.to_thread(services.engine.reasons, np.array([features])))[0]
-    except Exception as error:
-        log.exception("reason codes failed")
-        raise ApiError(503, f"reason codes failed: {type(error).__name__}", code="inference_failed") from None
-    return found
-
-
 async def score_one(services: Services, features: tuple[int, ...]) -> dict[str, Any]:
-    """One row through the (dynamically batched) engine; a model failure becomes 503, not a crash."""
+    """One row and its reason codes through the (dynamically batched) engine; a model failure is 503."""
     if services.sync_scorer is None:
         raise ApiError(503, "the scorer is not ready")
     try:
         return await services.sync_scorer.score(features)
+    except ReasonCodesFailed as error:
+        log.exception("reason codes failed")
+        raise ApiError(503, f"reason codes failed: {error}", code="inference_failed") from None
     except Exception as error:
         log.exception("sync scoring failed")
         raise ApiError(503, f"scoring failed: {type(error).__name__}", code="inference_failed") from None
@@ -93,8 +85,7 @@ async def predict_payload(services: Services, body: ScoreRequest, principal: Pri
                            "prediction")
         stored = await latest_prediction(services, body.customer_id)
         return stored.model_dump_json().encode()
-    record = await score_one(services, body.features)
-    record = {**record, "reasons": await reasons_of(services, body.features)}
+    record = await score_one(services, body.features)  # with its reasons
     # Serialised once: the same bytes go to predictions.v1 and back to the caller.
     payload = prediction_json(record, body.customer_id)
     if services.background is not None:
@@ -113,7 +104,7 @@ async def predict_payload(services: Services, body: ScoreRequest, principal: Pri
 async def segment(body: SegmentRequest, services: ServicesDep, _: PredictPrincipal) -> SegmentOut:
     """Score and keep the segment."""
     record = await score_one(services, body.features)
-    reasons = await reasons_of(services, body.features)
+    reasons = record["reasons"]
     seg = record["segment"]
     assert isinstance(seg, dict)
     return SegmentOut(customer_id=body.customer_id, label=seg["label"], score=seg["score"],

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from ingest_api.batching import DynamicBatcher
+from ingest_api.batching import DirectScorer, DynamicBatcher, ReasonCodesFailed
 from models.engine import InferenceEngine
 from schemas import topics
 from schemas.messages import Prediction
@@ -173,19 +173,51 @@ async def test_concurrent_sync_requests_share_engine_calls(
 
 async def test_dynamic_batcher_coalesces_within_the_window(inference_engine: InferenceEngine) -> None:
     calls: list[int] = []
+    reason_calls: list[int] = []
 
     def counting_score(features: np.ndarray):
         calls.append(len(features))
         return inference_engine.score(features)
 
-    batcher = DynamicBatcher(counting_score, window_s=0.002, max_size=8)
+    def counting_reasons(features: np.ndarray):
+        reason_calls.append(len(features))
+        return inference_engine.reasons(features)
+
+    batcher = DynamicBatcher(counting_score, counting_reasons, window_s=0.002, max_size=8)
     rows = dataset_rows(20)
 
     results = await asyncio.gather(*(batcher.score(row) for row in rows))
 
     assert calls == [8, 8, 4]  # two full batches at once, the rest after the window
+    assert reason_calls == calls  # reason codes found once per batch, in the same flush
     expected = inference_engine.score(np.asarray(rows)).records()
     assert all(_same_scores(got, want) for got, want in zip(results, expected, strict=True))
+    assert [got["reasons"] for got in results] == inference_engine.reasons(np.asarray(rows))
+
+
+async def test_failed_reason_codes_fail_the_batch(inference_engine: InferenceEngine) -> None:
+    def failing_reasons(features: np.ndarray) -> list[dict]:
+        raise MemoryError("no room for reason codes")
+
+    batcher = DynamicBatcher(inference_engine.score, failing_reasons, window_s=0.001, max_size=8)
+    direct = DirectScorer(inference_engine.score, failing_reasons)
+    rows = dataset_rows(3)
+
+    outcomes = await asyncio.gather(*(batcher.score(row) for row in rows), direct.score(rows[0]),
+                                    return_exceptions=True)
+
+    failures = [outcome for outcome in outcomes if isinstance(outcome, ReasonCodesFailed)]
+    assert len(failures) == len(outcomes) == 4
+    assert {str(failure) for failure in failures} == {"MemoryError"}  # the 503 says "reason codes failed: …"
+    assert all(isinstance(failure.__cause__, MemoryError) for failure in failures)
+
+
+async def test_direct_scorer_answers_like_the_batcher(inference_engine: InferenceEngine) -> None:
+    row = dataset_rows(1)[0]
+    batched = await DynamicBatcher(inference_engine.score, inference_engine.reasons, 0.0, 8).score(row)
+    direct = await DirectScorer(inference_engine.score, inference_engine.reasons).score(row)
+    assert direct == batched
+    assert direct["reasons"] == inference_engine.reasons(np.asarray([row]))[0]
 
 
 def test_prediction_json_is_what_pydantic_writes(inference_engine: InferenceEngine) -> None:
