@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,17 +99,66 @@ def start_process(command: list[str], env: dict[str, str], log_path: Path) -> su
 
 
 async def wait_rows(
-    dsn: str, target: int, timeout_s: float, processes: list[subprocess.Popen[bytes]]
+    dsn: str,
+    target: int,
+    timeout_s: float,
+    processes: list[subprocess.Popen[bytes]],
+    on_poll: Callable[[int], None] | None = None,
 ) -> float:
-    """Poll until predictions holds `target` rows; returns the monotonic time it happened."""
+    """Poll (one connection, every 0.1 s) until predictions holds `target` rows; the perf_counter then."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await stored_rows(dsn) >= target:
-            return time.perf_counter()
-        if any(p.poll() is not None for p in processes):
-            raise RuntimeError("a service exited; see its log")
-        await asyncio.sleep(0.1)
+    connection = await asyncpg.connect(dsn)  # one backend: forking one per poll would cost Postgres CPU
+    try:
+        while time.monotonic() < deadline:
+            rows = int(await connection.fetchval("SELECT count(*) FROM predictions"))
+            if on_poll is not None:
+                on_poll(rows)
+            if rows >= target:
+                return time.perf_counter()
+            if any(p.poll() is not None for p in processes):
+                raise RuntimeError("a service exited; see its log")
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
     raise TimeoutError(f"only {await stored_rows(dsn)} of {target} rows after {timeout_s:.0f}s")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MB (0 when it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), "VmRSS: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
+@dataclass
+class MemoryTrace:
+    """RSS of each service each time another tenth of the run's events was stored."""
+
+    pids: dict[str, int]
+    start: int
+    events: int
+    samples: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+    def poll(self, rows: int) -> None:
+        """Sample at every crossed tenth of the run."""
+        done = rows - self.start
+        while len(self.samples) < 10 and done >= self.events * (len(self.samples) + 1) // 10:
+            self.samples.append((done, {name: rss_mb(pid) for name, pid in self.pids.items()}))
+
+    def report(self) -> str:
+        """Per service: RSS at each tenth, and growth from the first tenth (warm-up) to the largest later."""
+        lines = []
+        for name in self.pids:
+            series = [sample[name] for _, sample in self.samples]
+            if len(series) < 2:
+                continue
+            growth = (max(series[1:]) - series[0]) / series[0] * 100
+            lines.append(f"rss {name:<6} MB at each tenth: {' '.join(f'{v:.0f}' for v in series)}  "
+                         f"growth after the first tenth {growth:+.1f}% (target < 10%)")
+        return "\n".join(lines)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -222,6 +271,7 @@ class Throughput:
     produce_s: float
     elapsed_s: float
     cpu_s: dict[str, float]
+    memory: MemoryTrace
 
     def report(self, label: str) -> str:
         """Human lines."""
@@ -229,7 +279,8 @@ class Throughput:
         return (
             f"{label}: {self.events} events in {self.elapsed_s:.2f} s = {self.events / self.elapsed_s:,.0f} "
             f"events/s (produce {self.events / self.produce_s:,.0f}/s)\n"
-            f"{label}: cpu per event {per_event}  (loadavg {os.getloadavg()[0]:.1f})"
+            f"{label}: cpu per event {per_event}  (loadavg {os.getloadavg()[0]:.1f})\n"
+            f"{self.memory.report()}"
         )
 
 
@@ -242,11 +293,13 @@ async def measure_throughput(stack: Stack, pids: dict[str, int], events: int, al
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     pg_before = sum(cpu_seconds(pid) for pid in pg_pids)
     started = time.perf_counter()
-    produce_s = await produce_fast(stack.broker.bootstrap, stack.topic, payloads)
-    finished = await wait_rows(stack.dsn, already + events, 600, stack.processes)
+    memory = MemoryTrace({name: pids[name] for name in ("scorer", "sink")}, already, events)
+    produce = asyncio.create_task(produce_fast(stack.broker.bootstrap, stack.topic, payloads))
+    finished = await wait_rows(stack.dsn, already + events, 1800, stack.processes, memory.poll)
+    produce_s = await produce
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     cpu["postgres"] = sum(cpu_seconds(pid) for pid in pg_pids) - pg_before
-    return Throughput(events, produce_s, finished - started, cpu)
+    return Throughput(events, produce_s, finished - started, cpu, memory)
 
 
 async def measure_latency(
