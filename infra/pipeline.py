@@ -1,14 +1,15 @@
-"""Batches handled in order, each finished in the background, and offsets committed only after their batch.
+"""Batches handled in order, finished in stages in the background, offsets committed only after their batch.
 
 A consumed batch's handler does the work that must happen in record order (decode, inference, queueing its
-output) and returns what is left (waiting for the broker's acks, a cache write). That rest runs on one
-settling task, oldest first, and only when it has succeeded are the batch's own offsets (never the
-consumer's position, which may already be past later batches) committed. Meanwhile the consumer polls and
-handles the next batch, so acks and commits no longer idle the process between batches.
+output) and returns what is left as a stage (waiting for the broker's acks; writing Postgres). A stage may
+return a further stage (the cache write after the Postgres commit). Each stage level has one task that
+runs its stages oldest batch first, so batch n's cache write overlaps batch n+1's Postgres write, and the
+handler meanwhile polls and handles the next batch. Only when all of a batch's stages have succeeded are
+its own offsets (never the consumer's position, which may be past later batches) committed, in batch order.
 
-`depth` bounds the batches not yet settled (1: every batch settles before its handler returns). If a
-batch fails to settle, no later batch commits; the next poll rewinds every partition to the first
-uncommitted offset, so nothing is lost and what follows is replayed (at least once; the sink stores once).
+`depth` bounds the batches not yet settled (1: every batch settles before the next is handled). If a stage
+fails, no later batch commits; the next poll rewinds every partition to the first uncommitted offset, so
+nothing is lost and what follows is replayed (at least once; the sink stores once).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 log = logging.getLogger(__name__)
 
-Finish = Callable[[], Awaitable[None]]
-"""What is left of a batch once its handler returned; offsets commit after it succeeds."""
+Finish = Callable[[], Awaitable[Any]]
+"""A stage of what is left of a batch; it returns the next stage (a Finish) or None when the batch is done."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,44 +49,56 @@ class Span:
 
 @dataclass(slots=True)
 class Unsettled:
-    """A batch whose finish and commit have not completed yet."""
+    """A batch whose stages and commit have not completed yet."""
 
     span: Span
-    finish: Finish | None
-    done: asyncio.Future[None]
+    stage: Finish | None
+    staged: asyncio.Future[None]  # every stage ran (or one failed)
+    done: asyncio.Future[None]  # committed (or given up)
 
 
 class BatchPipeline:
-    """Orders the settling of consumed batches and their offset commits (see the module docstring)."""
+    """Orders the stages of consumed batches and their offset commits (see the module docstring)."""
 
     def __init__(self, depth: int, consumer: Callable[[], Any]) -> None:
         self._consumer = consumer  # the subscriber's aiokafka consumer, known only once it started
         self._slots = asyncio.Semaphore(depth)
+        self._fetched: list[Span] = []  # every batch handed to handle() and not committed yet
         self._unsettled: list[Unsettled] = []
-        self._queue: asyncio.Queue[Unsettled] = asyncio.Queue()
+        self._stages: list[asyncio.Queue[Unsettled]] = []
+        self._commits: asyncio.Queue[Unsettled] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
         self._failure: BaseException | None = None
-        self._settler: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # set while no handler is inside its work
+        self._idle.set()
 
     async def handle(self, records: Sequence[Any], work: Callable[[], Awaitable[Finish | None]]) -> None:
         """Run `work` on a polled batch now and settle what it returns in order; rewinds after a failure."""
         span = Span.of(records)
+        self._fetched.append(span)  # from now on a rewind covers it
         await self._slots.acquire()
         if self._failure is not None:
             self._slots.release()
-            await self._recover(span)  # this batch lies past the rewind point: it is fetched again
+            await self._recovered()  # this batch is fetched again after the rewind
             return
+        self._idle.clear()
         try:
-            finish = await work()
-        except BaseException:
+            stage = await work()
+        except BaseException as error:
             self._slots.release()
-            await self.drain()
-            await self._rewind([span])
+            self._idle.set()
+            self._fail(error)
+            await self._recovered()
             raise
-        item = Unsettled(span, finish, asyncio.get_running_loop().create_future())
+        self._idle.set()
+        loop = asyncio.get_running_loop()
+        item = Unsettled(span, stage, loop.create_future(), loop.create_future())
         self._unsettled.append(item)
-        self._queue.put_nowait(item)
-        if self._settler is None or self._settler.done():
-            self._settler = asyncio.create_task(self._settle_forever())
+        if not self._tasks:
+            self._tasks.append(asyncio.create_task(self._commit_forever()))
+        self._commits.put_nowait(item)
+        self._advance(item, 0)
 
     async def drain(self) -> None:
         """Wait until every handled batch has settled (or failed)."""
@@ -93,54 +106,94 @@ class BatchPipeline:
             await asyncio.shield(item.done)
 
     async def close(self) -> None:
-        """Let every handled batch settle, then stop the settling task (at shutdown)."""
+        """Let every handled batch settle, then stop the pipeline's tasks (at shutdown)."""
         await self.drain()
         await self.reset()
 
     async def reset(self) -> None:
         """Forget every unsettled batch without committing it (their partitions are being rewound)."""
-        if self._settler is not None:
-            self._settler.cancel()
-            await asyncio.gather(self._settler, return_exceptions=True)
-            self._settler = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
         for item in self._unsettled:
-            if not item.done.done():  # never reached by the settler: its slot is still taken
+            if not item.done.done():  # never reached by the committer: its slot is still taken
                 item.done.set_result(None)
                 self._slots.release()
         self._unsettled.clear()
-        self._queue = asyncio.Queue()
+        self._fetched.clear()
+        self._stages.clear()
+        self._commits = asyncio.Queue()
         self._failure = None
 
     def listener(self) -> ConsumerRebalanceListener:
         """Settles every handled batch before partitions are given away, so their offsets commit first."""
         return _SettleOnRevoke(self)
 
-    async def _settle_forever(self) -> None:
+    def _advance(self, item: Unsettled, level: int) -> None:
+        """Queue the item's next stage at `level`, or mark it staged when nothing is left."""
+        if item.stage is None or self._failure is not None:
+            if not item.staged.done():
+                item.staged.set_result(None)
+            return
+        if level == len(self._stages):
+            self._stages.append(asyncio.Queue())
+            self._tasks.append(asyncio.create_task(self._stage_forever(level)))
+        self._stages[level].put_nowait(item)
+
+    async def _stage_forever(self, level: int) -> None:
         while True:
-            item = await self._queue.get()
+            item = await self._stages[level].get()
+            if self._failure is None:
+                try:
+                    item.stage = await item.stage() if item.stage is not None else None
+                except Exception as error:
+                    self._fail(error)
+            self._advance(item, level + 1)
+
+    async def _commit_forever(self) -> None:
+        while True:
+            item = await self._commits.get()
             try:
+                await asyncio.shield(item.staged)
                 if self._failure is None:
-                    if item.finish is not None:
-                        await item.finish()
                     await self._commit(item.span.after)
                     self._unsettled.remove(item)
+                    self._fetched.remove(item.span)
             except Exception as error:
-                self._failure = error
-                log.warning("batch did not settle; rewinding to its first offsets",
-                            extra={"error": repr(error)[:300]})
+                self._fail(error)
             finally:
                 self._slots.release()
                 item.done.set_result(None)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._failure is None:
+            self._failure = error
+            log.warning("batch did not settle; rewinding to its first offsets",
+                        extra={"error": repr(error)[:300]})
+        for item in self._unsettled:  # no later stage runs: let every batch reach the committer
+            if not item.staged.done():
+                item.staged.set_result(None)
+        if self._recovery is None:
+            # Not left to the next poll: with nothing new to fetch, no handler would ever run again.
+            self._recovery = asyncio.create_task(self._recover())
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         consumer = self._consumer()
         if consumer is not None and offsets:
             await consumer.commit(offsets)
 
-    async def _recover(self, current: Span) -> None:
+    async def _recovered(self) -> None:
+        if self._recovery is not None:
+            await asyncio.shield(self._recovery)
+
+    async def _recover(self) -> None:
+        """Once no handler is inside its work and every batch settled: rewind all fetched, start afresh."""
+        await self._idle.wait()
         await self.drain()
-        await self._rewind([*(item.span for item in self._unsettled), current])
+        await self._rewind(self._fetched)
         await self.reset()
+        self._recovery = None
 
     async def _rewind(self, spans: Sequence[Span]) -> None:
         """Seek each partition to the first offset any of the spans holds for it."""

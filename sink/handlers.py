@@ -268,12 +268,12 @@ async def repair_cache_forever(runtime: SinkRuntime) -> None:
 
 
 async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[SourceRecord]) -> Finish:
-    """Parse one polled batch now; the returned finish stores it (its offsets commit after that).
+    """Parse one polled batch now; the returned stages store it (its offsets commit after both).
 
-    Invalid predictions are dead-lettered at once (and acknowledged by the broker). The finish runs one
-    transaction that inserts predictions and dead letters and moves batch jobs forward, then writes Redis
-    after the commit (never holding the transaction open); keys Redis misses are noted in Postgres and
-    repaired later. Finishes run one at a time in batch order, while the next batch is parsed.
+    Invalid predictions are dead-lettered at once (and acknowledged by the broker). The first stage runs
+    one transaction that inserts predictions and dead letters and moves batch jobs forward; the second
+    writes Redis after that commit (never holding the transaction open); keys Redis misses are noted in
+    Postgres and repaired later. Each stage runs one batch at a time in batch order (infra/pipeline.py).
     """
     dead_topic = runtime.dead_letter_topic
     # Shadow hook: predictions-shadow.v1 records go only to predictions_shadow (see shadow_rows).
@@ -295,13 +295,12 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
     async def store_shadow(session: AsyncSession) -> None:
         await store_shadow_predictions(session, shadow)
 
-    async def finish() -> None:
+    async def finish() -> Finish:
         if shadow:  # in their own (idempotent) transaction: they never touch customers, segments or Redis
             await in_transaction_with_retry(runtime, store_shadow)
         started = time.perf_counter()
         written = await store_isolated(runtime, publish, [*valid, *letters])
         elapsed = time.perf_counter() - started
-        await refresh_cache(runtime, written.cache)
         metrics.WRITE_SECONDS.observe(elapsed)
         runtime.stats.latency.record(elapsed * 1000.0)
         inserted = len(written.predictions.inserted)
@@ -323,5 +322,10 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
                 },
             )
         log.debug("batch stored", extra={"records": len(records), "new_predictions": inserted})
+
+        async def cache() -> None:  # the next stage: overlaps the next batch's Postgres write
+            await refresh_cache(runtime, written.cache)
+
+        return cache
 
     return finish
