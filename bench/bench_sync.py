@@ -1,8 +1,9 @@
-"""Sync-path benchmark: POST /api/v1/predict/single from N concurrent keep-alive clients, one uvicorn worker.
+"""Sync-path benchmark: POST /api/v1/predict/single from N concurrent keep-alive clients.
 
 Starts what it needs (Tansu broker unless STREAMSCORE_KAFKA_BOOTSTRAP is set, a scratch database on the local
 Postgres, the local Redis), runs the API as `streamscore api` with auth ON (an API key per request), and
-measures p50/p95/p99 latency and throughput with dynamic batching on and off.
+measures p50/p95/p99 latency and throughput with dynamic batching on and off. `--workers 2` runs
+`streamscore api --workers 2` (processes sharing the port); API CPU then sums the supervisor and its workers.
 
     .venv/bin/python bench/bench_sync.py --duration 15 --concurrency 50 --mode both
 
@@ -161,6 +162,23 @@ def wait_healthy(port: int, timeout_s: float = 90.0) -> None:
     raise TimeoutError(f"the API on port {port} did not become ready in {timeout_s:.0f}s")
 
 
+def wait_workers(pid: int, port: int, workers: int, timeout_s: float = 90.0) -> None:
+    """Block until every worker listens (/ready answers as soon as the first one does)."""
+    import psutil
+
+    if workers == 1:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listening = [child for child in psutil.Process(pid).children()
+                     if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                            for c in child.net_connections("tcp"))]
+        if len(listening) == workers:
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"not all {workers} API workers listened on port {port} in {timeout_s:.0f}s")
+
+
 def dataset_rows() -> list[list[int]]:
     """The CoIL rows as lists of 86 ints."""
     with (DATA / "train.csv").open(encoding="utf-8") as handle:
@@ -271,13 +289,16 @@ async def load(port: int, requests: list[bytes], concurrency: int, duration_s: f
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) from /proc, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU in seconds of a process (all its threads) and its live descendants (API workers)."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    times = [process.cpu_times() for process in [parent, *parent.children(recursive=True)]]
+    return sum(t.user + t.system for t in times)
 
 
 def mean_batch_size(port: int) -> float | None:
-    """Rows per engine call on the sync path so far, from the API's /metrics (None when not batching)."""
+    """Rows per engine call on the sync path so far, from /metrics (None if not batching; of one worker)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
@@ -294,9 +315,10 @@ def run_mode(running: Stack, dynamic: bool, args: argparse.Namespace) -> dict[st
     extra = {"STREAMSCORE_DYNAMIC_BATCHING": str(dynamic).lower(),
              "STREAMSCORE_DYNAMIC_BATCH_WINDOW_MS": str(args.window_ms),
              "STREAMSCORE_DYNAMIC_BATCH_MAX": str(args.batch_max)}
-    process = running.start("api", "--port", str(port), extra_env=extra)
+    process = running.start("api", "--port", str(port), "--workers", str(args.workers), extra_env=extra)
     try:
         wait_healthy(port)
+        wait_workers(process.pid, port, args.workers)
         requests = build_requests(running.api_key, "/api/v1/predict/single", 5000)
         uvloop.run(load(port, requests, args.concurrency, args.warmup, args.rate))
         cpu_before = cpu_seconds(process.pid)
@@ -307,7 +329,8 @@ def run_mode(running: Stack, dynamic: bool, args: argparse.Namespace) -> dict[st
         result["mean_engine_batch"] = mean_batch_size(port)
     finally:
         running.stop(process)
-    return {"dynamic_batching": dynamic, "concurrency": args.concurrency, "offered_rate": args.rate, **result}
+    return {"dynamic_batching": dynamic, "workers": args.workers, "concurrency": args.concurrency,
+            "offered_rate": args.rate, **result}
 
 
 def main() -> None:
@@ -319,6 +342,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("on", "off", "both"), default="both", help="Dynamic batching.")
     parser.add_argument("--window-ms", type=float, default=1.0)
     parser.add_argument("--batch-max", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1, help="API processes (streamscore api --workers).")
     parser.add_argument("--rate", type=float, default=None,
                         help="Open loop: offered req/s spread over the connections (default: closed loop).")
     args = parser.parse_args()
@@ -327,11 +351,12 @@ def main() -> None:
         results = [run_mode(running, dynamic, args) for dynamic in modes]
     for result in results:
         print(json.dumps(result))
-    print(f"\n{'dynamic batching':<18}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+    print(f"\n{'dynamic batching':<18}{'workers':>8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
           f"{'API µs/req':>12}  statuses")
     for r in results:
-        print(f"{'on' if r['dynamic_batching'] else 'off':<18}{r['req_per_s']:>10}{r['p50_ms']:>9}"
-              f"{r['p95_ms']:>9}{r['p99_ms']:>9}{r['api_cpu_us_per_req']:>12}  {r['statuses']}")
+        print(f"{'on' if r['dynamic_batching'] else 'off':<18}{r['workers']:>8}{r['req_per_s']:>10}"
+              f"{r['p50_ms']:>9}{r['p95_ms']:>9}{r['p99_ms']:>9}{r['api_cpu_us_per_req']:>12}"
+              f"  {r['statuses']}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
@@ -255,24 +255,27 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     return app
 
 
-def run(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the API with uvicorn: one worker, uvloop and httptools (head bounded), no access log."""
-    import uvicorn
-
-    from ingest_api.server import bounded_protocol
-
+def prepare_process() -> ApiSettings:
+    """Settings and JSON logging of an API process; call before the model (XGBoost) loads."""
     # Before XGBoost loads: the API scores 1-64 rows per call, where OpenMP's second thread only adds
     # hand-off latency; on shared cores it measured p50 6-10 ms vs 1.3 ms per call (bench/bench_sync.py).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     settings = ApiSettings()
     configure_logging("INFO", service="api")
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        workers=1,
-        loop="uvloop",
-        http=bounded_protocol(settings.max_header_bytes),
-        access_log=False,
-        log_config=None,
-    )
+    return settings
+
+
+def server_options(settings: ApiSettings) -> dict[str, Any]:
+    """uvicorn options of every API process: uvloop, httptools with the head bounded, no access log."""
+    from ingest_api.server import bounded_protocol
+
+    return {"loop": "uvloop", "http": bounded_protocol(settings.max_header_bytes), "access_log": False,
+            "log_config": None}
+
+
+def run(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the API with uvicorn: one worker, uvloop and httptools (head bounded), no access log."""
+    import uvicorn
+
+    settings = prepare_process()
+    uvicorn.run(create_app(settings), host=host, port=port, workers=1, **server_options(settings))

@@ -15,6 +15,9 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
 
     model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore")
 
+    api_workers: int = Field(
+        default=1, ge=1, description="API processes sharing host:port (SO_REUSEPORT); `--workers` wins."
+    )
     dev_mode: bool = Field(
         default=False, description="Embedded dev mode: a missing JWT secret is generated (and said so)."
     )

@@ -82,6 +82,16 @@ def resolve_jwt_secret(settings: ApiSettings) -> str:
     return secrets.token_urlsafe(48)
 
 
+def dev_key_env(settings: ApiSettings) -> dict[str, str]:
+    """Dev mode's generated JWT key as STREAMSCORE_ variables, for processes that must share one."""
+    if not settings.dev_mode:
+        return {}
+    if settings.jwt_algorithm == "HS256":
+        secret = resolve_jwt_secret(settings)
+        return {} if secret == settings.jwt_secret else {"STREAMSCORE_JWT_SECRET": secret}
+    return {} if settings.jwt_private_key else {"STREAMSCORE_JWT_PRIVATE_KEY": _rsa_keys(settings)[0]}
+
+
 def build_jwt_config(settings: ApiSettings) -> JwtConfig:
     """Resolve secrets/keys for the configured algorithm, failing fast on unsafe settings."""
     common: dict[str, Any] = {

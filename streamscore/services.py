@@ -8,11 +8,17 @@ import typer
 def api(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="Port to bind."),
+    workers: int | None = typer.Option(
+        None, min=1, show_default=False,
+        help="Processes sharing host:port (SO_REUSEPORT); default: STREAMSCORE_API_WORKERS, else 1.",
+    ),
 ) -> None:
-    """Run the ingest/scoring REST API (uvicorn, one worker)."""
-    from ingest_api.main import run
+    """Run the ingest/scoring REST API (uvicorn; one process, or --workers N under a supervisor)."""
+    from ingest_api.workers import serve
 
-    run(host=host, port=port)
+    code = serve(host, port, workers)
+    if code:
+        raise typer.Exit(code)
 
 
 def scorer() -> None:
