@@ -25,6 +25,7 @@ from bench_pipeline import (
     measure_latency,
     measure_throughput,
     produce_fast,
+    redis_pid,
     start_process,
     wait_rows,
 )
@@ -49,7 +50,8 @@ async def run_design(name: str, args: argparse.Namespace) -> tuple[Throughput, t
         warmup = feature_payloads(args.warmup, seed=1)
         await produce_fast(stack.broker.bootstrap, stack.topic, warmup)
         await wait_rows(stack.dsn, len(warmup), 180, stack.processes)
-        pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid}
+        pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid,
+                "redis": await redis_pid(args.redis_url)}
         result = await measure_throughput(stack, pids, args.events, len(warmup))
         print(result.report(name), flush=True)
         latency = await measure_latency(stack, args.rate, args.seconds, len(warmup) + args.events)
@@ -61,11 +63,11 @@ async def run_design(name: str, args: argparse.Namespace) -> tuple[Throughput, t
 async def main(args: argparse.Namespace) -> None:
     """Every design in turn, then the comparison table."""
     results = {name: await run_design(name, args) for name in args.designs}
-    print("\n| design | events/s | CPU µs/event (scorer / sink / broker / Postgres) | p50 / p99 ms at "
-          f"{args.rate}/s |\n|---|---|---|---|")
+    print("\n| design | events/s | CPU µs/event (scorer / sink / broker / Postgres / Redis) "
+          f"| p50 / p99 ms at {args.rate}/s |\n|---|---|---|---|")
     for name, (run, (p50, p99, _)) in results.items():
         cpu = " / ".join(f"{run.cpu_s.get(k, 0.0) / run.events * 1e6:.0f}"
-                         for k in ("scorer", "sink", "tansu", "postgres"))
+                         for k in ("scorer", "sink", "tansu", "postgres", "redis"))
         print(f"| {name} | {run.events / run.elapsed_s:,.0f} | {cpu} | {p50:.0f} / {p99:.0f} |")
     if {"streamscore", "bytewax"} <= results.keys():
         ours, theirs = (results[n][0] for n in ("streamscore", "bytewax"))

@@ -170,6 +170,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def redis_pid(url: str) -> int:
+    """The Redis server's pid (its CPU is part of every design's cost)."""
+    client = redis.from_url(url)
+    try:
+        return int((await client.info("server"))["process_id"])
+    finally:
+        await client.aclose()
+
+
 async def backend_pids(dsn: str, database: str) -> list[int]:
     """Postgres backends connected to the bench database (the sink's pool)."""
     connection = await asyncpg.connect(dsn)
@@ -352,7 +361,8 @@ async def main(args: argparse.Namespace) -> None:
         await produce_fast(stack.broker.bootstrap, stack.topic, warmup)
         await wait_rows(stack.dsn, len(warmup), 120, stack.processes)
         print(f"services ready (warm-up of {len(warmup)} events stored)")
-        pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid}
+        pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid,
+                "redis": await redis_pid(args.redis_url)}
         stored = len(warmup)
         if args.events:
             result = await measure_throughput(stack, pids, args.events, stored)

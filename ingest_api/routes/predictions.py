@@ -15,7 +15,7 @@ from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 from schemas.messages import CUSTOMER_ID_PATTERN, Prediction
 from store import predictions as stored
-from store.cache import prediction_key
+from store.cache import cached_json, prediction_key
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["predictions"])
@@ -39,10 +39,11 @@ async def cached_prediction(services: Services, customer_id: str) -> Prediction 
         services.pause_redis()
         log.warning("redis read failed; falling back to Postgres", extra={"error": repr(error)})
         return None
-    if raw is None:
+    found = cached_json(raw)
+    if found is None:
         return None
     try:
-        return Prediction.model_validate_json(raw)
+        return Prediction.model_validate_json(found)
     except ValidationError:
         log.warning("unreadable cached prediction", extra={"customer_id": customer_id})
         return None

@@ -14,13 +14,13 @@ from sqlalchemy import func, select
 
 from infra.settings import KafkaSettings
 from models.engine import InferenceEngine
-from schemas.messages import Prediction
 from scorer.app import build_app as build_scorer
 from scorer.settings import ScorerSettings
 from sink.app import build_app as build_sink
 from sink.settings import SinkSettings
 from store.tables import Prediction as PredictionRow
 from tests.helpers.api import Api, api_settings, batch_csv, dataset_rows, running_api
+from tests.helpers.cache import cached_prediction
 
 EVENTS = 40
 BATCH_ROWS = 300
@@ -134,8 +134,8 @@ async def test_events_batch_and_sync_predictions_are_stored_exactly_once(
         cached = await api.services.redis.mget([f"predict:{c}:{version}" for c in by_customer])
         assert all(value is not None for value in cached)
         for customer, value in zip(by_customer, cached, strict=True):
-            assert value is not None
-            assert str(Prediction.model_validate_json(value).event_id) == str(by_customer[customer].event_id)
+            found = cached_prediction(value)
+            assert found is not None and str(found.event_id) == str(by_customer[customer].event_id)
 
         for customer in (event_customers[0], event_customers[-1], batch_customers[5], sync_customer):
             response = await api.client.get(f"/api/v1/predictions/{customer}")

@@ -28,6 +28,7 @@ from scorer.app import build_app as build_scorer
 from scorer.handlers import ProducerSender
 from sink.app import build_app as build_sink
 from tests.helpers.api import api_settings, running_api
+from tests.helpers.cache import cached_prediction
 from tests.helpers.faults import PrivateRedis, Stopwatch, cache_mismatches, keyed, report, started
 from tests.helpers.pipeline import (
     committed_offsets,
@@ -197,8 +198,9 @@ async def test_latest_is_the_later_of_two_events_in_one_batch_everywhere_and_sur
         values = await client.mget([f"predict:{c}:{inference_engine.model_version}" for c in expected])
     finally:
         await client.aclose()
-    wrong_cache = sum(Prediction.model_validate_json(v).event_id != expected[c]
-                      for c, v in zip(expected, values, strict=True) if v is not None)
+    cached = [cached_prediction(v) for v in values]
+    wrong_cache = sum(p.event_id != expected[c]
+                      for c, p in zip(expected, cached, strict=True) if p is not None)
     async with running_api(api_settings(kafka_settings, database_url, redis_url), inference_engine) as api:
         sample = list(expected)[:30]
         answers = [await api.client.get(f"/api/v1/predictions/{c}") for c in sample]

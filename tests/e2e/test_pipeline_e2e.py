@@ -13,10 +13,10 @@ from infra.kafka import ensure_topics, topic_name
 from infra.settings import KafkaSettings
 from models.engine import InferenceEngine
 from schemas import topics
-from schemas.messages import Prediction
 from scorer.app import build_app as build_scorer
 from sink.app import build_app as build_sink
 from sink.app import runtime_of as sink_runtime
+from tests.helpers.cache import cached_prediction
 from tests.helpers.pipeline import (
     count,
     fetch,
@@ -102,7 +102,8 @@ async def test_events_and_a_csv_batch_flow_to_postgres_and_redis(
         ttl = await client.ttl(f"stats:scorer:e2e-{unique_id}")
     finally:
         await client.aclose()
-    assert cached is not None and Prediction.model_validate_json(cached).event_id == rows[0].event_id
+    found = cached_prediction(cached)
+    assert found is not None and found.event_id == rows[0].event_id
     assert scorer_hash[b"events_out"] == b"65" and scorer_hash[b"dlq"] == b"1"
     assert float(scorer_hash[b"p99_ms"]) >= float(scorer_hash[b"p50_ms"]) > 0
     assert abs(float(scorer_hash[b"updated_at"]) - time.time()) < 30 and 0 < ttl <= 15

@@ -20,8 +20,9 @@ from aiokafka import AIOKafkaProducer
 
 from infra.kafka import producer_options
 from infra.settings import KafkaSettings
-from schemas.messages import FeatureEvent, Prediction
+from schemas.messages import FeatureEvent
 from streamscore.embedded import TansuBroker, free_port, port_open, wait_for_port
+from tests.helpers.cache import cached_prediction
 from tests.helpers.pipeline import fetch
 
 
@@ -147,8 +148,8 @@ async def cache_mismatches(redis_url: str, database_url: str, model_version: str
         values = await client.mget([f"predict:{r['customer_id']}:{model_version}" for r in latest])
     finally:
         await client.aclose()
-    return sum(v is None or Prediction.model_validate_json(v).event_id != r["last_event_id"]
-               for r, v in zip(latest, values, strict=True))
+    cached = [cached_prediction(v) for v in values]
+    return sum(p is None or p.event_id != r["last_event_id"] for r, p in zip(latest, cached, strict=True))
 
 
 async def stored_ids(database_url: str, ids: list[str]) -> set[str]:

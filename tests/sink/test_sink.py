@@ -15,11 +15,12 @@ from infra.database import create_engine, create_sessionmaker
 from infra.kafka import ensure_topics, topic_name
 from infra.settings import KafkaSettings
 from schemas import topics
-from schemas.messages import DeadLetter, Prediction
+from schemas.messages import DeadLetter
 from sink import metrics
 from sink.app import runtime_of
 from store.batch_jobs import mark_published
 from streamscore.embedded import free_port
+from tests.helpers.cache import cached_prediction
 from tests.helpers.pipeline import (
     committed_offsets,
     count,
@@ -131,7 +132,7 @@ async def test_sink_stores_every_prediction_once_in_postgres_and_redis(
         cached_keys = [key async for key in client.scan_iter(match=f"predict:s{unique_id}-*")]
     finally:
         await client.aclose()
-    assert cached is not None and Prediction.model_validate_json(cached) == second[0]
+    assert cached_prediction(cached) == second[0]
     assert 86_000 < ttl <= 86_400
     assert len(cached_keys) == 30
 
