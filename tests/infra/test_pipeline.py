@@ -46,6 +46,16 @@ async def consumer_of(settings: KafkaSettings, topic: str, group: str) -> AIOKaf
     return consumer
 
 
+async def fetched_again(consumer: AIOKafkaConsumer, records: list[Any]) -> None:
+    """Poll until every one of the records has been fetched again (rewound, not skipped)."""
+    wanted = {(r.partition, r.offset) for r in records}
+    again: set[tuple[int, int]] = set()
+    async with asyncio.timeout(20):
+        while not wanted <= again:
+            polled = await consumer.getmany(timeout_ms=500)
+            again |= {(r.partition, r.offset) for rs in polled.values() for r in rs}
+
+
 async def committed(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int | None]:
     """The group's committed offset per partition."""
     return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(3)}
@@ -141,12 +151,7 @@ async def test_a_failing_handler_rewinds_its_batch(kafka_settings: KafkaSettings
         first = [r for rs in (await consumer.getmany(timeout_ms=1000)).values() for r in rs]
         with pytest.raises(RuntimeError):
             await pipeline.handle(first, broken)
-        firsts = {(r.partition, r.offset) for r in first}
-        again: set[tuple[int, int]] = set()
-        async with asyncio.timeout(20):
-            while not firsts <= again:  # fetched again, not skipped
-                again |= {(r.partition, r.offset)
-                          for rs in (await consumer.getmany(timeout_ms=500)).values() for r in rs}
+        await fetched_again(consumer, first)
     finally:
         await pipeline.close()
         await consumer.stop()
@@ -172,12 +177,7 @@ async def test_a_failed_stage_rewinds_even_when_nothing_more_is_polled(
         await pipeline.handle(first, failing_second_stage)
         await pipeline.drain()
         await asyncio.sleep(0.1)  # the recovery runs by itself: no further handle() call
-        firsts = {(r.partition, r.offset) for r in first}
-        again: set[tuple[int, int]] = set()
-        async with asyncio.timeout(20):
-            while not firsts <= again:
-                again |= {(r.partition, r.offset)
-                          for rs in (await consumer.getmany(timeout_ms=500)).values() for r in rs}
+        await fetched_again(consumer, first)
         assert set((await committed(consumer, topic)).values()) == {None}
     finally:
         await pipeline.close()
