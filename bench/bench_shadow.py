@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
+import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +29,10 @@ from models.registry import PACKAGE_REGISTRY, Registry
 from models.shadow import ShadowComparison
 from schemas.wire import EventIds, prediction_json, utc_now
 from scorer.handlers import ScorerRuntime
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_reasons import median_ms
+
 from scorer.scoring import score_rows
 from scorer.settings import ScorerSettings
 from scorer.shadow import shadow_work
@@ -47,16 +50,6 @@ def registry_with_shadow(root: Path) -> Registry:
     registry.activate("a")
     registry.set_shadow("b")
     return registry
-
-
-def median_ms(work: Any, repeats: int) -> float:
-    """Median wall time of work() in ms."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -242,7 +242,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],  # DELETE: /api/v1/models/shadow
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
         )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -29,12 +29,12 @@ SCORER = ConsumerContract(
     SCORER_GROUP,
     (CUSTOMER_FEATURES, BATCH_ROWS),
     "ScoreMicroBatch",
-    "Score one micro-batch; returning means every result is on the broker, so offsets may commit.",
+    "Score one micro-batch; its offsets commit only once the broker has every result.",
 )
 SINK = ConsumerContract(
     SINK_GROUP,
     (PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW),
     "StoreRecords",
-    "Store a batch of predictions and dead letters; returning lets its offsets commit.",
+    "Store a batch of predictions and dead letters; its offsets commit only once it is stored.",
 )
 CONSUMERS: tuple[ConsumerContract, ...] = (SCORER, SINK)

@@ -1,4 +1,4 @@
-"""The micro-batch boundary: score a consumed batch once, publish every result, then let it be acked."""
+"""The micro-batch boundary: score a consumed batch once, queue every result, commit once all are acked."""
 
 from __future__ import annotations
 

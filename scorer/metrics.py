@@ -16,7 +16,11 @@ INFERENCE_SECONDS = Histogram(
     "One engine.score call on a micro-batch.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
-CONSUMER_LAG = Gauge("scorer_consumer_lag", "Highwater minus position.", ["topic", "partition"])
+CONSUMER_LAG = Gauge(
+    "scorer_consumer_lag",
+    "Records not yet consumed: the partition's real end offset (infra.stats.EndOffsets) minus the position.",
+    ["topic", "partition"],
+)
 
 
 def set_lag(partition: TopicPartition, lag: int) -> None:

@@ -1,4 +1,4 @@
-"""The sink's batch boundaries: validate, write Postgres (+ Redis) in one transaction, commit, then ack."""
+"""The sink's batch boundaries: validate, write Postgres in one transaction, then Redis, then commit."""
 
 from __future__ import annotations
 

@@ -16,7 +16,11 @@ WRITE_SECONDS = Histogram(
     "Postgres transaction (plus Redis pipeline) per batch.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
-CONSUMER_LAG = Gauge("sink_consumer_lag", "Highwater minus position.", ["topic", "partition"])
+CONSUMER_LAG = Gauge(
+    "sink_consumer_lag",
+    "Records not yet consumed: the partition's real end offset (infra.stats.EndOffsets) minus the position.",
+    ["topic", "partition"],
+)
 
 
 def set_lag(partition: TopicPartition, lag: int) -> None:
