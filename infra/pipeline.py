@@ -88,8 +88,9 @@ class BatchPipeline:
         except BaseException as error:
             self._slots.release()
             self._idle.set()
-            self._fail(error)
-            await self._recovered()
+            self._fail(error)  # even when cancelled: no later batch may commit past this one
+            if not isinstance(error, asyncio.CancelledError):
+                await self._recovered()
             raise
         self._idle.set()
         loop = asyncio.get_running_loop()
