@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.data import resolve_data_path  # noqa: E402
+from streamscore.dev import admin_key  # noqa: E402
 from streamscore.embedded import TansuBroker, free_port, spawn, stop_process  # noqa: E402
 
 CLI = "from streamscore.cli import main; main()"
@@ -96,21 +97,6 @@ async def _drop_database(admin_url: str, url: str) -> None:
         await connection.close()
 
 
-async def _create_key(database_url: str) -> str:
-    from infra.database import create_engine, create_sessionmaker
-    from infra.settings import DatabaseSettings
-    from ingest_api.credentials import create_api_key
-
-    engine = create_engine(DatabaseSettings(database_url=database_url))
-    try:
-        async with create_sessionmaker(engine)() as session:
-            key = await create_api_key(session, f"bench-{uuid.uuid4().hex[:6]}", ["admin"])
-            await session.commit()
-    finally:
-        await engine.dispose()
-    return key
-
-
 @contextlib.contextmanager
 def stack() -> Iterator[Stack]:
     """A broker, a migrated scratch database and an admin API key; everything is removed afterwards."""
@@ -137,7 +123,7 @@ def stack() -> Iterator[Stack]:
             "STREAMSCORE_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
             "STREAMSCORE_RATE_LIMIT": "100000000",  # auth stays on; the limiter must not cap the benchmark
         }
-        running = Stack(env=env, api_key=asyncio.run(_create_key(database_url)), logs=logs)
+        running = Stack(env=env, api_key=asyncio.run(admin_key(database_url)), logs=logs)
         try:
             yield running
         finally:

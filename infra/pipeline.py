@@ -8,8 +8,9 @@ handler meanwhile polls and handles the next batch. Only when all of a batch's s
 its own offsets (never the consumer's position, which may be past later batches) committed, in batch order.
 
 `depth` bounds the batches not yet settled (1: every batch settles before the next is handled). If a stage
-fails, no later batch commits; the next poll rewinds every partition to the first uncommitted offset, so
-nothing is lost and what follows is replayed (at least once; the sink stores once).
+or a handler fails, no later batch commits; once every batch has settled the pipeline rewinds each partition
+to the first uncommitted offset of every fetched batch, without waiting for another poll, so nothing is lost
+and what follows is replayed (at least once; the sink stores once).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ CACHE_FAILURES = Counter("sink_cache_failures_total", "Batches whose Redis write
 DB_FAILURES = Counter("sink_db_failures_total", "Failed Postgres attempts (each one is retried).")
 WRITE_SECONDS = Histogram(
     "sink_write_seconds",
-    "Postgres transaction (plus Redis pipeline) per batch.",
+    "Postgres transaction per batch (the Redis write after it is not included).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 CONSUMER_LAG = Gauge(

@@ -105,7 +105,7 @@ class DevStack:
         with self.console.status("checking the dev admin API key…"):
             key_file = self.home / "api-key"
             kept = key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else ""
-            key = asyncio.run(_dev_key(endpoints.database_url, kept))
+            key = asyncio.run(admin_key(endpoints.database_url, kept))
         return key
 
     def service_env(self, endpoints: Endpoints, metrics_port: int) -> dict[str, str]:
@@ -188,8 +188,8 @@ async def _ensure_topics(endpoints: Endpoints) -> None:
     await ensure_topics(KafkaSettings(**overrides))
 
 
-async def _dev_key(database_url: str, kept: str) -> str:
-    """`kept` (from .streamscore/api-key) while the database accepts it as admin, else a new key."""
+async def admin_key(database_url: str, kept: str = "") -> str:
+    """`kept` (from .streamscore/api-key) while the database accepts it as admin, else a new admin key."""
     from infra.database import create_engine, create_sessionmaker
     from infra.settings import DatabaseSettings
     from ingest_api.credentials import create_api_key, hash_api_key

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,30 +15,18 @@ import httpx
 import psutil
 import pytest
 
-from infra.database import create_engine, create_sessionmaker
-from infra.settings import DatabaseSettings, KafkaSettings
+from infra.settings import KafkaSettings
 from ingest_api import workers
-from ingest_api.credentials import create_api_key
 from ingest_api.settings import ApiSettings
 from ingest_api.tokens import dev_key_env
 from schemas.features import FEATURE_RANGES
+from streamscore.dev import admin_key
 from streamscore.embedded import free_port
 from tests.helpers.faults import service_env
 
 CLI = "from streamscore.cli import main; main()"
 CONNECTIONS = 16  # all on one worker by chance: 2 * 2**-16
 FEATURES = [low for low, _ in FEATURE_RANGES]
-
-
-async def _admin_key(database_url: str) -> str:
-    engine = create_engine(DatabaseSettings(database_url=database_url))
-    try:
-        async with create_sessionmaker(engine)() as session:
-            key = await create_api_key(session, f"workers-{uuid.uuid4().hex[:6]}", ["admin"])
-            await session.commit()
-    finally:
-        await engine.dispose()
-    return key
 
 
 def _listening(worker: psutil.Process, port: int) -> bool:
@@ -77,7 +64,7 @@ async def test_two_workers_share_the_port_both_serve_and_stop_with_the_parent(
 ) -> None:
     port, log = free_port(), tmp_path / "api.log"
     env = {**os.environ, **service_env(kafka_settings, database_url, redis_url, dev_mode="true")}
-    headers = {"X-API-Key": await _admin_key(database_url)}
+    headers = {"X-API-Key": await admin_key(database_url)}
     api = _start_api(port, env, log)
     parent = psutil.Process(api.pid)
     try:

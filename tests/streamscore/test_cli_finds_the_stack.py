@@ -10,7 +10,7 @@ import pytest
 
 from ingest_api.credentials import create_api_key
 from store.users import use_active_key
-from streamscore.dev import _dev_key
+from streamscore.dev import admin_key
 from streamscore.embedded import free_port
 from tests.helpers.stack import CLI, _dev_env
 
@@ -71,8 +71,8 @@ def test_input_errors_exit_2_everywhere(tmp_path: Path) -> None:
 
 
 async def test_dev_reuses_its_admin_key_while_the_database_accepts_it(database_url: str) -> None:
-    first = await _dev_key(database_url, "")
-    assert await _dev_key(database_url, first) == first
+    first = await admin_key(database_url, "")
+    assert await admin_key(database_url, first) == first
     from infra.database import create_engine, create_sessionmaker
     from infra.settings import DatabaseSettings
     from ingest_api.credentials import hash_api_key
@@ -81,11 +81,11 @@ async def test_dev_reuses_its_admin_key_while_the_database_accepts_it(database_u
     async with create_sessionmaker(engine)() as session:
         assert await use_active_key(session, hash_api_key(first)) is not None
     await engine.dispose()
-    fresh = await _dev_key(database_url, "ssk_unknown-key")
+    fresh = await admin_key(database_url, "ssk_unknown-key")
     assert fresh != first and fresh.startswith("ssk_")
 
 
-def test_no_dev_files_means_no_dev_key_is_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_dev_files_means_noadmin_key_is_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamscore.client import resolve_api_key
 
     home = tmp_path / ".streamscore"
