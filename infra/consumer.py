@@ -82,7 +82,8 @@ def build_consumer_app(
 ) -> FastStream:
     """A FastStream app with one batch subscriber (one group, one poll per batch) for all of spec.topics."""
     broker = build_broker(settings, spec.service)
-    pipeline = BatchPipeline(settings.pipeline_depth, lambda: subscriber.consumer)
+    pipeline = BatchPipeline(settings.pipeline_depth, lambda: subscriber.consumer,
+                             settings.settle_timeout_seconds)
     # One subscriber for every topic: on Tansu every group join costs ~5 s and subscribers start in turn.
     subscriber = broker.subscriber(
         *(topic_name(settings, base) for base in spec.contract.topics),

@@ -11,6 +11,12 @@ its own offsets (never the consumer's position, which may be past later batches)
 or a handler fails, no later batch commits; once every batch has settled the pipeline rewinds each partition
 to the first uncommitted offset of every fetched batch, without waiting for another poll, so nothing is lost
 and what follows is replayed (at least once; the sink stores once).
+
+Nothing waits on the broker without a bound: an offset commit, and the wait for batches to settle before
+partitions are revoked or the consumer stops, give up after `settle_timeout_s`. A commit that gives up
+fails the pipeline (and rewinds); unsettled batches at a revoke or a stop stay uncommitted and are replayed
+by whoever reads the partition next. A stage or commit whose awaited future was cancelled also fails the
+pipeline instead of ending its task, so no later batch waits on a task that no longer runs.
 """
 
 from __future__ import annotations
@@ -61,8 +67,9 @@ class Unsettled:
 class BatchPipeline:
     """Orders the stages of consumed batches and their offset commits (see the module docstring)."""
 
-    def __init__(self, depth: int, consumer: Callable[[], Any]) -> None:
+    def __init__(self, depth: int, consumer: Callable[[], Any], settle_timeout_s: float = 20.0) -> None:
         self._consumer = consumer  # the subscriber's aiokafka consumer, known only once it started
+        self._settle_timeout_s = settle_timeout_s
         self._slots = asyncio.Semaphore(depth)
         self._fetched: list[Span] = []  # every batch handed to handle() and not committed yet
         self._unsettled: list[Unsettled] = []
@@ -81,7 +88,7 @@ class BatchPipeline:
         await self._slots.acquire()
         if self._failure is not None:
             self._slots.release()
-            await self._recovered()  # this batch is fetched again after the rewind
+            await self.recovered()  # this batch is fetched again after the rewind
             return
         self._idle.clear()
         try:
@@ -91,7 +98,7 @@ class BatchPipeline:
             self._idle.set()
             self._fail(error)  # even when cancelled: no later batch may commit past this one
             if not isinstance(error, asyncio.CancelledError):
-                await self._recovered()
+                await self.recovered()
             raise
         self._idle.set()
         loop = asyncio.get_running_loop()
@@ -102,14 +109,28 @@ class BatchPipeline:
         self._commits.put_nowait(item)
         self._advance(item, 0)
 
-    async def drain(self) -> None:
-        """Wait until every handled batch has settled (or failed)."""
-        for item in list(self._unsettled):
-            await asyncio.shield(item.done)
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until every handled batch has settled (or failed); False if `timeout_s` passed first."""
+        waiting = [item.done for item in self._unsettled if not item.done.done()]
+        if not waiting:
+            return True
+        _, late = await asyncio.wait(waiting, timeout=timeout_s)
+        return not late
+
+    async def settle(self) -> None:
+        """Give handled batches up to the settle timeout to commit; past it, fail (they are replayed)."""
+        if not await self.drain(self._settle_timeout_s):
+            self._fail(TimeoutError(f"batches did not settle within {self._settle_timeout_s} s"))
 
     async def close(self) -> None:
-        """Let every handled batch settle, then stop the pipeline's tasks (at shutdown)."""
-        await self.drain()
+        """Let handled batches settle (within the settle timeout), then stop the pipeline's tasks."""
+        if not await self.drain(self._settle_timeout_s):
+            log.warning("stopping with unsettled batches; they are not committed and will be replayed",
+                        extra={"batches": sum(not item.done.done() for item in self._unsettled)})
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+            self._recovery = None
         await self.reset()
 
     async def reset(self) -> None:
@@ -127,6 +148,11 @@ class BatchPipeline:
         self._stages.clear()
         self._commits = asyncio.Queue()
         self._failure = None
+
+    @property
+    def failed(self) -> bool:
+        """A batch failed and the pipeline has not rewound yet."""
+        return self._recovery is not None
 
     def listener(self) -> ConsumerRebalanceListener:
         """Settles every handled batch before partitions are given away, so their offsets commit first."""
@@ -149,8 +175,8 @@ class BatchPipeline:
             if self._failure is None:
                 try:
                     item.stage = await item.stage() if item.stage is not None else None
-                except Exception as error:
-                    self._fail(error)
+                except BaseException as error:
+                    self._fail_unless_stopping(error)
             self._advance(item, level + 1)
 
     async def _commit_forever(self) -> None:
@@ -162,11 +188,18 @@ class BatchPipeline:
                     await self._commit(item.span.after)
                     self._unsettled.remove(item)
                     self._fetched.remove(item.span)
-            except Exception as error:
-                self._fail(error)
+            except BaseException as error:
+                self._fail_unless_stopping(error)
             finally:
                 self._slots.release()
                 item.done.set_result(None)
+
+    def _fail_unless_stopping(self, error: BaseException) -> None:
+        """Fail the pipeline; re-raise only when this task itself is being cancelled (by reset)."""
+        task = asyncio.current_task()
+        if isinstance(error, asyncio.CancelledError) and task is not None and task.cancelling():
+            raise error
+        self._fail(error)
 
     def _fail(self, error: BaseException) -> None:
         if self._failure is None:
@@ -183,11 +216,12 @@ class BatchPipeline:
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         consumer = self._consumer()
         if consumer is not None and offsets:
-            await consumer.commit(offsets)
+            await asyncio.wait_for(consumer.commit(offsets), self._settle_timeout_s)
 
-    async def _recovered(self) -> None:
+    async def recovered(self) -> None:
+        """Wait until a pending rewind (after a failure) has run."""
         if self._recovery is not None:
-            await asyncio.shield(self._recovery)
+            await asyncio.wait([self._recovery])  # neither raises its cancellation nor cancels it
 
     async def _recover(self) -> None:
         """Once no handler is inside its work and every batch settled: rewind all fetched, start afresh."""
@@ -219,8 +253,8 @@ class _SettleOnRevoke(ConsumerRebalanceListener):
         self._pipeline = pipeline
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        """Let every handled batch commit while this consumer still owns its partitions."""
-        await self._pipeline.drain()
+        """Let every handled batch commit while this consumer still owns its partitions (bounded)."""
+        await self._pipeline.settle()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         """Nothing to do: positions come from the committed offsets."""

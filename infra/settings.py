@@ -69,6 +69,11 @@ class ConsumerSettings(KafkaSettings):
     pipeline_depth: int = Field(
         default=2, ge=1, description="Batches handled before the oldest has settled (1: none overlap)."
     )
+    settle_timeout_seconds: float = Field(
+        default=20.0, gt=0,
+        description="Longest wait for one offset commit, and for handled batches to settle when partitions "
+        "are revoked or the consumer stops; past it they stay uncommitted and are replayed.",
+    )
     metrics_port: int = Field(default=0, ge=0, description="Prometheus port; 0 disables.")
     stats_interval_seconds: float = Field(default=1.0, gt=0)
     instance_id: str = Field(default_factory=instance_id)

@@ -15,7 +15,7 @@ from migrations.runner import upgrade_head
 from tests.helpers import engines
 from tests.helpers.db import asyncpg_dsn
 
-pytest_plugins = ["tests.helpers.api_fixtures"]
+pytest_plugins = ["tests.helpers.api_fixtures", "tests.helpers.watchdog"]
 
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from infra.kafka import ensure_topics, topic_name
 from infra.pipeline import BatchPipeline, Finish
 from infra.settings import KafkaSettings
+from streamscore.embedded import TansuBroker
 
 MESSAGES = 300
 
@@ -28,6 +30,7 @@ async def topic(kafka_settings: KafkaSettings) -> AsyncIterator[str]:
     for i in range(MESSAGES):
         await producer.send(name, b"%d" % i, key=b"k%d" % (i % 7))
     await producer.flush()
+    await producer.stop()
     yield name
 
 
@@ -168,3 +171,96 @@ async def test_a_failed_stage_rewinds_even_when_nothing_more_is_polled(pipelined
     await asyncio.sleep(0.1)  # the recovery runs by itself: no further handle() call
     await fetched_again(consumer, first)
     assert set((await committed(consumer, topic)).values()) == {None}
+
+
+async def test_a_stage_whose_future_was_cancelled_fails_the_pipeline_instead_of_wedging_it(
+    pipelined: Pipelined,
+) -> None:
+    consumer, pipeline, topic = pipelined
+    lost_ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def awaits_a_cancelled_ack() -> Finish:
+        async def finish() -> None:
+            await lost_ack  # a producer future cancelled under us (the producer was closed)
+
+        return finish
+
+    async def nothing_left() -> None:
+        return None
+
+    first = [r for rs in (await consumer.getmany(timeout_ms=1000)).values() for r in rs]
+    await pipeline.handle(first, awaits_a_cancelled_ack)
+    lost_ack.cancel()
+    await fetched_again(consumer, first)  # rewound by the recovery
+    assert set((await committed(consumer, topic)).values()) == {None}
+    again = [r for rs in (await consumer.getmany(timeout_ms=1000)).values() for r in rs]
+    async with asyncio.timeout(10):  # the stage task still runs: a later batch settles and commits
+        await pipeline.handle(again, nothing_left)
+        await pipeline.drain()
+    assert any(offset is not None for offset in (await committed(consumer, topic)).values())
+
+
+async def test_settling_before_a_revoke_and_closing_give_up_after_the_settle_timeout(
+    kafka_settings: KafkaSettings, topic: str
+) -> None:
+    consumer = await consumer_of(kafka_settings, topic, f"g-{uuid.uuid4().hex[:8]}")
+    pipeline = BatchPipeline(2, lambda: consumer, settle_timeout_s=0.5)
+    never = asyncio.Event()
+
+    async def stuck() -> Finish:
+        async def finish() -> None:
+            await never.wait()  # a stage that does not finish while partitions are taken away
+
+        return finish
+
+    try:
+        first = [r for rs in (await consumer.getmany(timeout_ms=1000)).values() for r in rs]
+        await pipeline.handle(first, stuck)
+        async with asyncio.timeout(5):
+            await pipeline.listener().on_partitions_revoked(consumer.assignment())
+        assert set((await committed(consumer, topic)).values()) == {None}  # left to be replayed
+        async with asyncio.timeout(5):
+            await pipeline.close()
+    finally:
+        never.set()
+        await consumer.stop()
+
+
+async def test_a_commit_to_a_broker_that_stopped_answering_gives_up_and_rewinds() -> None:
+    broker = TansuBroker().start()
+    try:
+        settings = KafkaSettings(kafka_bootstrap=broker.bootstrap, kafka_partitions=3, kafka_idempotent=False,
+                                 topic_prefix=f"f{uuid.uuid4().hex[:6]}.")
+        await ensure_topics(settings, ("pipeline",))
+        name = topic_name(settings, "pipeline")
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        await producer.start()
+        for i in range(30):
+            await producer.send(name, b"%d" % i, key=b"k%d" % i)
+        await producer.stop()
+        consumer = await consumer_of(settings, name, "frozen")
+        pipeline = BatchPipeline(1, lambda: consumer, settle_timeout_s=1.0)
+
+        async def nothing_left() -> None:
+            return None
+
+        first = [r for rs in (await consumer.getmany(timeout_ms=1000)).values() for r in rs]
+        assert broker.process is not None
+        broker.process.send_signal(signal.SIGSTOP)  # connections stay open, nothing answers
+        try:
+            async with asyncio.timeout(10):
+                await pipeline.handle(first, nothing_left)
+                await pipeline.drain()
+                assert pipeline.failed  # the commit gave up
+                await pipeline.recovered()  # and the pipeline rewound by itself
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        await fetched_again(consumer, first)
+        ends = {r.partition: r.offset + 1 for r in first}
+        for partition, offset in (await committed(consumer, name)).items():
+            # aiokafka may still deliver the abandoned request after the thaw: never past the batch
+            assert offset is None or offset == ends.get(partition)
+        await pipeline.close()
+        await consumer.stop()
+    finally:
+        broker.stop()
