@@ -135,10 +135,16 @@ class BatchPipeline:
 
     async def reset(self) -> None:
         """Forget every unsettled batch without committing it (their partitions are being rewound)."""
+        await self._stop_tasks()
+        self._forget()
+
+    async def _stop_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+    def _forget(self) -> None:
         for item in self._unsettled:
             if not item.done.done():  # never reached by the committer: its slot is still taken
                 item.done.set_result(None)
@@ -227,11 +233,14 @@ class BatchPipeline:
         """Once no handler is inside its work and every batch settled: rewind all fetched, start afresh."""
         await self._idle.wait()
         await self.drain()
-        await self._rewind(self._fetched)
-        await self.reset()
+        await self._stop_tasks()
+        # No await from here on: a batch handed to handle() meanwhile is either in the rewind or handled
+        # after it, never dropped (seen failed) and then forgotten unrewound.
+        self._rewind(self._fetched)
+        self._forget()
         self._recovery = None
 
-    async def _rewind(self, spans: Sequence[Span]) -> None:
+    def _rewind(self, spans: Sequence[Span]) -> None:
         """Seek each partition to the first offset any of the spans holds for it."""
         consumer = self._consumer()
         if consumer is None:
