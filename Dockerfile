@@ -5,9 +5,9 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first, so code edits do not reinstall TensorFlow.
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml constraints.txt README.md* ./
 RUN mkdir -p streamscore && touch streamscore/__init__.py \
-    && pip install . && pip uninstall -y streamscore
+    && pip install --constraint=constraints.txt . && pip uninstall -y streamscore
 COPY schemas ./schemas
 COPY infra ./infra
 COPY store ./store

@@ -4,15 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install dev demo test lint docs compose-up compose-down clean
+.PHONY: help install dev demo test lint lock docs compose-up compose-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --constraint=constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install StreamScore with the dev extras
@@ -25,6 +25,10 @@ demo: $(STAMP)  ## run the whole stack, score the demo data, print a summary and
 
 test: $(STAMP)  ## run the test suite
 	$(BIN)/pytest --cov --cov-report=term:skip-covered --cov-report=xml --cov-fail-under=80
+
+lock: $(STAMP)  ## refresh constraints.txt from .venv (after upgrading and passing the tests)
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 lint: $(STAMP)  ## ruff, mypy and the layer contracts (import-linter)
 	$(BIN)/ruff check .

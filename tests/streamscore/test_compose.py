@@ -109,4 +109,7 @@ def test_dockerfile_installs_the_package_set_of_pyproject_and_the_readme() -> No
     # The README's install (make install) is the same project, plus the dev extras on top.
     readme_install = _pip_installs((ROOT / "Makefile").read_text(encoding="utf-8"))
     assert any(re.fullmatch(r"\.(\[[a-z,]+\])?", arg) for arg in readme_install), readme_install
+    # Both install the versions the suite passed with.
+    for text in (dockerfile, (ROOT / "Makefile").read_text(encoding="utf-8")):
+        assert "pip install --constraint=constraints.txt ." in text.replace("-e '.", ".")
     assert "make install" in (ROOT / "README.md").read_text(encoding="utf-8")
