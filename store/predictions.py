@@ -17,7 +17,7 @@ from schemas.messages import DEAD_LETTER_PAYLOAD_MAX, DeadLetter, Prediction
 from store.tables import Prediction as PredictionTable
 
 MODEL_VERSION_MAX = 64
-"""Width of predictions.model_version / customers.model_version / segments.model_version."""
+"""Width of predictions.model_version / segments.model_version."""
 PAYLOAD_STORED_MAX = 4 * DEAD_LETTER_PAYLOAD_MAX
 """Most characters of a dead letter's payload stored (letters built here are already far smaller)."""
 
@@ -71,7 +71,8 @@ replayed copies are never inserted again (event_id), so they cannot change it.
 """
 
 # One statement: insert the batch's predictions in partition order (duplicates skipped by event_id), then
-# move each customer and segment forward from its latest new row only. Data-modifying CTEs run exactly once.
+# move each segment forward from its latest new row only. Data-modifying CTEs run exactly once. `customers`
+# is a view over predictions (migration 0005): keeping it as a table cost a quarter of Postgres's CPU.
 _UNNEST_INPUT = """
     SELECT * FROM unnest(
         CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
@@ -92,29 +93,7 @@ inserted AS (
     FROM input
     ORDER BY position
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING id, event_id, customer_id, model_version, batch_id, propensity, segment_label, segment_score,
-              scored_at
-),
-latest AS (
-    SELECT DISTINCT ON (customer_id) customer_id, event_id, model_version, propensity, scored_at,
-           count(*) OVER (PARTITION BY customer_id) AS added
-    FROM inserted
-    ORDER BY customer_id, {LATEST_ORDER}
-),
-customers_upserted AS (
-    INSERT INTO customers AS c (customer_id, last_event_id, model_version, propensity, last_scored_at,
-                                predictions_count)
-    SELECT customer_id, event_id, model_version, propensity, scored_at, added FROM latest
-    ON CONFLICT (customer_id) DO UPDATE SET
-        last_event_id = CASE WHEN EXCLUDED.last_scored_at >= c.last_scored_at
-                             THEN EXCLUDED.last_event_id ELSE c.last_event_id END,
-        model_version = CASE WHEN EXCLUDED.last_scored_at >= c.last_scored_at
-                             THEN EXCLUDED.model_version ELSE c.model_version END,
-        propensity = CASE WHEN EXCLUDED.last_scored_at >= c.last_scored_at
-                          THEN EXCLUDED.propensity ELSE c.propensity END,
-        last_scored_at = GREATEST(c.last_scored_at, EXCLUDED.last_scored_at),
-        predictions_count = c.predictions_count + EXCLUDED.predictions_count
-    RETURNING 1
+    RETURNING id, event_id, customer_id, model_version, batch_id, segment_label, segment_score, scored_at
 ),
 segments_upserted AS (
     INSERT INTO segments AS s (customer_id, model_version, label, score, scored_at)
@@ -140,7 +119,8 @@ CREATE TEMP TABLE IF NOT EXISTS prediction_staging (
 ) ON COMMIT DELETE ROWS
 """
 )
-# A later batch's rows always get greater ids, so `>=` on scored_at across batches agrees with LATEST_ORDER.
+# A later batch's rows always get greater ids, so the segment upsert's `<=` on scored_at across batches
+# agrees with LATEST_ORDER.
 
 _PREDICTION_PARAMS = (
     "event_ids",
@@ -184,7 +164,7 @@ class StoredPredictions:
 
 
 async def store_predictions(session: AsyncSession, rows: Sequence[PredictionRow]) -> StoredPredictions:
-    """Insert predictions idempotently on event_id and upsert customers/segments from the new ones."""
+    """Insert predictions idempotently on event_id and upsert segments from the new ones."""
     if not rows:
         return StoredPredictions()
     columns = dict(zip(_PREDICTION_PARAMS, map(list, zip(*rows, strict=True)), strict=True))

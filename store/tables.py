@@ -72,22 +72,6 @@ class ShadowPrediction(ScoredColumns, Base):
     )
 
 
-class Customer(Base):
-    """One row per customer: the latest prediction's headline figures."""
-
-    __tablename__ = "customers"
-
-    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    last_event_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), nullable=False)
-    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
-    propensity: Mapped[float] = mapped_column(Float, nullable=False)
-    last_scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    first_seen_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
-    predictions_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
-
-
 class Segment(Base):
     """A customer's current value segment under one model version."""
 

@@ -1,4 +1,4 @@
-"""The real engines the suite relies on answer, and migrations create every table."""
+"""The real engines the suite relies on answer, and migrations create every table and view."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ from infra.settings import KafkaSettings
 from tests.helpers.db import asyncpg_dsn
 
 
-async def test_migrations_create_all_tables(database_url: str) -> None:
+async def test_migrations_create_all_tables_and_the_customers_view(database_url: str) -> None:
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        views = await connection.fetch("SELECT viewname FROM pg_views WHERE schemaname = 'public'")
     finally:
         await connection.close()
     names = {row["tablename"] for row in rows}
+    assert {row["viewname"] for row in views} == {"customers"}
     assert {
-        "customers",
         "predictions",
         "segments",
         "batch_jobs",
