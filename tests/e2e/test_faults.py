@@ -244,6 +244,11 @@ async def test_redis_outage_then_freeze_postgres_keeps_up_and_the_cache_is_repai
 
         await wait_for(all_in_postgres, within_s=30)
         stored_during_outage_s = clock()
+
+        async def all_noted() -> bool:  # noted in a second transaction, once the Redis write after it failed
+            return await count(database_url, "cache_repair") == 700
+
+        await wait_for(all_noted, within_s=15)
         noted = await count(database_url, "cache_repair")
         private_redis.start()
         clock = Stopwatch()

@@ -20,13 +20,18 @@ def _expected(engine: InferenceEngine, features: list[int]) -> dict:
     return engine.score(np.asarray([features])).records()[0]
 
 
+# The DQN's float32 matmul rounds differently with the batch's composition (BLAS blocking), and the
+# calibration amplifies it: over 2,000 rows in batches of 1-64 the probabilities moved by at most 1.5e-5.
+RECOMMENDATION_NOISE = 1e-4
+
+
 def _same_scores(got: dict, want: dict) -> bool:
-    """Equal products and labels, probabilities equal up to float noise of a different batch size."""
+    """Equal products and labels, probabilities equal up to float noise of a different batch."""
     return (
         [r["product_id"] for r in got["recommendations"]]
         == [r["product_id"] for r in want["recommendations"]]
         and [r["probability"] for r in got["recommendations"]]
-        == pytest.approx([r["probability"] for r in want["recommendations"]], abs=1e-9)
+        == pytest.approx([r["probability"] for r in want["recommendations"]], abs=RECOMMENDATION_NOISE)
         and got["propensity"] == pytest.approx(want["propensity"], abs=1e-9)
         and got["segment"]["label"] == want["segment"]["label"]
         and got["segment"]["score"] == pytest.approx(want["segment"]["score"], abs=1e-9)
