@@ -20,18 +20,25 @@ from streamscore.embedded import TansuBroker
 MESSAGES = 300
 
 
-@pytest.fixture
-async def topic(kafka_settings: KafkaSettings) -> AsyncIterator[str]:
-    """A 3-partition topic holding MESSAGES values, spread over its partitions by key."""
-    await ensure_topics(kafka_settings, ("pipeline",))
-    name = topic_name(kafka_settings, "pipeline")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap, acks="all")
+async def filled_topic(settings: KafkaSettings, messages: int) -> str:
+    """The settings' 3-partition `pipeline` topic, holding `messages` values spread over it by key."""
+    await ensure_topics(settings, ("pipeline",))
+    name = topic_name(settings, "pipeline")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
-    for i in range(MESSAGES):
-        await producer.send(name, b"%d" % i, key=b"k%d" % (i % 7))
-    await producer.flush()
-    await producer.stop()
-    yield name
+    try:
+        for i in range(messages):
+            await producer.send(name, b"%d" % i, key=b"k%d" % (i % 7))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return name
+
+
+@pytest.fixture
+async def topic(kafka_settings: KafkaSettings) -> str:
+    """A 3-partition topic holding MESSAGES values, spread over its partitions by key."""
+    return await filled_topic(kafka_settings, MESSAGES)
 
 
 async def consumer_of(settings: KafkaSettings, topic: str, group: str) -> AIOKafkaConsumer:
@@ -231,13 +238,7 @@ async def test_a_commit_to_a_broker_that_stopped_answering_gives_up_and_rewinds(
     try:
         settings = KafkaSettings(kafka_bootstrap=broker.bootstrap, kafka_partitions=3, kafka_idempotent=False,
                                  topic_prefix=f"f{uuid.uuid4().hex[:6]}.")
-        await ensure_topics(settings, ("pipeline",))
-        name = topic_name(settings, "pipeline")
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-        await producer.start()
-        for i in range(30):
-            await producer.send(name, b"%d" % i, key=b"k%d" % i)
-        await producer.stop()
+        name = await filled_topic(settings, 30)
         consumer = await consumer_of(settings, name, "frozen")
         pipeline = BatchPipeline(1, lambda: consumer, settle_timeout_s=1.0)
 
