@@ -93,6 +93,7 @@ def build_consumer_app(
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        max_partition_fetch_bytes=settings.fetch_partition_max_bytes,
         # The pipeline commits each batch's own offsets once it settled, and rewinds on error.
         ack_policy=AckPolicy.MANUAL,
         listener=pipeline.listener(),

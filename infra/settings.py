@@ -66,6 +66,10 @@ class ConsumerSettings(KafkaSettings):
     batch_max_records: int = Field(default=4000, ge=1, description="Largest batch handled in one call.")
     batch_timeout_ms: int = Field(default=20, ge=0, description="Longest wait for a batch to fill.")
     fetch_max_wait_ms: int = Field(default=10, ge=0, description="Broker-side fetch wait.")
+    fetch_partition_max_bytes: int = Field(
+        default=1_048_576, ge=1024,
+        description="Most bytes fetched ahead per partition (a larger record is still fetched whole).",
+    )
     pipeline_depth: int = Field(
         default=2, ge=1, description="Batches handled before the oldest has settled (1: none overlap)."
     )

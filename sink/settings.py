@@ -17,6 +17,12 @@ class SinkSettings(ConsumerSettings, DatabaseSettings, RedisSettings):
     batch_timeout_ms: int = Field(
         default=20, ge=0, description="Longest wait when nothing is buffered (an empty poll waits twice)."
     )
+    fetch_partition_max_bytes: int = Field(
+        default=262_144, ge=1024,
+        # With aiokafka's 1 MiB per partition, a lagging sink buffered ~25 MB more records than a caught-up
+        # one (RSS +23 % over 1M events); 256 KiB bounds it with throughput unchanged (bench_pipeline).
+        description="Most bytes fetched ahead per partition (a larger record is still fetched whole).",
+    )
     retry_initial_seconds: float = Field(default=0.1, gt=0, description="First Postgres retry delay.")
     retry_max_seconds: float = Field(default=5.0, gt=0, description="Cap of the doubling retry delay.")
     retry_window_seconds: float = Field(

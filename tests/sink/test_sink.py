@@ -301,3 +301,32 @@ async def test_unreadable_dead_letter_is_kept_as_a_row_about_itself(
     row = (await fetch(database_url, "SELECT * FROM dead_letters"))[0]
     assert (row["source_topic"], row["source_offset"]) == (topic, sent[0].offset)
     assert row["reason"].startswith("unreadable dead letter") and row["stage"] == "decode"
+
+
+async def test_records_larger_than_the_fetch_bound_are_still_consumed(
+    kafka_settings: KafkaSettings, database_url: str, redis_url: str, unique_id: str
+) -> None:
+    """The per-partition fetch bound limits read-ahead only: a bigger record is fetched whole, not wedged."""
+    settings = sink_settings(kafka_settings, database_url, redis_url, fetch_partition_max_bytes=1024)
+    await ensure_topics(settings)
+    topic = topic_name(settings, topics.PREDICTIONS)
+    predictions = [prediction(f"f{unique_id}-{i}") for i in range(40)]
+    huge = b'{"event_id": "' + b"x" * 200_000 + b'"}'  # 200 KB, unreadable: dead-lettered with its reason
+    messages = [*encoded(predictions[:20]), (b"huge", huge), *encoded(predictions[20:])]
+    sent = await produce(settings, topic, messages)
+
+    async with running(settings):
+
+        async def stored() -> bool:
+            return (await count(database_url, "predictions") == 40
+                    and await count(database_url, "dead_letters") == 1)
+
+        await wait_for(stored)
+        group = settings.topic_prefix + topics.SINK_GROUP
+
+        async def committed() -> bool:
+            return await committed_offsets(settings, group, [topic]) == end_offsets(sent)
+
+        await wait_for(committed)
+    letter = (await fetch(database_url, "SELECT customer_id, reason, payload_size FROM dead_letters"))[0]
+    assert "event_id" in letter["reason"] and letter["payload_size"] == len(huge)
