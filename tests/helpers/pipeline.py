@@ -123,6 +123,17 @@ async def wait_for(predicate: Any, within_s: float = 15.0) -> None:
         await asyncio.sleep(0.1)
     raise AssertionError("condition not reached in time")
 
+
+async def wait_committed(
+    settings: KafkaSettings, group: str, topic_names: list[str], sent: list[Any]
+) -> None:
+    """Wait until the group has committed exactly the end offsets of what was sent."""
+
+    async def committed() -> bool:
+        return await committed_offsets(settings, group, topic_names) == end_offsets(sent)
+
+    await wait_for(committed)
+
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
 

@@ -31,6 +31,7 @@ from tests.helpers.pipeline import (
     produce,
     running,
     sink_settings,
+    wait_committed,
     wait_for,
 )
 
@@ -100,12 +101,7 @@ async def test_sink_stores_every_prediction_once_in_postgres_and_redis(
             )
 
         await wait_for(stored)
-        group = settings.topic_prefix + topics.SINK_GROUP
-
-        async def committed() -> bool:
-            return await committed_offsets(settings, group, [topic]) == end_offsets(sent)
-
-        await wait_for(committed)
+        await wait_committed(settings, settings.topic_prefix + topics.SINK_GROUP, [topic], sent)
         stats = runtime_of(app).stats
 
     assert stats.events_in == len(sent) and stats.events_out == 41
@@ -220,12 +216,7 @@ async def test_redis_down_still_writes_postgres_and_commits(
             return await count(database_url, "predictions") == 10
 
         await wait_for(stored)
-        group = settings.topic_prefix + topics.SINK_GROUP
-
-        async def committed() -> bool:
-            return await committed_offsets(settings, group, [topic]) == end_offsets(sent)
-
-        await wait_for(committed)
+        await wait_committed(settings, settings.topic_prefix + topics.SINK_GROUP, [topic], sent)
     assert metrics.CACHE_FAILURES._value.get() > failures_before
 
 
@@ -266,11 +257,7 @@ async def test_postgres_down_commits_nothing_keeps_consuming_and_recovers(
                 return await count(database_url, "predictions") == 20
 
             await wait_for(stored)
-
-            async def committed() -> bool:
-                return await committed_offsets(settings, group, [topic]) == end_offsets(sent)
-
-            await wait_for(committed)
+            await wait_committed(settings, group, [topic], sent)
         finally:
             await app.stop()
             await proxy.stop()
@@ -292,12 +279,7 @@ async def test_unreadable_dead_letter_is_kept_as_a_row_about_itself(
             return await count(database_url, "dead_letters") == 1
 
         await wait_for(stored)
-        group = settings.topic_prefix + topics.SINK_GROUP
-
-        async def committed() -> bool:
-            return await committed_offsets(settings, group, [topic]) == end_offsets(sent)
-
-        await wait_for(committed)
+        await wait_committed(settings, settings.topic_prefix + topics.SINK_GROUP, [topic], sent)
     row = (await fetch(database_url, "SELECT * FROM dead_letters"))[0]
     assert (row["source_topic"], row["source_offset"]) == (topic, sent[0].offset)
     assert row["reason"].startswith("unreadable dead letter") and row["stage"] == "decode"
@@ -322,11 +304,6 @@ async def test_records_larger_than_the_fetch_bound_are_still_consumed(
                     and await count(database_url, "dead_letters") == 1)
 
         await wait_for(stored)
-        group = settings.topic_prefix + topics.SINK_GROUP
-
-        async def committed() -> bool:
-            return await committed_offsets(settings, group, [topic]) == end_offsets(sent)
-
-        await wait_for(committed)
+        await wait_committed(settings, settings.topic_prefix + topics.SINK_GROUP, [topic], sent)
     letter = (await fetch(database_url, "SELECT customer_id, reason, payload_size FROM dead_letters"))[0]
     assert "event_id" in letter["reason"] and letter["payload_size"] == len(huge)

@@ -8,15 +8,14 @@ from infra.kafka import ensure_topics, topic_name
 from infra.settings import KafkaSettings
 from schemas import topics
 from tests.helpers.pipeline import (
-    committed_offsets,
     count,
     encoded,
-    end_offsets,
     fetch,
     prediction,
     produce,
     running,
     sink_settings,
+    wait_committed,
     wait_for,
 )
 
@@ -48,13 +47,7 @@ async def test_shadow_predictions_are_stored_apart_once_and_touch_nothing_else(
 
         await wait_for(stored)
         group = settings.topic_prefix + topics.SINK_GROUP
-
-        async def committed() -> bool:
-            return await committed_offsets(settings, group, [predictions_topic, shadow_topic]) == end_offsets(
-                sent
-            )
-
-        await wait_for(committed)
+        await wait_committed(settings, group, [predictions_topic, shadow_topic], sent)
 
     rows = await fetch(database_url, "SELECT event_id, model_version, propensity FROM predictions_shadow")
     assert {r["event_id"] for r in rows} == {p.event_id for p in [*shadowed, *shadow_only]}
