@@ -117,7 +117,10 @@ def build_consumer_app(
         # A memory-only broker loses its topics on restart: recreate them instead of failing every commit,
         # and read the new topics from the start (positions and any offsets committed into them since
         # the restart refer to the lost incarnation, and would skip its first records).
-        guard = TopicGuard(settings, on_restart=lambda: rewind(pipeline, subscriber.consumer))
+        guard = TopicGuard(
+            settings,
+            on_restart=lambda: rewind(pipeline, subscriber.consumer, settings.settle_timeout_seconds),
+        )
         runtime.tasks.append(asyncio.create_task(guard.run_forever()))
         # Start-up objects (TensorFlow's above all) live forever: keep them out of every collection.
         gc.freeze()
@@ -144,11 +147,20 @@ def build_consumer_app(
     return app
 
 
-async def rewind(pipeline: BatchPipeline, consumer: Any) -> None:
-    """Seek every assigned partition to its beginning (after the broker restarted empty)."""
+async def rewind(pipeline: BatchPipeline, consumer: Any, timeout_s: float) -> None:
+    """Seek every assigned partition to its beginning, and commit that (after the broker restarted empty)."""
     await pipeline.reset()  # their offsets belong to the lost incarnation
-    if consumer is not None and consumer.assignment():
-        await consumer.seek_to_beginning()
+    if consumer is None or not consumer.assignment():
+        return
+    assigned = set(consumer.assignment())
+    await consumer.seek_to_beginning(*assigned)
+    # A commit sent before the kill may have been retried into the new incarnation's group. The next
+    # rebalance would resume from it and skip the new topic's first records, so overwrite it now.
+    try:
+        beginnings = await asyncio.wait_for(consumer.beginning_offsets(list(assigned)), timeout_s)
+        await asyncio.wait_for(consumer.commit(beginnings), timeout_s)
+    except Exception as error:  # the seek stands; the next batch's commit overwrites the stale offsets too
+        log.warning("could not commit the rewound offsets", extra={"error": repr(error)[:300]})
 
 
 def runtime_of(app: FastStream, kind: type[R]) -> R:

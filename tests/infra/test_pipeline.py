@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from infra.consumer import rewind
 from infra.kafka import ensure_topics, topic_name
 from infra.pipeline import BatchPipeline, Finish
 from infra.settings import KafkaSettings
@@ -146,6 +147,20 @@ async def test_a_batch_commits_its_own_offsets_only_after_it_settled(pipelined: 
     for record in [*first, *second]:
         after[record.partition] = record.offset + 1
     assert {p: o for p, o in (await committed(consumer, topic)).items() if o is not None} == after
+
+
+async def test_the_broker_restart_rewind_overwrites_stale_committed_offsets(pipelined: Pipelined) -> None:
+    """After an empty restart the group may hold offsets of the lost incarnation: rewind commits the start."""
+    consumer, pipeline, topic = pipelined
+    seen: list[Any] = []
+    async with asyncio.timeout(20):
+        while len(seen) < MESSAGES:
+            seen += [r for rs in (await consumer.getmany(timeout_ms=500)).values() for r in rs]
+    stale = {TopicPartition(topic, p): n for p, n in Counter(r.partition for r in seen).items()}
+    await consumer.commit(stale)  # as a commit retried into the new incarnation would leave them
+    await rewind(pipeline, consumer, timeout_s=5.0)
+    assert await committed(consumer, topic) == {0: 0, 1: 0, 2: 0}
+    await fetched_again(consumer, seen)
 
 
 async def test_a_failing_handler_rewinds_its_batch(pipelined: Pipelined) -> None:
