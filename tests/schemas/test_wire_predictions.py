@@ -22,7 +22,7 @@ from schemas.wire import (
     predictions_json,
     validation_reason,
 )
-from sink.parsing import fast_row, parse_predictions, unstorable
+from sink.parsing import fast_row, fast_rows, parse_predictions, unstorable
 from store.predictions import PredictionRow
 from tests.helpers.wire_strategies import aware, customer_ids, prediction_payloads, unit_floats
 
@@ -112,6 +112,60 @@ def test_fast_row_accepts_only_what_the_contract_stores(value: bytes) -> None:
         reference = contract_row(value)
         assert isinstance(reference, PredictionRow), reference
         assert same_row(row, reference)
+
+
+@SETTINGS
+@given(st.lists(prediction_payloads(), min_size=1, max_size=10))
+def test_fast_rows_checks_by_column_what_fast_row_checks_by_record(values: list[bytes]) -> None:
+    assert fast_rows(values) == [fast_row(value) for value in values]
+
+
+@SETTINGS
+@given(st.lists(scored_rows, min_size=1, max_size=6), aware, st.lists(prediction_payloads(), max_size=2),
+       st.randoms(use_true_random=False))
+def test_fast_rows_on_scorer_batches_with_strays(
+    rows: list[tuple[Any, ...]], scored_at: datetime, strays: list[bytes], rng: Any
+) -> None:
+    events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
+    values = predictions_json(
+        events, "v1", np.array([r[4] for r in rows]), np.array([r[5] for r in rows]),
+        np.array([r[6] for r in rows]), np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at,
+    ) + strays
+    rng.shuffle(values)
+    assert fast_rows(values) == [fast_row(value) for value in values]
+
+
+UUID = "0" * 8 + "-0000-0000-0000-" + "0" * 12
+ONE_BAD_FIELD: list[tuple[tuple[str | int, ...], Any]] = [
+    (("event_id",), UUID.upper().replace("0", "A")), (("event_id",), f"{UUID}\n{UUID}"),
+    (("customer_id",), "-starts-badly"), (("customer_id",), "a\nb"), (("model_version",), "v" * 65),
+    (("recommendations",), []), (("recommendations", 1, "probability"), 1.5), (("propensity",), -0.1),
+    (("segment", "label"), "HIGH"), (("segment", "score"), 100.5), (("scored_at",), "2026-01-01T00:00:00"),
+    (("source",), "EVENT"), (("batch_id",), "x"), (("schema_version",), 2),
+]
+
+
+@SETTINGS
+@given(st.lists(scored_rows, min_size=1, max_size=6), aware, st.sampled_from(ONE_BAD_FIELD), st.data())
+def test_one_bad_field_in_a_canonical_batch_is_rejected(
+    rows: list[tuple[Any, ...]], scored_at: datetime, bad: tuple[tuple[str | int, ...], Any], data: Any
+) -> None:
+    events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
+    values = predictions_json(
+        events, "v1", np.array([r[4] for r in rows]), np.array([r[5] for r in rows]),
+        np.array([r[6] for r in rows]), np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at,
+    )
+    target = data.draw(st.integers(0, len(values) - 1))
+    message = orjson.loads(values[target])
+    path, value = bad
+    parent = message
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = value
+    values[target] = orjson.dumps(message)
+    rows_out = fast_rows(values)
+    assert rows_out[target] is None
+    assert rows_out == [fast_row(v) for v in values]
 
 
 @SETTINGS
