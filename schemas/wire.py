@@ -16,17 +16,15 @@ from functools import lru_cache
 from typing import Any, Protocol, TypeGuard
 from uuid import UUID, uuid4
 
-import msgspec
 import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from schemas.features import FEATURE_COUNT, FEATURE_LOWER, FEATURE_UPPER, PRODUCTS
+from schemas.features import PRODUCTS
 from schemas.messages import (
     CUSTOMER_ID_PATTERN,
     DEAD_LETTER_PAYLOAD_MAX,
     SCHEMA_VERSION,
-    SOURCES,
     DeadLetter,
     FeatureEvent,
     Stage,
@@ -35,8 +33,6 @@ from schemas.messages import (
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
-_LOWER = np.array(FEATURE_LOWER, dtype=np.int64)
-_UPPER = np.array(FEATURE_UPPER, dtype=np.int64)
 REASON_MAX = 2000
 """Longest dead-letter reason kept (characters)."""
 
@@ -161,118 +157,6 @@ def _timestamp_text(value: str) -> bool:
 def is_uuid_text(value: Any) -> TypeGuard[str]:
     """A canonical lowercase UUID string."""
     return type(value) is str and UUID_TEXT.fullmatch(value) is not None
-
-
-class _CanonicalEvent(msgspec.Struct, forbid_unknown_fields=True):
-    """The shape the fast path accepts: explicit ids and timestamp; features kept as raw JSON text."""
-
-    event_id: str
-    customer_id: str
-    features: msgspec.Raw
-    occurred_at: str
-    source: str = "event"
-    batch_id: str | None = None
-    schema_version: int = SCHEMA_VERSION
-
-
-_EVENT_DECODER = msgspec.json.Decoder(_CanonicalEvent)
-_SPACE, _COMMA, _OPEN, _CLOSE, _ZERO = (ord(c) for c in " ,[]0")
-
-
-@dataclass(frozen=True, slots=True)
-class FastEvents:
-    """The records of a batch that passed the fast path: their positions, ids and (k, 86) features."""
-
-    index: list[int]
-    ids: list[EventIds]
-    matrix: np.ndarray
-
-
-def _fast_ids(value: bytes | None) -> tuple[EventIds, msgspec.Raw] | None:
-    """Ids and raw feature text of a canonical event (features checked later, batch-wide), else None."""
-    try:
-        event = _EVENT_DECODER.decode(value or b"")
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
-    event_id, customer, batch_id = event.event_id, event.customer_id, event.batch_id
-    if (
-        UUID_TEXT.fullmatch(event_id) is None
-        or CUSTOMER_ID.fullmatch(customer) is None
-        or event.source not in SOURCES
-        or type(event.schema_version) is not int
-        or event.schema_version != SCHEMA_VERSION
-        or (batch_id is not None and UUID_TEXT.fullmatch(batch_id) is None)
-        or not _timestamp_text(event.occurred_at)
-    ):
-        return None
-    return EventIds(event_id, customer, event.source, batch_id), event.features
-
-
-def int_rows(raws: Sequence[bytes | msgspec.Raw]) -> tuple[np.ndarray, np.ndarray]:
-    """Parse valid JSON texts as rows of 86 features, vectorised: the (n, 86) matrix and per row whether it
-    is a plain list of 86 non-negative integers each within its documented range.
-
-    Valid JSON made of only digits, commas and whitespace inside one pair of brackets is a flat list of
-    non-negative integers without leading zeros, so the values can be read digit by digit; in-range
-    values have at most two digits, a longer one is marked out of range (the full validation names it).
-    """
-    n = len(raws)
-    matrix = np.zeros((n, FEATURE_COUNT), dtype=np.int64)
-    if n == 0:
-        return matrix, np.zeros(0, dtype=bool)
-    text = np.frombuffer(b"".join(raws), dtype=np.uint8)
-    lengths = np.fromiter(map(len, raws), dtype=np.int64, count=n)
-    space = (text == _SPACE) | (text == 10) | (text == 13) | (text == 9)
-    if space.any():
-        lengths = lengths - np.add.reduceat(space, np.cumsum(lengths) - lengths, dtype=np.int64)
-        text = text[~space]
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    digit = (text >= _ZERO) & (text <= _ZERO + 9)
-    other = ~digit & (text != _COMMA)
-    safe_starts = np.minimum(starts, len(text) - 1)
-    ok = (
-        (lengths >= 2)
-        & (text[safe_starts] == _OPEN)
-        & (text[np.maximum(ends - 1, 0)] == _CLOSE)
-        & (np.add.reduceat(other, safe_starts, dtype=np.int64) == 2)
-        & (np.add.reduceat(text == _COMMA, safe_starts, dtype=np.int64) == FEATURE_COUNT - 1)
-    )
-    if not ok.any():
-        return matrix, ok
-    if not ok.all():
-        text = text[np.repeat(ok, lengths)]
-        digit = digit[np.repeat(ok, lengths)]
-    seps = np.flatnonzero(~digit).reshape(-1, FEATURE_COUNT + 1)
-    first = seps[:, :-1] + 1
-    width = seps[:, 1:] - first
-    value = text - np.uint8(_ZERO)  # digits 0-9; other bytes wrap, and are never read as digits
-    ones = value[first].astype(np.int64)
-    tens = value[np.minimum(first + 1, len(value) - 1)]
-    numbers = np.where(width == 1, ones, np.where(width == 2, 10 * ones + tens, -1))
-    matrix[ok] = numbers
-    ok &= np.all((matrix >= _LOWER) & (matrix <= _UPPER), axis=1)
-    return matrix, ok
-
-
-def fast_events(values: Sequence[bytes | None]) -> FastEvents:
-    """The canonical FeatureEvents of a batch, parsed straight into the feature matrix.
-
-    Accepts only a subset of what FeatureEvent accepts (canonical lowercase UUIDs, explicit ids and
-    timestamps, plain in-range int features); every other record must be validated by the contract.
-    """
-    parsed = [_fast_ids(value) for value in values]
-    index = [i for i, item in enumerate(parsed) if item is not None]
-    hits = [item for item in parsed if item is not None]
-    matrix, ok = int_rows([raw for _, raw in hits])
-    if ok.all():
-        return FastEvents(index, [ids for ids, _ in hits], matrix)
-    keep = ok.tolist()
-    return FastEvents(
-        [i for i, good in zip(index, keep, strict=True) if good],
-        [item[0] for item, good in zip(hits, keep, strict=True) if good],
-        matrix[ok],
-    )
 
 
 def feature_event_json(

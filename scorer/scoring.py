@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from pydantic import ValidationError
 
+from schemas.event_decoding import fast_events
 from schemas.features import FEATURE_COUNT
 from schemas.messages import DeadLetter, FeatureEvent
 from schemas.wire import (
@@ -17,7 +18,6 @@ from schemas.wire import (
     SourceRecord,
     dead_letter,
     error_stage,
-    fast_events,
     prediction_json,
     predictions_json,
     utc_now,

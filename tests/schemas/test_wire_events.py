@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from uuid import UUID
@@ -12,15 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from schemas.event_decoding import fast_events, int_rows
 from schemas.messages import FeatureEvent
 from schemas.wire import (
     BatchRowEncoder,
     EventIds,
     dead_letter,
     error_stage,
-    fast_events,
     feature_event_json,
-    int_rows,
     validation_reason,
 )
 from scorer.scoring import decode_records
@@ -114,6 +114,20 @@ def test_int_rows_reads_exactly_the_in_range_86_int_lists(texts: list[bytes]) ->
             reference = None
         plain = isinstance(parsed, list) and all(type(v) is int for v in parsed)
         assert good == (plain and reference is not None)
+        assert not good or row == reference
+
+
+@SETTINGS
+@given(st.lists(st.one_of(features, st.lists(st.one_of(st.integers(0, 120), st.integers(0, 10**30)),
+                                             min_size=86, max_size=86)), min_size=1, max_size=6))
+def test_int_rows_reads_compact_batches_as_the_contract_does(rows: list[list[int]]) -> None:
+    matrix, ok = int_rows([json.dumps(row, separators=(",", ":")).encode() for row in rows])  # compact only
+    for parsed, good, row in zip(rows, ok.tolist(), matrix.tolist(), strict=True):
+        try:
+            reference = list(FeatureEvent(customer_id="c", features=parsed).features)
+        except ValidationError:
+            reference = None
+        assert good == (reference is not None)
         assert not good or row == reference
 
 

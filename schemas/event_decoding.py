@@ -1,0 +1,173 @@
+"""The scorer's fast FeatureEvent path: a batch's records parsed straight into ids and the feature matrix.
+
+It accepts a subset of what FeatureEvent accepts and reads exactly its values; anything else is left to
+the contract (tests/schemas/test_wire_events.py proves both with hypothesis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import compress
+
+import msgspec
+import numpy as np
+
+from schemas.columns import all_fullmatch
+from schemas.features import FEATURE_COUNT, FEATURE_LOWER, FEATURE_UPPER
+from schemas.messages import SCHEMA_VERSION, SOURCES
+from schemas.wire import CUSTOMER_ID, UUID_TEXT, EventIds, is_timestamp
+
+_LOWER = np.array(FEATURE_LOWER, dtype=np.int64)
+_UPPER = np.array(FEATURE_UPPER, dtype=np.int64)
+
+
+class _CanonicalEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """The shape the fast path accepts: explicit ids and timestamp; features kept as raw JSON text."""
+
+    event_id: str
+    customer_id: str
+    features: msgspec.Raw
+    occurred_at: str
+    source: str = "event"
+    batch_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+_EVENT_DECODER = msgspec.json.Decoder(_CanonicalEvent)
+_SPACE, _COMMA, _OPEN, _CLOSE, _ZERO = (ord(c) for c in " ,[]0")
+
+
+@dataclass(frozen=True, slots=True)
+class FastEvents:
+    """The records of a batch that passed the fast path: their positions, ids and (k, 86) features."""
+
+    index: list[int]
+    ids: list[EventIds]
+    matrix: np.ndarray
+
+
+def _decoded(value: bytes | None) -> _CanonicalEvent | None:
+    """The canonical shape of a record, or None."""
+    try:
+        return _EVENT_DECODER.decode(value or b"")
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
+def _canonical_ids(event: _CanonicalEvent) -> bool:
+    """Canonical ids, source, schema version and timestamp (features are checked batch-wide)."""
+    batch_id = event.batch_id
+    return (
+        UUID_TEXT.fullmatch(event.event_id) is not None
+        and CUSTOMER_ID.fullmatch(event.customer_id) is not None
+        and event.source in SOURCES
+        and type(event.schema_version) is int
+        and event.schema_version == SCHEMA_VERSION
+        and (batch_id is None or UUID_TEXT.fullmatch(batch_id) is not None)
+        and is_timestamp(event.occurred_at)
+    )
+
+
+def _all_canonical_ids(events: list[_CanonicalEvent]) -> bool:
+    """_canonical_ids of every event, one check per column."""
+    return (
+        all_fullmatch(UUID_TEXT, [event.event_id for event in events])
+        and all_fullmatch(CUSTOMER_ID, [event.customer_id for event in events])
+        and {event.source for event in events} <= SOURCES
+        and all(type(v) is int and v == SCHEMA_VERSION for v in {event.schema_version for event in events})
+        and all_fullmatch(UUID_TEXT, [event.batch_id for event in events if event.batch_id is not None])
+        and all(map(is_timestamp, {event.occurred_at for event in events}))
+    )
+
+
+def int_rows(raws: Sequence[bytes | msgspec.Raw]) -> tuple[np.ndarray, np.ndarray]:
+    """Parse valid JSON texts as rows of 86 features, vectorised: the (n, 86) matrix and per row whether it
+    is a plain list of 86 non-negative integers each within its documented range.
+
+    Valid JSON made of only digits, commas and whitespace inside one pair of brackets is a flat list of
+    non-negative integers without leading zeros, so the values can be read digit by digit; in-range
+    values have at most two digits, a longer one is marked out of range (the full validation names it).
+    Rows that fail hold unspecified values.
+    """
+    n = len(raws)
+    matrix = np.zeros((n, FEATURE_COUNT), dtype=np.int64)
+    if n == 0:
+        return matrix, np.zeros(0, dtype=bool)
+    if (compact := _compact_int_rows(raws)) is not None:
+        return compact
+    text = np.frombuffer(b"".join(raws), dtype=np.uint8)
+    lengths = np.fromiter(map(len, raws), dtype=np.int64, count=n)
+    space = (text == _SPACE) | (text == 10) | (text == 13) | (text == 9)
+    if space.any():
+        lengths = lengths - np.add.reduceat(space, np.cumsum(lengths) - lengths, dtype=np.int64)
+        text = text[~space]
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    digit = (text >= _ZERO) & (text <= _ZERO + 9)
+    other = ~digit & (text != _COMMA)
+    safe_starts = np.minimum(starts, len(text) - 1)
+    ok = (
+        (lengths >= 2)
+        & (text[safe_starts] == _OPEN)
+        & (text[np.maximum(ends - 1, 0)] == _CLOSE)
+        & (np.add.reduceat(other, safe_starts, dtype=np.int64) == 2)
+        & (np.add.reduceat(text == _COMMA, safe_starts, dtype=np.int64) == FEATURE_COUNT - 1)
+    )
+    if not ok.any():
+        return matrix, ok
+    if not ok.all():
+        text = text[np.repeat(ok, lengths)]
+        digit = digit[np.repeat(ok, lengths)]
+    seps = np.flatnonzero(~digit).reshape(-1, FEATURE_COUNT + 1)
+    first = seps[:, :-1] + 1
+    width = seps[:, 1:] - first
+    value = text - np.uint8(_ZERO)  # digits 0-9; other bytes wrap, and are never read as digits
+    ones = value[first].astype(np.int64)
+    tens = value[np.minimum(first + 1, len(value) - 1)]
+    numbers = np.where(width == 1, ones, np.where(width == 2, 10 * ones + tens, -1))
+    matrix[ok] = numbers
+    ok &= np.all((matrix >= _LOWER) & (matrix <= _UPPER), axis=1)
+    return matrix, ok
+
+
+def _compact_int_rows(raws: Sequence[bytes | msgspec.Raw]) -> tuple[np.ndarray, np.ndarray] | None:
+    """int_rows in one C parse when every text is `[` digits and 85 commas `]`, else None.
+
+    Valid JSON whose text holds, once digits and commas are deleted, exactly `[]` per value is a flat list of
+    non-negative integers each (a nested list or a bare number would leave other brackets). np.fromstring
+    saturates a value beyond int64 at its maximum, which the range check rejects.
+    """
+    n = len(raws)
+    joined = b"".join(raws)
+    if joined.translate(None, b"0123456789,") != b"[]" * n:
+        return None
+    lengths = np.fromiter(map(len, raws), dtype=np.int64, count=n)
+    commas = np.add.reduceat(np.frombuffer(joined, dtype=np.uint8) == _COMMA, np.cumsum(lengths) - lengths)
+    if not np.all(commas == FEATURE_COUNT - 1):
+        return None
+    matrix = np.fromstring(joined[1:-1].replace(b"][", b","), dtype=np.int64, sep=",")
+    matrix = matrix.reshape(n, FEATURE_COUNT)
+    return matrix, np.all((matrix >= _LOWER) & (matrix <= _UPPER), axis=1)
+
+
+def fast_events(values: Sequence[bytes | None]) -> FastEvents:
+    """The canonical FeatureEvents of a batch, parsed straight into the feature matrix.
+
+    Accepts only a subset of what FeatureEvent accepts (canonical lowercase UUIDs, explicit ids and
+    timestamps, plain in-range int features); every other record must be validated by the contract.
+    The id checks run once per column; a batch where one fails is checked record by record.
+    """
+    decoded = [_decoded(value) for value in values]
+    events = [event for event in decoded if event is not None]
+    if not _all_canonical_ids(events):
+        decoded = [event if event is not None and _canonical_ids(event) else None for event in decoded]
+        events = [event for event in decoded if event is not None]
+    index = [i for i, event in enumerate(decoded) if event is not None]
+    matrix, ok = int_rows([event.features for event in events])
+    ids = list(map(EventIds, [e.event_id for e in events], [e.customer_id for e in events],
+                   [e.source for e in events], [e.batch_id for e in events]))
+    if ok.all():
+        return FastEvents(index, ids, matrix)
+    keep = ok.tolist()
+    return FastEvents(list(compress(index, keep)), list(compress(ids, keep)), matrix[ok])
