@@ -124,7 +124,7 @@ def test_int_rows_reads_compact_batches_as_the_contract_does(rows: list[list[int
     matrix, ok = int_rows([json.dumps(row, separators=(",", ":")).encode() for row in rows])  # compact only
     for parsed, good, row in zip(rows, ok.tolist(), matrix.tolist(), strict=True):
         try:
-            reference = list(FeatureEvent(customer_id="c", features=parsed).features)
+            reference = list(FeatureEvent.model_validate({"customer_id": "c", "features": parsed}).features)
         except ValidationError:
             reference = None
         assert good == (reference is not None)
