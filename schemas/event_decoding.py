@@ -13,7 +13,7 @@ from itertools import compress
 import msgspec
 import numpy as np
 
-from schemas.columns import all_fullmatch
+from schemas.columns import all_fullmatch, all_uuid_text
 from schemas.features import FEATURE_COUNT, FEATURE_LOWER, FEATURE_UPPER
 from schemas.messages import SCHEMA_VERSION, SOURCES
 from schemas.wire import CUSTOMER_ID, UUID_TEXT, EventIds, is_timestamp
@@ -72,11 +72,11 @@ def _canonical_ids(event: _CanonicalEvent) -> bool:
 def _all_canonical_ids(events: list[_CanonicalEvent]) -> bool:
     """_canonical_ids of every event, one check per column."""
     return (
-        all_fullmatch(UUID_TEXT, [event.event_id for event in events])
+        all_uuid_text([event.event_id for event in events])
         and all_fullmatch(CUSTOMER_ID, [event.customer_id for event in events])
         and {event.source for event in events} <= SOURCES
         and all(type(v) is int and v == SCHEMA_VERSION for v in {event.schema_version for event in events})
-        and all_fullmatch(UUID_TEXT, [event.batch_id for event in events if event.batch_id is not None])
+        and all_uuid_text([event.batch_id for event in events if event.batch_id is not None])
         and all(map(is_timestamp, {event.occurred_at for event in events}))
     )
 

@@ -9,7 +9,7 @@ import msgspec
 import numpy as np
 from pydantic import ValidationError
 
-from schemas.columns import all_fullmatch
+from schemas.columns import all_fullmatch, all_uuid_text
 from schemas.messages import SOURCES, DeadLetter, Prediction
 from schemas.wire import (
     CUSTOMER_ID,
@@ -139,7 +139,7 @@ def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
     sources = [raw.source for raw in ok]
     batch_ids = [raw.batch_id for raw in ok]
     if not (
-        all_fullmatch(UUID_TEXT, event_ids)
+        all_uuid_text(event_ids)
         and all_fullmatch(CUSTOMER_ID, customers)
         and max(map(len, versions)) <= MODEL_VERSION_MAX
         and set(map(len, recommendations)) == {3}
@@ -149,7 +149,7 @@ def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
         and _within(scores, 100.0)
         and all(map(is_timestamp, set(stamps)))
         and set(sources) <= SOURCES
-        and all_fullmatch(UUID_TEXT, [b for b in batch_ids if b is not None])
+        and all_uuid_text([b for b in batch_ids if b is not None])
         and {raw.schema_version for raw in ok} == {1}
     ):
         return [None if raw is None else fast_row(value) for raw, value in zip(decoded, values, strict=True)]
