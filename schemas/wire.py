@@ -47,7 +47,7 @@ class SourceRecord(Protocol):
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 0.5 µs against 0.15, paid once per event
 class EventIds:
     """What the scorer carries forward from a valid FeatureEvent (ids as canonical strings)."""
 
