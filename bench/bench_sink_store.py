@@ -5,7 +5,8 @@ Creates a scratch database on the local Postgres (or STREAMSCORE_BENCH_ADMIN_URL
 
     .venv/bin/python bench/bench_sink_store.py --rows 5000 --batches 8
 
-Prints the median and best milliseconds per batch and µs per row for each variant.
+Prints the median and best milliseconds per batch, µs per row, and the client's (the sink's) CPU µs per
+row for each variant.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def batch(rows: int, index: int, tag: str) -> list[PredictionRow]:
     ]
 
 
-async def run(variant: str, store: Store, admin_url: str, rows: int, batches: int) -> list[float]:
-    """Milliseconds per batch for one variant on its own fresh database."""
+async def run(
+    variant: str, store: Store, admin_url: str, rows: int, batches: int
+) -> tuple[list[float], list[float]]:
+    """Milliseconds and client CPU milliseconds per batch for one variant on its own fresh database."""
     name = f"ss_bench_{uuid.uuid4().hex[:8]}"
     dsn = make_url(admin_url).set(drivername="postgresql")
     admin = await asyncpg.connect(dsn.render_as_string(hide_password=False))
@@ -56,16 +59,17 @@ async def run(variant: str, store: Store, admin_url: str, rows: int, batches: in
         await asyncio.to_thread(upgrade_head, url)
         engine = create_engine(DatabaseSettings(database_url=url))
         sessions = create_sessionmaker(engine)
-        timings = []
+        timings, cpu = [], []
         for index in range(batches + 1):
             data = batch(rows, index, variant)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             async with sessions() as session, session.begin():
                 await store(session, data)
             if index:  # the first batch warms the connection and the plans
                 timings.append((time.perf_counter() - started) * 1000)
+                cpu.append((time.process_time() - cpu_started) * 1000)
         await engine.dispose()
-        return timings
+        return timings, cpu
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
@@ -79,10 +83,11 @@ async def main() -> None:
     admin_url = os.environ.get("STREAMSCORE_BENCH_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     for variant, store in (("unnest", store_predictions), ("copy", store_predictions_copy),
                            ("unnest", store_predictions), ("copy", store_predictions_copy)):
-        timings = await run(variant, store, admin_url, args.rows, args.batches)
-        median = statistics.median(timings)
+        timings, cpu = await run(variant, store, admin_url, args.rows, args.batches)
+        median, client = statistics.median(timings), statistics.median(cpu) * 1000 / args.rows
         print(f"{variant:7s} median {median:7.1f} ms  best {min(timings):7.1f} ms  "
-              f"{median * 1000 / args.rows:5.1f} µs/row  ({args.batches} x {args.rows} rows)")
+              f"{median * 1000 / args.rows:5.1f} µs/row  client CPU {client:4.1f} µs/row  "
+              f"({args.batches} x {args.rows} rows)")
 
 
 if __name__ == "__main__":
