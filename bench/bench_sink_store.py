@@ -5,8 +5,8 @@ Creates a scratch database on the local Postgres (or STREAMSCORE_BENCH_ADMIN_URL
 
     .venv/bin/python bench/bench_sink_store.py --rows 5000 --batches 8
 
-Prints the median and best milliseconds per batch, µs per row, and the client's (the sink's) CPU µs per
-row for each variant.
+Prints the median and best milliseconds per batch, µs per row, and the CPU µs per row of the client (the
+sink) and of its Postgres backend process for each variant.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
+import psutil
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,8 +50,8 @@ def batch(rows: int, index: int, tag: str) -> list[PredictionRow]:
 
 async def run(
     variant: str, store: Store, admin_url: str, rows: int, batches: int
-) -> tuple[list[float], list[float]]:
-    """Milliseconds and client CPU milliseconds per batch for one variant on its own fresh database."""
+) -> tuple[list[float], list[float], list[float]]:
+    """Milliseconds, client and Postgres-backend CPU milliseconds per batch, on a fresh database."""
     name = f"ss_bench_{uuid.uuid4().hex[:8]}"
     dsn = make_url(admin_url).set(drivername="postgresql")
     admin = await asyncpg.connect(dsn.render_as_string(hide_password=False))
@@ -59,17 +61,24 @@ async def run(
         await asyncio.to_thread(upgrade_head, url)
         engine = create_engine(DatabaseSettings(database_url=url))
         sessions = create_sessionmaker(engine)
-        timings, cpu = [], []
+        timings, cpu, server = [], [], []
         for index in range(batches + 1):
             data = batch(rows, index, variant)
-            started, cpu_started = time.perf_counter(), time.process_time()
-            async with sessions() as session, session.begin():
-                await store(session, data)
+            async with sessions() as session:
+                pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                backend = psutil.Process(pid)
+                await session.commit()
+                server_started = sum(backend.cpu_times()[:2])
+                started, cpu_started = time.perf_counter(), time.process_time()
+                async with session.begin():
+                    await store(session, data)
+                elapsed, client = time.perf_counter() - started, time.process_time() - cpu_started
             if index:  # the first batch warms the connection and the plans
-                timings.append((time.perf_counter() - started) * 1000)
-                cpu.append((time.process_time() - cpu_started) * 1000)
+                timings.append(elapsed * 1000)
+                cpu.append(client * 1000)
+                server.append((sum(backend.cpu_times()[:2]) - server_started) * 1000)
         await engine.dispose()
-        return timings, cpu
+        return timings, cpu, server
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
@@ -83,11 +92,12 @@ async def main() -> None:
     admin_url = os.environ.get("STREAMSCORE_BENCH_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     for variant, store in (("unnest", store_predictions), ("copy", store_predictions_copy),
                            ("unnest", store_predictions), ("copy", store_predictions_copy)):
-        timings, cpu = await run(variant, store, admin_url, args.rows, args.batches)
+        timings, cpu, server = await run(variant, store, admin_url, args.rows, args.batches)
         median, client = statistics.median(timings), statistics.median(cpu) * 1000 / args.rows
+        backend = statistics.median(server) * 1000 / args.rows
         print(f"{variant:7s} median {median:7.1f} ms  best {min(timings):7.1f} ms  "
-              f"{median * 1000 / args.rows:5.1f} µs/row  client CPU {client:4.1f} µs/row  "
-              f"({args.batches} x {args.rows} rows)")
+              f"{median * 1000 / args.rows:5.1f} µs/row  CPU µs/row: client {client:4.1f}, "
+              f"Postgres backend {backend:4.1f}  ({args.batches} x {args.rows} rows)")
 
 
 if __name__ == "__main__":
