@@ -22,14 +22,12 @@ def _quoted(value: str) -> str:
 
 
 def text_array(values: Sequence[str | None]) -> str:
-    """An array literal of text values (each quoted and escaped, None as NULL)."""
+    """An array literal of text values (each quoted and escaped, None as NULL); values hold no NUL."""
     if not values:
         return "{}"
     if None in values:
         return "{" + ",".join("NULL" if value is None else _quoted(value) for value in values) + "}"
     body = _SEPARATOR.join(cast("Sequence[str]", values))
-    if body.count(_SEPARATOR) != len(values) - 1:  # a value holds NUL: keep it whole, for Postgres to reject
-        return "{" + ",".join(map(_quoted, cast("Sequence[str]", values))) + "}"
     return '{"' + body.replace("\\", "\\\\").replace('"', '\\"').replace(_SEPARATOR, '","') + '"}'
 
 
