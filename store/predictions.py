@@ -14,7 +14,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import DEAD_LETTER_PAYLOAD_MAX, DeadLetter, Prediction
-from store.literals import column_literals
 from store.tables import Prediction as PredictionTable
 
 MODEL_VERSION_MAX = 64
@@ -76,12 +75,10 @@ replayed copies are never inserted again (event_id), so they cannot change it.
 # is a view over predictions (migration 0005): keeping it as a table cost a quarter of Postgres's CPU.
 _UNNEST_INPUT = """
     SELECT * FROM unnest(
-        CAST(CAST(:event_ids AS text) AS uuid[]), CAST(CAST(:customer_ids AS text) AS text[]),
-        CAST(CAST(:model_versions AS text) AS text[]), CAST(CAST(:sources AS text) AS text[]),
-        CAST(CAST(:batch_ids AS text) AS uuid[]), CAST(CAST(:recommendations AS text) AS text[]),
-        CAST(CAST(:propensities AS text) AS float8[]), CAST(CAST(:segment_labels AS text) AS text[]),
-        CAST(CAST(:segment_scores AS text) AS float8[]), CAST(CAST(:scored_ats AS text) AS timestamptz[]),
-        CAST(CAST(:reasons AS text) AS text[])
+        CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
+        CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
+        CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
+        CAST(CAST(:scored_ats AS text[]) AS timestamptz[]), CAST(:reasons AS text[])
     ) WITH ORDINALITY AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
            propensity, segment_label, segment_score, scored_at, reasons, position)
 """
@@ -138,8 +135,7 @@ _PREDICTION_PARAMS = (
     "scored_ats",
     "reasons",
 )
-"""The unnest parameters above, in PredictionRow field order (each one array literal, store/literals.py)."""
-FLOAT_PARAMS = frozenset({"propensities", "segment_scores"})
+"""The unnest parameters above, in PredictionRow field order."""
 
 _STORE_DEAD_LETTERS = text(
     """
@@ -171,7 +167,7 @@ async def store_predictions(session: AsyncSession, rows: Sequence[PredictionRow]
     """Insert predictions idempotently on event_id and upsert segments from the new ones."""
     if not rows:
         return StoredPredictions()
-    columns = column_literals(rows, _PREDICTION_PARAMS, FLOAT_PARAMS)
+    columns = dict(zip(_PREDICTION_PARAMS, map(list, zip(*rows, strict=True)), strict=True))
     result = await session.execute(_STORE_PREDICTIONS, columns)
     return _stored(result.all())
 

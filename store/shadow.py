@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.literals import column_literals
-from store.predictions import FLOAT_PARAMS, PredictionRow
+from store.predictions import PredictionRow
 
 # Only predictions_shadow: a shadow row never moves customers, segments or batch jobs.
 _STORE_SHADOW = text(
@@ -18,11 +17,10 @@ INSERT INTO predictions_shadow (event_id, customer_id, model_version, source, ba
 SELECT event_id, customer_id, model_version, source, batch_id, recommendations::jsonb,
        propensity, segment_label, segment_score, scored_at
 FROM unnest(
-    CAST(CAST(:event_ids AS text) AS uuid[]), CAST(CAST(:customer_ids AS text) AS text[]),
-    CAST(CAST(:model_versions AS text) AS text[]), CAST(CAST(:sources AS text) AS text[]),
-    CAST(CAST(:batch_ids AS text) AS uuid[]), CAST(CAST(:recommendations AS text) AS text[]),
-    CAST(CAST(:propensities AS text) AS float8[]), CAST(CAST(:segment_labels AS text) AS text[]),
-    CAST(CAST(:segment_scores AS text) AS float8[]), CAST(CAST(:scored_ats AS text) AS timestamptz[])
+    CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
+    CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
+    CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
+    CAST(CAST(:scored_ats AS text[]) AS timestamptz[])
 ) AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
        propensity, segment_label, segment_score, scored_at)
 ON CONFLICT (event_id, model_version) DO NOTHING
@@ -39,5 +37,7 @@ async def store_shadow_predictions(session: AsyncSession, rows: Sequence[Predict
     if not rows:
         return 0
     # The shadow table keeps no reason codes: the first fields of PredictionRow only.
-    result = await session.execute(_STORE_SHADOW, column_literals(rows, _PARAMS, FLOAT_PARAMS))
+    fields = [row[: len(_PARAMS)] for row in rows]
+    columns = dict(zip(_PARAMS, map(list, zip(*fields, strict=True)), strict=True))
+    result = await session.execute(_STORE_SHADOW, columns)
     return len(result.all())
