@@ -1,4 +1,4 @@
-"""Sink storage benchmark: the unnest statement against binary COPY into a staging table, same SQL after.
+"""Sink storage benchmark: unnest parameters against COPY into a staging table (the sink's), same SQL after.
 
 Creates a scratch database on the local Postgres (or STREAMSCORE_BENCH_ADMIN_URL), migrates it, and stores
 `--batches` batches of `--rows` predictions (half of them new customers, half updates) with each variant.
@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from infra.database import create_engine, create_sessionmaker
 from infra.settings import DatabaseSettings
 from migrations.runner import upgrade_head
-from store.predictions import PredictionRow, StoredPredictions, store_predictions, store_predictions_copy
+from store.predictions import PredictionRow, StoredPredictions, store_predictions, store_predictions_unnest
 
 Store = Callable[[AsyncSession, Sequence[PredictionRow]], Awaitable[StoredPredictions]]
 RECOMMENDATION = {"product_id": "car", "name": "Car policies", "probability": 0.5}
@@ -90,8 +90,8 @@ async def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     args = parser.parse_args()
     admin_url = os.environ.get("STREAMSCORE_BENCH_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
-    for variant, store in (("unnest", store_predictions), ("copy", store_predictions_copy),
-                           ("unnest", store_predictions), ("copy", store_predictions_copy)):
+    for variant, store in (("unnest", store_predictions_unnest), ("copy", store_predictions),
+                           ("unnest", store_predictions_unnest), ("copy", store_predictions)):
         timings, cpu, server = await run(variant, store, admin_url, args.rows, args.batches)
         median, client = statistics.median(timings), statistics.median(cpu) * 1000 / args.rows
         backend = statistics.median(server) * 1000 / args.rows
