@@ -62,17 +62,23 @@ def _record(version: str, picks: list[int], probabilities: list[float], propensi
     }
 
 
+def scored_batch(rows: list[tuple[Any, ...]], version: str, scored_at: datetime) -> list[bytes]:
+    """The scorer's prediction messages for scored_rows."""
+    events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
+    return predictions_json(
+        events, version,
+        np.array([r[4] for r in rows]), np.array([r[5] for r in rows]), np.array([r[6] for r in rows]),
+        np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at,
+    )
+
+
 @SETTINGS
 @given(st.lists(scored_rows, min_size=1, max_size=8), st.text(max_size=30), aware)
 def test_prediction_encoders_write_what_pydantic_writes(
     rows: list[tuple[Any, ...]], version: str, scored_at: datetime
 ) -> None:
     events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
-    batch = predictions_json(
-        events, version,
-        np.array([r[4] for r in rows]), np.array([r[5] for r in rows]), np.array([r[6] for r in rows]),
-        np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at,
-    )
+    batch = scored_batch(rows, version, scored_at)
     for event, row, payload in zip(events, rows, batch, strict=True):
         fields = _record(version, *row[4:])
         expected = Prediction(
@@ -126,11 +132,7 @@ def test_fast_rows_checks_by_column_what_fast_row_checks_by_record(values: list[
 def test_fast_rows_on_scorer_batches_with_strays(
     rows: list[tuple[Any, ...]], scored_at: datetime, strays: list[bytes], rng: Any
 ) -> None:
-    events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
-    values = predictions_json(
-        events, "v1", np.array([r[4] for r in rows]), np.array([r[5] for r in rows]),
-        np.array([r[6] for r in rows]), np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at,
-    ) + strays
+    values = scored_batch(rows, "v1", scored_at) + strays
     rng.shuffle(values)
     assert fast_rows(values) == [fast_row(value) for value in values]
 
@@ -150,11 +152,7 @@ ONE_BAD_FIELD: list[tuple[tuple[str | int, ...], Any]] = [
 def test_one_bad_field_in_a_canonical_batch_is_rejected(
     rows: list[tuple[Any, ...]], scored_at: datetime, bad: tuple[tuple[str | int, ...], Any], data: Any
 ) -> None:
-    events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
-    values = predictions_json(
-        events, "v1", np.array([r[4] for r in rows]), np.array([r[5] for r in rows]),
-        np.array([r[6] for r in rows]), np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at,
-    )
+    values = scored_batch(rows, "v1", scored_at)
     target = data.draw(st.integers(0, len(values) - 1))
     message = orjson.loads(values[target])
     path, value = bad
@@ -188,9 +186,5 @@ def test_parse_predictions_gives_the_contracts_rows_and_reasons(values: list[byt
 @SETTINGS
 @given(st.lists(scored_rows, min_size=1, max_size=5), aware)
 def test_scorer_output_takes_the_sinks_fast_path(rows: list[tuple[Any, ...]], scored_at: datetime) -> None:
-    events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
-    payloads = predictions_json(
-        events, "v1", np.array([r[4] for r in rows]), np.array([r[5] for r in rows]),
-        np.array([r[6] for r in rows]), np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at,
-    )
+    payloads = scored_batch(rows, "v1", scored_at)
     assert all(fast_row(payload) is not None for payload in payloads)
