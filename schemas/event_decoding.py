@@ -91,13 +91,14 @@ def int_rows(raws: Sequence[bytes | msgspec.Raw]) -> tuple[np.ndarray, np.ndarra
     Rows that fail hold unspecified values.
     """
     n = len(raws)
-    matrix = np.zeros((n, FEATURE_COUNT), dtype=np.int64)
     if n == 0:
-        return matrix, np.zeros(0, dtype=bool)
-    if (compact := _compact_int_rows(raws)) is not None:
-        return compact
-    text = np.frombuffer(b"".join(raws), dtype=np.uint8)
+        return np.zeros((0, FEATURE_COUNT), dtype=np.int64), np.zeros(0, dtype=bool)
+    joined = b"".join(raws)
     lengths = np.fromiter(map(len, raws), dtype=np.int64, count=n)
+    if (compact := _compact_int_rows(joined, lengths)) is not None:
+        return compact
+    matrix = np.zeros((n, FEATURE_COUNT), dtype=np.int64)
+    text = np.frombuffer(joined, dtype=np.uint8)
     space = (text == _SPACE) | (text == 10) | (text == 13) | (text == 9)
     if space.any():
         lengths = lengths - np.add.reduceat(space, np.cumsum(lengths) - lengths, dtype=np.int64)
@@ -131,18 +132,17 @@ def int_rows(raws: Sequence[bytes | msgspec.Raw]) -> tuple[np.ndarray, np.ndarra
     return matrix, ok
 
 
-def _compact_int_rows(raws: Sequence[bytes | msgspec.Raw]) -> tuple[np.ndarray, np.ndarray] | None:
-    """int_rows in one C parse when every text is `[` digits and 85 commas `]`, else None.
+def _compact_int_rows(joined: bytes, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """int_rows of the joined texts (of these lengths) in one C parse when every text is `[` digits and
+    85 commas `]`, else None.
 
     Valid JSON whose text holds, once digits and commas are deleted, exactly `[]` per value is a flat list of
     non-negative integers each (a nested list or a bare number would leave other brackets). np.fromstring
     saturates a value beyond int64 at its maximum, which the range check rejects.
     """
-    n = len(raws)
-    joined = b"".join(raws)
+    n = len(lengths)
     if joined.translate(None, b"0123456789,") != b"[]" * n:
         return None
-    lengths = np.fromiter(map(len, raws), dtype=np.int64, count=n)
     commas = np.add.reduceat(np.frombuffer(joined, dtype=np.uint8) == _COMMA, np.cumsum(lengths) - lengths)
     if not np.all(commas == FEATURE_COUNT - 1):
         return None
