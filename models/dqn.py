@@ -1,4 +1,4 @@
-"""Deep Q-learning next-product recommender: environment, replay, Double DQN training, NumPy serving."""
+"""Deep Q-learning next-product recommender: environment, replay, Double DQN training, NumPy forward pass."""
 
 from __future__ import annotations
 
@@ -181,32 +181,6 @@ def recommend(
     scores = q0[rows, actions].astype(np.float64)
     order = np.argsort(-scores, axis=1, kind="stable")
     return actions[rows, order], scores[rows, order]
-
-
-def serve(
-    weights: list[tuple[np.ndarray, np.ndarray]], features: np.ndarray, k: int = TOP_K
-) -> tuple[np.ndarray, np.ndarray]:
-    """`recommend` with the NumPy network, bit for bit, at k forward passes instead of k + 1.
-
-    The state is encoded once and only its recommended-mask columns change between steps; the first
-    step's state is the initial state, so its unmasked Q-values are the scores `recommend` re-computes.
-    """
-    n = features.shape[0]
-    state = encode(features, np.zeros((n, N_ACTIONS), dtype=bool))
-    owned = state[:, OWNED_OFFSET:RECOMMENDED_OFFSET] > 0
-    actions = np.zeros((n, k), dtype=np.int64)
-    rows = np.arange(n)
-    q0 = forward(weights, state)
-    q = q0
-    for step in range(k):
-        if step:
-            state[rows, RECOMMENDED_OFFSET + actions[:, step - 1]] = 1.0
-            q = forward(weights, state)
-        taken = owned | (state[:, RECOMMENDED_OFFSET:] > 0)
-        actions[:, step] = np.argmax(np.where(taken, -np.inf, q), axis=1)
-    scores = q0[rows[:, None], actions].astype(np.float64)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    return actions[rows[:, None], order], scores[rows[:, None], order]
 
 
 def merge_networks(models: list[Any], hidden: tuple[int, ...]) -> Any:

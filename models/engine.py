@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from models import boosting, dqn, reasons, tree_shap
+from models import boosting, dqn, dqn_serving, reasons, tree_shap
 from models import propensity as prop
 from models.data import PROPENSITY_COLUMNS, VALUE_COLUMNS
 from models.registry import Registry
@@ -67,6 +67,7 @@ class ModelBundle:
 
     version: str
     q_weights: list[tuple[np.ndarray, np.ndarray]]
+    q_network: dqn_serving.ServingNetwork
     calibrator: dict[str, list[float]]
     propensity: prop.AdditivePropensity | list[Any]  # additive logistic (JSON) or old XGBoost seed ensemble
     value: Any
@@ -88,9 +89,11 @@ class ModelBundle:
         thresholds = manifest["thresholds"]
         propensity = _load_propensity(directory, art["propensity"])
         value = boosting.load(directory / art["value"])
+        q_weights = dqn.dense_weights(model)
         return cls(
             version=manifest["version"],
-            q_weights=dqn.dense_weights(model),
+            q_weights=q_weights,
+            q_network=dqn_serving.ServingNetwork.of(q_weights),
             calibrator=json.loads((directory / art["dqn_calibration"]).read_text(encoding="utf-8")),
             propensity=propensity,
             value=value,
@@ -121,7 +124,7 @@ class ModelBundle:
     def score(self, features: np.ndarray) -> ScoreBatch:
         """Vectorised scoring of an (n, 86) matrix."""
         x = np.asarray(features)
-        actions, q = dqn.serve(self.q_weights, x)
+        actions, q = dqn_serving.serve(self.q_network, x)
         value = boosting.predict_value_served(self.value, self.value_table, x)
         score = boosting.percentile_score(value, self.value_grid)
         label = np.where(score >= self.high_min, "high", np.where(score >= self.medium_min, "medium", "low"))
