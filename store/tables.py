@@ -27,12 +27,16 @@ class Base(DeclarativeBase):
     """Declarative base; Alembic migrations are written against this metadata."""
 
 
+IDENTIFIER = String(64, collation="C")
+"""The type of customer and model-version ids: compared bytewise (migration 0006 says why)."""
+
+
 class ScoredColumns:
     """The columns a stored prediction and a shadow prediction share (one definition of their shape)."""
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    customer_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    customer_id: Mapped[str] = mapped_column(IDENTIFIER, nullable=False)
+    model_version: Mapped[str] = mapped_column(IDENTIFIER, nullable=False)
     source: Mapped[str] = mapped_column(String(16), nullable=False)
     batch_id: Mapped[UUID | None] = mapped_column(PG_UUID(as_uuid=True), nullable=True)
     recommendations: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
@@ -77,13 +81,16 @@ class Segment(Base):
 
     __tablename__ = "segments"
 
-    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(IDENTIFIER, primary_key=True)
+    model_version: Mapped[str] = mapped_column(IDENTIFIER, primary_key=True)
     label: Mapped[str] = mapped_column(String(8), nullable=False)
     score: Mapped[float] = mapped_column(Float, nullable=False)
     scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
-    __table_args__ = (Index("ix_segments_model_label", "model_version", "label"),)
+    __table_args__ = (
+        Index("ix_segments_model_label", "model_version", "label"),
+        {"postgresql_with": {"fillfactor": 70}},  # room for heap-only updates (migration 0006)
+    )
 
 
 class CacheRepair(Base):
@@ -91,8 +98,8 @@ class CacheRepair(Base):
 
     __tablename__ = "cache_repair"
 
-    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(IDENTIFIER, primary_key=True)
+    model_version: Mapped[str] = mapped_column(IDENTIFIER, primary_key=True)
     noted_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
