@@ -43,11 +43,11 @@ DESIGNS: dict[str, list[list[str]]] = {
 async def run_design(name: str, args: argparse.Namespace) -> tuple[Throughput, tuple[float, float, float]]:
     """One design on its own broker and database: throughput, then latency at the steady rate."""
     log_dir = Path(args.log_dir)
-    async with bench_stack(args.partitions, log_dir) as stack:
+    async with bench_stack(args.partitions, log_dir, args.redis_url) as stack:
         env = {**stack.env(args.redis_url), "PYTHONPATH": str(ROOT)}
         for role, command in zip(("scorer", "sink"), DESIGNS[name], strict=True):
             stack.processes.append(start_process(command, env, log_dir / f"{name}-{role}-{stack.run}.log"))
-        warmup = feature_payloads(args.warmup, seed=1)
+        warmup = feature_payloads(args.warmup, seed=1, prefix=stack.customer_prefix)
         await produce_fast(stack.broker.bootstrap, stack.topic, warmup)
         await wait_rows(stack.dsn, len(warmup), 180, stack.processes)
         pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid,

@@ -44,8 +44,12 @@ ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 STREAMSCORE = Path(sys.executable).with_name("streamscore")
 
 
-def feature_payloads(count: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
-    """(key, FeatureEvent JSON) pairs with random in-range features and distinct customers."""
+def feature_payloads(count: int, seed: int = 0, prefix: str = "bench") -> list[tuple[bytes, bytes]]:
+    """(key, FeatureEvent JSON) pairs with random in-range features and customers new to this run.
+
+    Customers are `{prefix}-{seed}-{i}`: every phase of a run scores new customers in Postgres and Redis
+    alike, whatever earlier runs left in Redis (an update costs Redis another figure than a new key).
+    """
     rng = np.random.default_rng(seed)
     low = np.array([lo for lo, _ in FEATURE_RANGES])
     high = np.array([hi for _, hi in FEATURE_RANGES])
@@ -53,7 +57,7 @@ def feature_payloads(count: int, seed: int = 0) -> list[tuple[bytes, bytes]]:
     now = "2026-01-01T00:00:00Z"
     payloads = []
     for i, features in enumerate(matrix):
-        customer = f"bench-{i}"
+        customer = f"{prefix}-{seed}-{i}"
         body = {
             "event_id": str(uuid.uuid4()),
             "customer_id": customer,
@@ -251,6 +255,11 @@ class Stack:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
+    def customer_prefix(self) -> str:
+        """Prefix of this run's customer ids (and so of its Redis keys)."""
+        return f"bench{self.run}"
+
+    @property
     def topic(self) -> str:
         """The concrete customer-features topic."""
         return topic_name(self.settings, topics.CUSTOMER_FEATURES)
@@ -271,7 +280,9 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def bench_stack(partitions: int, log_dir: Path, keep_db: bool = False) -> AsyncIterator[Stack]:
+async def bench_stack(
+    partitions: int, log_dir: Path, redis_url: str, keep_db: bool = False
+) -> AsyncIterator[Stack]:
     """A migrated scratch database and a Tansu broker with the contract topics; torn down afterwards."""
     run = uuid.uuid4().hex[:8]
     database = f"ss_bench_{run}"
@@ -293,10 +304,27 @@ async def bench_stack(partitions: int, log_dir: Path, keep_db: bool = False) -> 
     finally:
         stop_processes(stack.processes)
         broker.stop()
+        await drop_cached(redis_url, stack.customer_prefix)
         if not keep_db:
             admin = await asyncpg.connect(ADMIN_DSN)
             await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             await admin.close()
+
+
+async def drop_cached(url: str, prefix: str) -> None:
+    """Delete the run's prediction keys from Redis (a run leaves ~300 MB per million events otherwise)."""
+    client = redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"predict:{prefix}-*", count=10_000):
+            batch.append(key)
+            if len(batch) >= 10_000:
+                await client.unlink(*batch)
+                batch = []
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
 
 
 def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -333,7 +361,7 @@ class Throughput:
 
 async def measure_throughput(stack: Stack, pids: dict[str, int], events: int, already: int) -> Throughput:
     """Produce `events` at full speed; time from the first produce to the last row in Postgres."""
-    payloads = feature_payloads(events, seed=2)
+    payloads = feature_payloads(events, seed=2, prefix=stack.customer_prefix)
     if stack.broker.process is not None:
         pids = {**pids, "tansu": stack.broker.process.pid}
     pg_pids = await backend_pids(stack.dsn, stack.database)
@@ -354,7 +382,7 @@ async def measure_latency(
 ) -> tuple[float, float, float]:
     """Produce at a steady `rate` events/s for `seconds`; (p50, p99, max) ms from send to `stored_at`."""
     total = int(rate * seconds)
-    payloads = feature_payloads(total, seed=3)
+    payloads = feature_payloads(total, seed=3, prefix=stack.customer_prefix)
     producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap, acks="all", linger_ms=0)
     await producer.start()
     sent: dict[str, float] = {}
@@ -391,11 +419,11 @@ async def measure_latency(
 async def main(args: argparse.Namespace) -> None:
     """Run one bench: throughput, then (with --rate) latency at a steady rate."""
     log_dir = Path(args.log_dir)
-    async with bench_stack(args.partitions, log_dir, args.keep_db) as stack:
+    async with bench_stack(args.partitions, log_dir, args.redis_url, args.keep_db) as stack:
         env = stack.env(args.redis_url)
         for service in ("scorer", "sink"):
             stack.processes.append(start_service(service, env, log_dir / f"{service}-{stack.run}.log"))
-        warmup = feature_payloads(args.warmup, seed=1)
+        warmup = feature_payloads(args.warmup, seed=1, prefix=stack.customer_prefix)
         await produce_fast(stack.broker.bootstrap, stack.topic, warmup)
         await wait_rows(stack.dsn, len(warmup), 120, stack.processes)
         print(f"services ready (warm-up of {len(warmup)} events stored)")
