@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from infra.database import create_engine, create_sessionmaker
 from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence
 from infra.logging import configure_logging
-from infra.process import cancel_tasks
+from infra.process import bounded, cancel_tasks
 from ingest_api.batching import DirectScorer, DynamicBatcher
 from ingest_api.deps import Services, build_redis
 from ingest_api.errors import error_response, install_error_handlers
@@ -151,15 +151,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
     async with contextlib.AsyncExitStack() as stack:
         db_engine = create_engine(settings)
-        stack.push_async_callback(db_engine.dispose)
+        stack.push_async_callback(bounded(db_engine.dispose, "postgres pool"))
         redis = build_redis(settings)
-        stack.push_async_callback(redis.aclose)
+        stack.push_async_callback(bounded(redis.aclose, "redis client"))
         await ensure_topics(settings)
         idempotent = await resolve_idempotence(settings)
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
                                     **producer_options(settings) | {"enable_idempotence": idempotent})
         await producer.start()
-        stack.push_async_callback(producer.stop)
+        stack.push_async_callback(bounded(producer.stop, "kafka producer"))
         engine = app.state.preloaded_engine or await asyncio.to_thread(InferenceEngine.load,
                                                                        _registry_dir(settings))
         metrics: ApiMetrics = app.state.metrics
@@ -187,8 +187,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             services.sync_scorer = DirectScorer(engine.score, engine.reasons)
         services.background = BackgroundPublisher(producer, on_failure=metrics.sync_publish_failures.inc)
         # Registered after producer.stop, so it runs before it: in-flight predictions get their acks first.
-        stack.push_async_callback(services.background.drain)
-        stack.push_async_callback(services.sync_scorer.close)
+        stack.push_async_callback(bounded(services.background.drain, "sync prediction acks"))
+        stack.push_async_callback(bounded(services.sync_scorer.close, "sync scorer"))
         watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
         guard = asyncio.create_task(topic_guard.run_forever(), name="topic-guard")
         stack.push_async_callback(cancel_tasks, [watcher, guard])
