@@ -1,6 +1,7 @@
 """Sustained end-to-end throughput: one `streamscore scorer` and one `streamscore sink` process.
 
-Starts its own Tansu broker and a fresh Postgres database (local server, dropped afterwards), uses
+Starts its own Tansu broker and a fresh Postgres database (on the local server, or the one
+STREAMSCORE_BENCH_ADMIN_URL names; dropped afterwards), uses
 the local Redis, waits until both services have stored a warm-up event, then produces N feature
 events to customer-features.v1 and measures events/s from the first produce to the last row in
 Postgres. Target: >= 25,000 events/s. With --rate, then sends events at that steady rate and reports the
@@ -31,6 +32,7 @@ import numpy as np
 import orjson
 import redis.asyncio as redis
 from aiokafka import AIOKafkaProducer
+from sqlalchemy.engine import make_url
 
 from infra.kafka import ensure_topics, topic_name
 from infra.settings import KafkaSettings
@@ -40,7 +42,11 @@ from schemas.features import FEATURE_RANGES
 from scorer.handlers import send_keyed_batches
 from streamscore.embedded import TansuBroker
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+ADMIN_URL = make_url(
+    os.environ.get("STREAMSCORE_BENCH_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+)
+"""The server the scratch databases are made on (bench_sink_store reads the same variable)."""
+ADMIN_DSN = ADMIN_URL.set(drivername="postgresql").render_as_string(hide_password=False)
 STREAMSCORE = Path(sys.executable).with_name("streamscore")
 
 
@@ -289,14 +295,14 @@ async def bench_stack(
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
-    database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+    database_url = ADMIN_URL.set(database=database).render_as_string(hide_password=False)
     await asyncio.to_thread(upgrade_head, database_url)
     broker = TansuBroker(log_path=log_dir / f"tansu-{run}.log").start()
     settings = KafkaSettings(
         kafka_bootstrap=broker.bootstrap, kafka_partitions=partitions, kafka_idempotent=False,
         topic_prefix=f"bench{run}.",
     )
-    dsn = f"postgresql://postgres@127.0.0.1:5432/{database}"
+    dsn = ADMIN_URL.set(drivername="postgresql", database=database).render_as_string(hide_password=False)
     stack = Stack(run, database, dsn, database_url, broker, settings)
     try:
         await ensure_topics(settings)
