@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from models.data import COUNT_INDEX, RANGE_MAX
+from models.data import COUNT_INDEX, RANGE_MAX, owned
 from schemas.features import FEATURE_COUNT, PRODUCT_PREMIUM_INDEX
 
 N_ACTIONS = 22
 TOP_K = 3
 N_SUBTYPES, N_MAINTYPES = 41, 10  # MOSTYPE (column 1) and MOSHOOFD (column 5) are categorical: one-hot
-OWNED_OFFSET = FEATURE_COUNT + N_SUBTYPES + N_MAINTYPES
+SUBTYPE_OFFSET, MAINTYPE_OFFSET = FEATURE_COUNT, FEATURE_COUNT + N_SUBTYPES
+OWNED_OFFSET = MAINTYPE_OFFSET + N_MAINTYPES
 RECOMMENDED_OFFSET = OWNED_OFFSET + N_ACTIONS
 STATE_DIM = RECOMMENDED_OFFSET + N_ACTIONS
 _PREMIUM = np.array([-1 if i is None else i for i in PRODUCT_PREMIUM_INDEX], dtype=np.int64)
@@ -47,15 +48,21 @@ class DQNConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+def category_indices(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's 0-based subtype (MOSTYPE) and main type (MOSHOOFD) one-hot position, clipped to range."""
+    return np.clip(features[:, 0], 1, N_SUBTYPES) - 1, np.clip(features[:, 4], 1, N_MAINTYPES) - 1
+
+
 def encode(features: np.ndarray, recommended: np.ndarray) -> np.ndarray:
     """State vector: 86 values / range max, one-hot subtype & main type, owned flags, recommended mask."""
     n = features.shape[0]
     state = np.zeros((n, STATE_DIM), dtype=np.float32)
     state[:, :FEATURE_COUNT] = features / RANGE_MAX
     rows = np.arange(n)
-    state[rows, FEATURE_COUNT + np.clip(features[:, 0], 1, N_SUBTYPES) - 1] = 1.0
-    state[rows, FEATURE_COUNT + N_SUBTYPES + np.clip(features[:, 4], 1, N_MAINTYPES) - 1] = 1.0
-    state[:, OWNED_OFFSET:RECOMMENDED_OFFSET] = features[:, COUNT_INDEX] > 0
+    subtype, maintype = category_indices(features)
+    state[rows, SUBTYPE_OFFSET + subtype] = 1.0
+    state[rows, MAINTYPE_OFFSET + maintype] = 1.0
+    state[:, OWNED_OFFSET:RECOMMENDED_OFFSET] = owned(features)
     state[:, RECOMMENDED_OFFSET:] = recommended
     return state
 
@@ -72,16 +79,16 @@ def hide(features: np.ndarray, hidden: np.ndarray) -> np.ndarray:
 
 def sample_hidden(features: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """For each customer owning a product, one owned product chosen uniformly: (row indices, product)."""
-    owned = features[:, COUNT_INDEX] > 0
-    rows = np.flatnonzero(owned.any(axis=1))
-    weights = owned[rows] / owned[rows].sum(axis=1, keepdims=True)
+    held = owned(features)
+    rows = np.flatnonzero(held.any(axis=1))
+    weights = held[rows] / held[rows].sum(axis=1, keepdims=True)
     choice = (weights.cumsum(axis=1) > rng.random((len(rows), 1))).argmax(axis=1)
     return rows, choice.astype(np.int64)
 
 
 def all_pairs(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every (customer, owned product) pair: (row indices, product). One episode per pair and epoch."""
-    rows, products = np.nonzero(features[:, COUNT_INDEX] > 0)
+    rows, products = np.nonzero(owned(features))
     return rows.astype(np.int64), products.astype(np.int64)
 
 

@@ -6,8 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data import COUNT_INDEX, RANGE_MAX
-from models.dqn import N_MAINTYPES, N_SUBTYPES, OWNED_OFFSET, RECOMMENDED_OFFSET, STATE_DIM, TOP_K
+from models.data import RANGE_MAX, owned
+from models.dqn import (
+    MAINTYPE_OFFSET,
+    OWNED_OFFSET,
+    RECOMMENDED_OFFSET,
+    STATE_DIM,
+    SUBTYPE_OFFSET,
+    TOP_K,
+    category_indices,
+)
 from schemas.features import FEATURE_COUNT
 
 Dense = list[tuple[np.ndarray, np.ndarray]]
@@ -37,14 +45,13 @@ class ServingNetwork:
         kernel, bias = weights[0]
         if kernel.shape[0] != STATE_DIM:
             raise ValueError(f"first layer takes {kernel.shape[0]} inputs, the state has {STATE_DIM}")
-        subtype_at, maintype_at = FEATURE_COUNT, FEATURE_COUNT + N_SUBTYPES
         scaled = kernel[:FEATURE_COUNT] / RANGE_MAX[:, None]
         return cls(
             dense_kernel=np.ascontiguousarray(
                 np.concatenate([scaled, kernel[OWNED_OFFSET:RECOMMENDED_OFFSET]]), dtype=np.float32
             ),
-            subtype_rows=np.asarray(kernel[subtype_at:maintype_at] + bias, dtype=np.float32),
-            maintype_rows=np.asarray(kernel[maintype_at:OWNED_OFFSET], dtype=np.float32),
+            subtype_rows=np.asarray(kernel[SUBTYPE_OFFSET:MAINTYPE_OFFSET] + bias, dtype=np.float32),
+            maintype_rows=np.asarray(kernel[MAINTYPE_OFFSET:OWNED_OFFSET], dtype=np.float32),
             recommended_rows=np.asarray(kernel[RECOMMENDED_OFFSET:], dtype=np.float32),
             deeper=tuple((np.asarray(k, np.float32), np.asarray(b, np.float32)) for k, b in weights[1:]),
         )
@@ -55,8 +62,9 @@ class ServingNetwork:
         dense[:, :FEATURE_COUNT] = features
         dense[:, FEATURE_COUNT:] = owned
         pre = dense @ self.dense_kernel
-        pre += self.subtype_rows[np.clip(features[:, 0], 1, N_SUBTYPES) - 1]
-        pre += self.maintype_rows[np.clip(features[:, 4], 1, N_MAINTYPES) - 1]
+        subtype, maintype = category_indices(features)
+        pre += self.subtype_rows[subtype]
+        pre += self.maintype_rows[maintype]
         return pre
 
     def q_values(self, pre: np.ndarray) -> np.ndarray:
@@ -79,9 +87,9 @@ def serve(network: ServingNetwork, features: np.ndarray, k: int = TOP_K) -> tupl
     their Q-value in the initial state, as `recommend` defines it.
     """
     n = features.shape[0]
-    owned = features[:, COUNT_INDEX] > 0
-    pre = network.first_layer(features, owned)
-    taken = owned.copy()
+    owned_flags = owned(features)
+    pre = network.first_layer(features, owned_flags)
+    taken = owned_flags.copy()
     actions = np.zeros((n, k), dtype=np.int64)
     rows = np.arange(n)
     q0 = q = network.q_values(pre)
