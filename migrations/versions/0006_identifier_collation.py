@@ -19,19 +19,15 @@ depends_on: str | Sequence[str] | None = None
 # library upgrade. A fill factor of 70 leaves room on each segments page, so re-scoring a customer whose
 # label stays is a heap-only update (no new index entries). Sink store statement, half of each batch
 # re-scored customers: Postgres 14.3 -> 13.1 µs per row, wall 16.7 -> 15.5 (bench/bench_sink_store.py --rows 4000).
-_IDENTIFIERS = {
-    'predictions': ('customer_id', 'model_version'),
-    'predictions_shadow': ('customer_id', 'model_version'),
-    'segments': ('customer_id', 'model_version'),
-    'cache_repair': ('customer_id', 'model_version'),
-}
+_TABLES = ('predictions', 'predictions_shadow', 'segments', 'cache_repair')
+_IDENTIFIERS = ('customer_id', 'model_version')
 _CUSTOMERS_VIEW = importlib.import_module('migrations.versions.0005_customers_view')._LATEST
 
 
 def _collate(collation: str) -> None:
     op.execute('DROP VIEW customers')  # a column a view reads cannot change its type
-    for table, columns in _IDENTIFIERS.items():
-        changes = ', '.join(f'ALTER COLUMN {c} TYPE varchar(64) COLLATE {collation}' for c in columns)
+    changes = ', '.join(f'ALTER COLUMN {c} TYPE varchar(64) COLLATE {collation}' for c in _IDENTIFIERS)
+    for table in _TABLES:
         op.execute(f'ALTER TABLE {table} {changes}')
     op.execute(f'CREATE VIEW customers AS {_CUSTOMERS_VIEW}')
 
