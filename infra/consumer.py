@@ -57,8 +57,12 @@ class ConsumerSpec:
     set_lag: SetLag
 
 
-def raw_values(message: StreamMessage[Any]) -> Any:
-    """Skip FastStream's per-record JSON decode: the handlers validate the raw bytes themselves."""
+async def raw_values(message: StreamMessage[Any]) -> Any:
+    """Skip FastStream's per-record JSON decode: the handlers validate the raw bytes themselves.
+
+    A coroutine, because FastStream runs a plain function decoder in a worker thread: a thread hand-off
+    per polled batch.
+    """
     return message.body
 
 
