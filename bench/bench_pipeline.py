@@ -197,15 +197,24 @@ class MemoryTrace:
             self.samples.append((done, {name: rss_mb(pid) for name, pid in self.pids.items()}))
 
     def report(self) -> str:
-        """Per service: RSS at each tenth, and growth from the first tenth (warm-up) to the largest later."""
+        """Per service: RSS at each tenth, its growth (second half's mean over the first's) and its swing.
+
+        Growth is the trend a leak would show. A single sample against the largest of the nine after it
+        measures how far RSS swings with the batches in flight (a sink's parsed batches, asyncpg's and
+        Redis's buffers), which it also prints: from the first tenth to the largest later sample.
+        """
         lines = []
         for name in self.pids:
             series = [sample[name] for _, sample in self.samples]
-            if len(series) < 2:
+            if len(series) < 4:
                 continue
-            growth = (max(series[1:]) - series[0]) / series[0] * 100
+            half = len(series) // 2
+            first, second = sum(series[:half]) / half, sum(series[half:]) / (len(series) - half)
+            growth = (second - first) / first * 100
+            swing = (max(series[1:]) - series[0]) / series[0] * 100
             lines.append(f"rss {name:<6} MB at each tenth: {' '.join(f'{v:.0f}' for v in series)}  "
-                         f"growth after the first tenth {growth:+.1f}% (target < 10%)")
+                         f"growth {growth:+.1f}% (second half's mean over the first's; target < 10%), "
+                         f"first tenth to the largest later {swing:+.1f}%")
         return "\n".join(lines)
 
 
