@@ -15,7 +15,9 @@ async def copy_records(session: AsyncSession, table: str, records: Sequence[tupl
 
     asyncpg's COPY bypasses SQLAlchemy's cursor, so its errors are translated here into what a statement
     would raise: the data itself -> DataError or IntegrityError (a rejected row), anything else the driver
-    or the server reports -> OperationalError (Postgres unreachable: retried).
+    or the server reports -> OperationalError (Postgres unreachable: retried). That includes asyncpg's
+    InternalClientError: a backend that was terminated while the connection sat idle leaves its FATAL
+    message half-consumed, and the COPY's first step then finds the protocol in another state.
     """
     connection = await session.connection()
     driver: Any = (await connection.get_raw_connection()).driver_connection
@@ -26,5 +28,5 @@ async def copy_records(session: AsyncSession, table: str, records: Sequence[tupl
         raise DataError(statement, None, error) from error
     except asyncpg.IntegrityConstraintViolationError as error:
         raise IntegrityError(statement, None, error) from error
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
         raise OperationalError(statement, None, error) from error
