@@ -21,11 +21,11 @@ from streamscore.embedded import TansuBroker
 from tests.helpers.api import api_settings, read_topic, running_api
 from tests.helpers.faults import (
     Stopwatch,
-    cache_mismatches,
     kill_broker,
     report,
     service_env,
     service_process,
+    settled_cache_mismatches,
     sigkill,
     started,
     stored_ids,
@@ -152,13 +152,13 @@ async def test_sink_sigkilled_twice_mid_stream_stores_every_prediction_once(
 
         await wait_for(all_stored, within_s=90)
         recovery_s = clock()
+        stale = await settled_cache_mismatches(redis_url, database_url, "v-test")  # while the sink runs
     finally:
         sigkill(process)
     totals = await fetch(database_url, "SELECT sum(predictions_count) AS n, count(*) AS c FROM customers")
     latest = await fetch(database_url, "SELECT customer_id, last_event_id FROM customers")
     last = {p.customer_id: p.event_id for p in waves[-1]}
     wrong = sum(last[r["customer_id"]] != r["last_event_id"] for r in latest)
-    stale = await cache_mismatches(redis_url, database_url, "v-test")
     report("sink SIGKILL x2", sent=10_000, stored=10_000, lost=0, duplicated=int(totals[0]["n"]) - 10_000,
            dead_lettered=await count(database_url, "dead_letters"), rows_at_second_kill=at_kill,
            recovery_s=recovery_s, wrong_latest=wrong, stale_cache=stale)

@@ -21,11 +21,11 @@ from sink.app import build_app as build_sink
 from tests.helpers.faults import (
     Stopwatch,
     Stream,
-    cache_mismatches,
     keyed,
     report,
     service_env,
     service_process,
+    settled_cache_mismatches,
     sigkill,
     started,
     stored_ids,
@@ -182,7 +182,7 @@ async def test_postgres_outage_sink_keeps_its_pid_commits_nothing_and_catches_up
         recovery_s = clock()
         ids = [str(p.event_id) for wave in waves for p in wave]
         figures = await exactly_once(database_url, ids)
-        stale = await cache_mismatches(redis_url, database_url, "v-test")
+        stale = await settled_cache_mismatches(redis_url, database_url, "v-test")
         same_pid = sink.poll() is None and sink.pid == pid
     finally:
         if sink is not None:

@@ -152,6 +152,22 @@ async def cache_mismatches(redis_url: str, database_url: str, model_version: str
     return sum(p is None or p.event_id != r["last_event_id"] for r, p in zip(latest, cached, strict=True))
 
 
+async def settled_cache_mismatches(
+    redis_url: str, database_url: str, model_version: str, within_s: float = 10.0
+) -> int:
+    """cache_mismatches once it is 0, else its count after `within_s`; call it while the sink runs.
+
+    The sink writes Redis after a batch's Postgres commit (and repairs noted keys every 0.5 s), so right
+    after the last row is stored the last batch's keys may not be cached yet.
+    """
+    deadline = time.monotonic() + within_s
+    while True:
+        stale = await cache_mismatches(redis_url, database_url, model_version)
+        if stale == 0 or time.monotonic() >= deadline:
+            return stale
+        await asyncio.sleep(0.1)
+
+
 async def stored_ids(database_url: str, ids: list[str]) -> set[str]:
     """Which of these event ids Postgres holds."""
     rows = await fetch(database_url, "SELECT event_id FROM predictions WHERE event_id = ANY($1::uuid[])", ids)
