@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -210,15 +210,6 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error; it has been logged")
 
 
-async def _database_error(request: Request, exc: Exception) -> Response:
-    """A 503 when SQLAlchemy found the connection gone, else a 500 (a statement that cannot succeed)."""
-    # A backend terminated between two statements of one request arrives as a plain DBAPIError or an
-    # InternalError (asyncpg's protocol state), not as an OperationalError, but flagged as invalidated.
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return await _dependency_down(request, exc)
-    return await _unhandled(request, exc)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error through the one envelope (no stack traces in answers)."""
     app.add_exception_handler(ApiError, _api_error)
@@ -226,7 +217,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     for down in (OperationalError, InterfaceError, ConnectionError, RedisConnectionError, RedisTimeoutError):
         app.add_exception_handler(down, _dependency_down)
-    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unhandled)
 
 
