@@ -237,7 +237,7 @@ async def redis_pid(url: str) -> int:
 
 
 async def backend_pids(dsn: str, database: str) -> list[int]:
-    """Postgres backends connected to the bench database (the sink's pool)."""
+    """Postgres backends connected to the bench database (the sink's pool), but for this query's own."""
     connection = await asyncpg.connect(dsn)
     try:
         rows = await connection.fetch(
@@ -388,7 +388,9 @@ async def measure_throughput(stack: Stack, pids: dict[str, int], events: int, al
     finished = await wait_rows(stack.dsn, already + events, 1800, stack.processes, memory.poll)
     produce_s = await produce
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
-    cpu["postgres"] = sum(cpu_seconds(pid) for pid in pg_pids) - pg_before
+    # A backend the services opened during the run (a pool's second connection) counts from its start.
+    opened = set(await backend_pids(stack.dsn, stack.database)) - set(pg_pids)
+    cpu["postgres"] = sum(cpu_seconds(pid) for pid in [*pg_pids, *opened]) - pg_before
     return Throughput(events, produce_s, finished - started, cpu, memory)
 
 
