@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from redis.asyncio import Redis
+
+from infra.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ async def publish_stats_forever(
     redis_url: str, key: str, stats: PipelineStats, interval_s: float = 1.0
 ) -> None:
     """Every interval, write the stats hash (TTL 15 s) and index it; failures are logged, never raised."""
-    client = Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=1.0)
+    client = redis_client(redis_url, socket_connect_timeout=0.5, socket_timeout=1.0)
     failing = False
     try:
         while True:

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from infra.kafka import TopicGuard
+from infra.redis_client import redis_client
 from ingest_api.settings import ApiSettings
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class Services:
 
 def build_redis(settings: ApiSettings) -> Redis:
     """The API's Redis client: every call (connect, read) gives up after redis_timeout_seconds."""
-    return Redis.from_url(
+    return redis_client(
         settings.redis_url,
         socket_connect_timeout=settings.redis_timeout_seconds,
         socket_timeout=settings.redis_timeout_seconds,

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from faststream import FastStream
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.consumer import ConsumerSpec, Publish, build_consumer_app, serve_consumer
 from infra.consumer import runtime_of as consumer_runtime
 from infra.database import create_engine, create_sessionmaker
 from infra.pipeline import Finish
+from infra.redis_client import redis_client
 from schemas import topics
 from sink import metrics
 from sink.handlers import SinkRuntime, repair_cache_forever, store_batch
@@ -47,7 +47,7 @@ def build_app(settings: SinkSettings | None = None) -> FastStream:
         nonlocal db_engine
         db_engine = create_engine(settings)
         runtime.sessionmaker = create_sessionmaker(db_engine)
-        runtime.redis = Redis.from_url(
+        runtime.redis = redis_client(
             settings.redis_url,
             socket_connect_timeout=settings.redis_timeout_seconds,
             socket_timeout=settings.redis_timeout_seconds,
