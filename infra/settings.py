@@ -65,7 +65,14 @@ class ConsumerSettings(KafkaSettings):
 
     batch_max_records: int = Field(default=4000, ge=1, description="Largest batch handled in one call.")
     batch_timeout_ms: int = Field(default=20, ge=0, description="Longest wait for a batch to fill.")
-    fetch_max_wait_ms: int = Field(default=10, ge=0, description="Broker-side fetch wait.")
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=0,
+        # The broker answers a fetch as soon as records arrive, so a longer wait only means fewer empty
+        # fetches: at 10 ms an idle scorer, sink and Tansu used 8 + 10 + 26 % of a core, at 50 ms
+        # 4 + 5 + 10 %, and p99 sent -> stored at 2,000 events/s fell from 201-218 to 146-150 ms. Tansu
+        # answers later than the data from a 100 ms wait up (p50 14 ms late at 100, 48 ms at 200).
+        description="Broker-side fetch wait (a fetch returns as soon as records arrive).",
+    )
     fetch_partition_max_bytes: int = Field(
         default=1_048_576, ge=1024,
         description="Most bytes fetched ahead per partition (a larger record is still fetched whole).",
