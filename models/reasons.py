@@ -29,13 +29,12 @@ def meanings() -> dict[str, str]:
 
 
 def _side(
-    contributions: np.ndarray, order: np.ndarray, values: Sequence[int], columns: Sequence[int], sign: int
+    indices: list[int], contributions: list[float], values: list[int], columns: Sequence[int], sign: int
 ) -> list[dict[str, Any]]:
-    """The first TOP features of `order` whose contribution has the given sign."""
+    """The first TOP features of `indices` (strongest first) whose contribution has the given sign."""
     names, meaning = FEATURE_NAMES, meanings()
     picked = []
-    for k in order:
-        c = float(contributions[k])
+    for k, c in zip(indices, contributions, strict=True):
         if c * sign <= 0.0:
             break
         name = names[columns[k]]
@@ -46,26 +45,35 @@ def _side(
     return picked
 
 
+def _strongest(c: np.ndarray, k: int, sign: int) -> tuple[list[list[int]], list[list[float]]]:
+    """Per row the indices of its k strongest contributions of the sign (a partition, then a stable sort
+    of those k), and their values, as lists."""
+    keys = c * -sign
+    chosen = np.argpartition(keys, k - 1, axis=1)[:, :k]
+    rows = np.arange(len(c))[:, None]
+    picked = chosen[rows, np.argsort(keys[rows, chosen], axis=1, kind="stable")]
+    return picked.tolist(), c[rows, picked].tolist()
+
+
 def top_reasons(
     contributions: np.ndarray, columns: Sequence[int], features: np.ndarray
 ) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Per row (up, down): the TOP largest positive and TOP most negative contributions, strongest first.
 
     contributions: (n, len(columns)) without the bias term; columns: each one's index in the features.
+    Sorted for all rows in a few NumPy calls (a few calls per row cost the sync path ~30 µs per request).
     """
     c = np.asarray(contributions, dtype=np.float64)
     if not len(c):
         return []
     k = min(TOP, c.shape[1])
-    up_idx = np.argpartition(-c, k - 1, axis=1)[:, :k]
-    down_idx = np.argpartition(c, k - 1, axis=1)[:, :k]
-    rows = []
-    for i, row in enumerate(c):
-        up = up_idx[i][np.argsort(-row[up_idx[i]], kind="stable")]
-        down = down_idx[i][np.argsort(row[down_idx[i]], kind="stable")]
-        values = features[i].tolist()
-        rows.append((_side(row, up, values, columns, 1), _side(row, down, values, columns, -1)))
-    return rows
+    up, up_values = _strongest(c, k, 1)
+    down, down_values = _strongest(c, k, -1)
+    return [
+        (_side(u, uv, values, columns, 1), _side(d, dv, values, columns, -1))
+        for u, uv, d, dv, values in zip(up, up_values, down, down_values, np.asarray(features).tolist(),
+                                        strict=True)
+    ]
 
 
 def reason_records(

@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import typer
 import xgboost as xgb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from typer.testing import CliRunner
 
 from models import data as D
 from models.engine import InferenceEngine
-from models.reasons import meanings
+from models.reasons import TOP, meanings, top_reasons
 from schemas.features import FEATURE_INDEX, FEATURE_NAMES
 from schemas.messages import Prediction
 from schemas.wire import EventIds, prediction_json, utc_now
@@ -90,3 +93,40 @@ def test_predict_cli_writes_reasons(rows: np.ndarray, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 5 and all(r["reasons"]["segment_up"] for r in records)
+
+
+def _row_by_row_reasons(
+    contributions: np.ndarray, columns: list[int], features: np.ndarray
+) -> list[tuple[list[dict[str, object]], list[dict[str, object]]]]:
+    """The ranking as it was written first: one partition for all rows, then a stable sort per row."""
+    k = min(TOP, contributions.shape[1])
+    up_idx = np.argpartition(-contributions, k - 1, axis=1)[:, :k]
+    down_idx = np.argpartition(contributions, k - 1, axis=1)[:, :k]
+    found = []
+    for i, row in enumerate(contributions):
+        sides = []
+        for chosen, sign in ((up_idx[i][np.argsort(-row[up_idx[i]], kind="stable")], 1),
+                             (down_idx[i][np.argsort(row[down_idx[i]], kind="stable")], -1)):
+            picked: list[dict[str, object]] = []
+            for j in chosen:
+                c = float(row[j])
+                if c * sign <= 0.0:
+                    break
+                name = FEATURE_NAMES[columns[j]]
+                picked.append({"feature": name, "meaning": meanings().get(name, name),
+                               "value": int(features[i][columns[j]]), "contribution": round(c, 6)})
+            sides.append(picked)
+        found.append((sides[0], sides[1]))
+    return found
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.integers(1, 12), st.integers(1, 8))
+def test_top_reasons_ranks_as_row_by_row(data: st.DataObject, rows: int, width: int) -> None:
+    values = st.one_of(st.sampled_from([0.0, -0.0, 0.5, -0.5, 1.25, -1.25]), st.floats(-5, 5))  # ties, zeros
+    contributions = data.draw(hnp.arrays(np.float64, (rows, width), elements=values))
+    columns = data.draw(st.lists(st.integers(0, len(FEATURE_NAMES) - 1), min_size=width, max_size=width,
+                                 unique=True))
+    features = data.draw(hnp.arrays(np.int64, (rows, len(FEATURE_NAMES)), elements=st.integers(0, 41)))
+    expected = _row_by_row_reasons(contributions, columns, features)
+    assert top_reasons(contributions, columns, features) == expected
