@@ -2,16 +2,19 @@
 
 Both designs get a fresh Tansu broker and scratch database (this project's migrations), the same Redis,
 the same InferenceEngine and the same events: first a warm-up, then N events as fast as they can be
-produced (events/s and CPU µs per event per process), then a steady rate (latency sent -> stored).
+produced (events/s and CPU µs per event per process), then a steady rate (latency sent -> stored). With
+`--rounds N` the designs alternate N times and the ratio is given per round and as the median: this host's
+speed drifts by a quarter within minutes, so one pass of each can mislead either way.
 Needs the `bench` extra (`pip install 'bytewax[kafka]==0.21.*'`).
 
-    .venv/bin/python bench/bench_peers.py --events 100000 --rate 2000 --seconds 15
+    .venv/bin/python bench/bench_peers.py --events 150000 --rate 2000 --seconds 15 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 from pathlib import Path
 
@@ -61,18 +64,26 @@ async def run_design(name: str, args: argparse.Namespace) -> tuple[Throughput, t
 
 
 async def main(args: argparse.Namespace) -> None:
-    """Every design in turn, then the comparison table."""
-    results = {name: await run_design(name, args) for name in args.designs}
-    print("\n| design | events/s | CPU µs/event (scorer / sink / broker / Postgres / Redis) "
-          f"| p50 / p99 ms at {args.rate}/s |\n|---|---|---|---|")
-    for name, (run, (p50, p99, _)) in results.items():
-        cpu = " / ".join(f"{run.cpu_s.get(k, 0.0) / run.events * 1e6:.0f}"
-                         for k in ("scorer", "sink", "tansu", "postgres", "redis"))
-        print(f"| {name} | {run.events / run.elapsed_s:,.0f} | {cpu} | {p50:.0f} / {p99:.0f} |")
-    if {"streamscore", "bytewax"} <= results.keys():
-        ours, theirs = (results[n][0] for n in ("streamscore", "bytewax"))
-        ratio = (ours.events / ours.elapsed_s) / (theirs.events / theirs.elapsed_s)
-        print(f"\nratio streamscore / bytewax: {ratio:.2f}x (target >= 2x)")
+    """Every design in turn, `--rounds` times (alternated: the host's speed drifts), then the comparison."""
+    rounds: list[dict[str, tuple[Throughput, tuple[float, float, float]]]] = []
+    for _ in range(args.rounds):
+        rounds.append({name: await run_design(name, args) for name in args.designs})
+    print("\n| round | design | events/s | CPU µs/event (scorer / sink / broker / Postgres / Redis) "
+          f"| p50 / p99 ms at {args.rate}/s |\n|---|---|---|---|---|")
+    for number, results in enumerate(rounds, 1):
+        for name, (run, (p50, p99, _)) in results.items():
+            cpu = " / ".join(f"{run.cpu_s.get(k, 0.0) / run.events * 1e6:.0f}"
+                             for k in ("scorer", "sink", "tansu", "postgres", "redis"))
+            print(f"| {number} | {name} | {rate(run):,.0f} | {cpu} | {p50:.0f} / {p99:.0f} |")
+    if {"streamscore", "bytewax"} <= set(args.designs):
+        ratios = [rate(results["streamscore"][0]) / rate(results["bytewax"][0]) for results in rounds]
+        print(f"\nratio streamscore / bytewax per round: {', '.join(f'{r:.2f}x' for r in ratios)}; "
+              f"median {statistics.median(ratios):.2f}x (target >= 2x)")
+
+
+def rate(run: Throughput) -> float:
+    """Events per second of one throughput run."""
+    return run.events / run.elapsed_s
 
 
 def parse_args() -> argparse.Namespace:
@@ -86,6 +97,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
+    parser.add_argument("--rounds", type=int, default=1, help="Run every design this many times, alternated.")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7")
     parser.add_argument("--log-dir", default="/tmp/streamscore-bench")
     return parser.parse_args()
