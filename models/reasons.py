@@ -61,7 +61,7 @@ def top_reasons(
     """Per row (up, down): the TOP largest positive and TOP most negative contributions, strongest first.
 
     contributions: (n, len(columns)) without the bias term; columns: each one's index in the features.
-    Sorted for all rows in a few NumPy calls (a few calls per row cost the sync path ~30 µs per request).
+    Sorted for all rows in a few NumPy calls: calls per row cost a 9-row flush of the sync path ~65 µs more.
     """
     c = np.asarray(contributions, dtype=np.float64)
     if not len(c):

@@ -20,7 +20,8 @@ from schemas.wire import CUSTOMER_ID, UUID_TEXT, EventIds, is_timestamp
 
 _LOWER = np.array(FEATURE_LOWER, dtype=np.int64)
 _UPPER = np.array(FEATURE_UPPER, dtype=np.int64)
-assert max(FEATURE_UPPER) < 100, "_compact_int_rows reads at most two digits per value"
+if max(FEATURE_UPPER) >= 100:
+    raise RuntimeError("_compact_int_rows reads at most two digits per value")
 _LOWER8, _UPPER8 = _LOWER.astype(np.uint8), _UPPER.astype(np.uint8)
 
 
@@ -142,7 +143,7 @@ def _compact_int_rows(joined: bytes, lengths: np.ndarray) -> tuple[np.ndarray, n
     non-negative integers each without leading zeros (a nested list or a bare number would leave other
     brackets). Every documented bound has at most two digits, so a value is its last digit plus ten times
     the digit before it (zero when that is a separator), and a run of three or more digits is out of range.
-    Against one np.fromstring parse: 3.9 -> 1.4 µs per row (int_rows of 4,000 rows of 86 values).
+    Against one np.fromstring parse: int_rows 2.5-2.8 -> 1.8-1.9 µs per row (4,000 rows, interleaved runs).
     """
     n = len(lengths)
     if joined.translate(None, b"0123456789,") != b"[]" * n:
