@@ -155,7 +155,7 @@ def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
     ):
         return [None if raw is None else fast_row(value) for raw, value in zip(decoded, values, strict=True)]
     texts = _ENCODER.encode_lines(recommendations).decode().split("\n")[:-1]  # each line ends in \n
-    rows = list(map(PredictionRow._make, zip(
+    rows: list[PredictionRow | None] = list(map(PredictionRow._make, zip(
         event_ids, customers, versions, sources, batch_ids, texts, propensities, labels, scores, stamps,
         repeat(None),
     )))
