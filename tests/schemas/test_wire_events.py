@@ -117,11 +117,28 @@ def test_int_rows_reads_exactly_the_in_range_86_int_lists(texts: list[bytes]) ->
         assert not good or row == reference
 
 
+def _widened(row: list[int], changes: list[tuple[int, int]]) -> list[int]:
+    """A valid row with some values given more digits in front (their last two digits stay in range)."""
+    wide = list(row)
+    for index, hundreds in changes:
+        wide[index] += 100 * hundreds
+    return wide
+
+
+widened_features = st.builds(
+    _widened, features, st.lists(st.tuples(st.integers(0, 85), st.integers(1, 10**6)), min_size=1, max_size=3)
+)
+
+
 @SETTINGS
-@given(st.lists(st.one_of(features, st.lists(st.one_of(st.integers(0, 120), st.integers(0, 10**30)),
-                                             min_size=86, max_size=86)), min_size=1, max_size=6))
-def test_int_rows_reads_compact_batches_as_the_contract_does(rows: list[list[int]]) -> None:
-    matrix, ok = int_rows([json.dumps(row, separators=(",", ":")).encode() for row in rows])  # compact only
+@given(st.lists(st.one_of(features, widened_features,
+                          st.lists(st.one_of(st.integers(0, 120), st.integers(0, 10**30)), min_size=86,
+                                   max_size=86)), min_size=1, max_size=6),
+       st.sampled_from([(",", ":"), (", ", ": ")]))
+def test_int_rows_reads_batches_as_the_contract_does(
+    rows: list[list[int]], separators: tuple[str, str]
+) -> None:
+    matrix, ok = int_rows([json.dumps(row, separators=separators).encode() for row in rows])
     for parsed, good, row in zip(rows, ok.tolist(), matrix.tolist(), strict=True):
         try:
             reference = list(FeatureEvent.model_validate({"customer_id": "c", "features": parsed}).features)
