@@ -61,13 +61,19 @@ def _unit(value: float, high: float = 1.0) -> bool:
     return 0.0 <= value <= high
 
 
+def holds_nul_escape(text: bytes) -> bool:
+    """JSON text with a NUL escape (\\u0000), which Postgres text and jsonb cannot store; one memchr for a
+    backslash first, since canonical messages escape nothing."""
+    return b"\\" in text and b"\\u0000" in text
+
+
 def fast_row(value: bytes) -> PredictionRow | None:
     """The row of a canonical, storable Prediction message; None means: validate it fully.
 
     Accepts a strict subset of what Prediction accepts (canonical lowercase UUIDs, JSON numbers, aware
     ISO timestamps, no NUL characters, storable model_version), so results never differ.
     """
-    if b"\\u0000" in value:
+    if holds_nul_escape(value):
         return None
     try:
         raw = _DECODER.decode(value)
@@ -125,8 +131,7 @@ def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
     """
     decoded = [_decoded(value) for value in values]
     ok = [raw for raw in decoded if raw is not None]
-    joined = b"".join(values)
-    if not ok or (b"\\" in joined and b"\\u0000" in joined):  # one memchr when no value escapes anything
+    if not ok or holds_nul_escape(b"".join(values)):
         return [None if raw is None else fast_row(value) for raw, value in zip(decoded, values, strict=True)]
     event_ids = [raw.event_id for raw in ok]
     customers = [raw.customer_id for raw in ok]
@@ -167,7 +172,7 @@ def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
 
 def unstorable(prediction: Prediction, raw: bytes) -> str | None:
     """Why Postgres would reject a contract-valid prediction (which would otherwise stall every retry)."""
-    if b"\\u0000" in raw:
+    if holds_nul_escape(raw):
         return "contains a NUL character (\\u0000), which Postgres text and jsonb cannot store"
     if len(prediction.model_version) > MODEL_VERSION_MAX:
         return f"model_version: longer than {MODEL_VERSION_MAX} characters"
