@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install dev demo test lint lock docs compose-up compose-down clean
+.PHONY: help install dev demo test bench lint lock docs compose-up compose-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ demo: $(STAMP)  ## run the whole stack, score the demo data, print a summary and
 
 test: $(STAMP)  ## run the test suite
 	$(BIN)/pytest --cov --cov-report=term:skip-covered --cov-report=xml --cov-fail-under=80
+
+bench: $(STAMP)  ## end-to-end throughput and latency on engines found as the tests find them
+	$(BIN)/python bench/with_engines.py bench/bench_pipeline.py --events 100000 --rate 2000 --seconds 10
 
 lock: $(STAMP)  ## refresh constraints.txt from .venv (after upgrading and passing the tests)
 	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new

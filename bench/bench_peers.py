@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -98,7 +99,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     parser.add_argument("--rounds", type=int, default=1, help="Run every design this many times, alternated.")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7")
+    parser.add_argument("--redis-url", default=os.environ.get("STREAMSCORE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"))
     parser.add_argument("--log-dir", default="/tmp/streamscore-bench")
     return parser.parse_args()
 

@@ -474,7 +474,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--timeout", type=float, default=600.0, help="Give up after this many seconds.")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis-url", default=os.environ.get("STREAMSCORE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--log-dir", default="/tmp/streamscore-bench")
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--rate", type=int, default=0, help="Then measure latency at this steady rate.")

@@ -44,7 +44,7 @@ from streamscore.embedded import TansuBroker, free_port, spawn, stop_process  # 
 
 CLI = "from streamscore.cli import main; main()"
 DATA = resolve_data_path().parent
-ADMIN_URL = os.environ.get("STREAMSCORE_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get("STREAMSCORE_BENCH_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 
 
 @dataclass
@@ -119,7 +119,7 @@ def stack() -> Iterator[Stack]:
             "STREAMSCORE_KAFKA_IDEMPOTENT": idempotent,
             "STREAMSCORE_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}.",
             "STREAMSCORE_DATABASE_URL": database_url,
-            "STREAMSCORE_REDIS_URL": os.environ.get("STREAMSCORE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            "STREAMSCORE_REDIS_URL": os.environ.get("STREAMSCORE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
             "STREAMSCORE_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
             "STREAMSCORE_RATE_LIMIT": "100000000",  # auth stays on; the limiter must not cap the benchmark
         }

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
 import pytest
@@ -16,7 +17,6 @@ from tests.helpers import engines
 from tests.helpers.db import asyncpg_dsn
 
 pytest_plugins = ["tests.helpers.api_fixtures", "tests.helpers.watchdog"]
-
 
 
 @pytest.fixture(scope="session")
@@ -37,12 +37,22 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     )
 
 
-@pytest.fixture(scope="session")
-def postgres_admin_url() -> Iterator[str]:
-    """URL of a Postgres server where tests may create databases."""
-    with engines.postgres_admin_url() as url:
-        yield url
+def announcer(config: pytest.Config) -> Callable[[str], None]:
+    """Prints one line on the terminal past pytest's output capture (which engine was chosen, and why)."""
 
+    def announce(line: str) -> None:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(f"\nengine {line}", flush=True)
+
+    return announce
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(pytestconfig: pytest.Config) -> Iterator[str]:
+    """URL of a Postgres server where tests may create databases."""
+    with engines.postgres_admin_url(announcer(pytestconfig)) as url:
+        yield url
 
 
 
@@ -66,9 +76,9 @@ async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url(pytestconfig: pytest.Config) -> Iterator[str]:
     """URL of a real Redis; tests isolate by using unique customer ids."""
-    with engines.redis_url() as url:
+    with engines.redis_url(announcer(pytestconfig)) as url:
         yield url
 
 

@@ -18,6 +18,7 @@ from infra.settings import KafkaSettings
 from migrations.runner import upgrade_head
 from schemas import topics
 from sink.app import build_app as build_sink
+from streamscore.private_postgres import PrivatePostgres
 from tests.helpers.faults import (
     Stopwatch,
     Stream,
@@ -41,7 +42,6 @@ from tests.helpers.pipeline import (
     sink_settings,
     wait_for,
 )
-from tests.helpers.private_postgres import PrivatePostgres
 
 pytestmark = pytest.mark.slow
 
