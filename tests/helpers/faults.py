@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from infra.kafka import producer_options
 from infra.settings import KafkaSettings
 from schemas.messages import FeatureEvent
-from streamscore.embedded import TansuBroker, free_port, port_open, wait_for_port
+from streamscore.embedded import TansuBroker, free_port, port_open, redis_server_binary, wait_for_port
 from tests.helpers.cache import cached_prediction
 from tests.helpers.pipeline import fetch
 
@@ -42,7 +42,7 @@ class PrivateRedis:
     def start(self) -> PrivateRedis:
         """Start (again) on the same port and directory."""
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.home)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

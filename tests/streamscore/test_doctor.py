@@ -1,4 +1,4 @@
-"""`streamscore doctor` reports the engines the services would use, and why one refuses, without its secret."""
+"""`streamscore doctor` names the engines the services would use, and why one refuses, without its secret."""
 
 from __future__ import annotations
 
