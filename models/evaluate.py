@@ -23,9 +23,17 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def top_fraction_buyers(y: np.ndarray, p: np.ndarray, fraction: float = 0.2) -> int:
+TOP_FRACTION = 0.2
+
+
+def top_fraction_count(rows: int, fraction: float = TOP_FRACTION) -> int:
+    """How many customers "the top `fraction`" of `rows` is (the dashboard's gains curve has this point)."""
+    return round(fraction * rows)
+
+
+def top_fraction_buyers(y: np.ndarray, p: np.ndarray, fraction: float = TOP_FRACTION) -> int:
     """Buyers among the highest-scored `fraction` of customers."""
-    k = round(fraction * len(p))
+    k = top_fraction_count(len(p), fraction)
     return int(y[np.argsort(-p, kind="stable")[:k]].sum())
 
 
