@@ -90,10 +90,10 @@ def error_message(response: httpx.Response) -> str:
         detail = body.get("detail") if isinstance(body, dict) else None
         return str(detail or body)[:500]
     message = str(error.get("message") or response.reason_phrase)
-    details = [
+    details = [  # a detail the message already says is not said twice
         f"{item.get('field')}: {item.get('message')}" if item.get("field") else str(item.get("message"))
         for item in error.get("details") or []
-        if isinstance(item, dict)
+        if isinstance(item, dict) and str(item.get("message")) not in message
     ]
     shown = "; ".join(details[:5]) + (f" (+{len(details) - 5} more)" if len(details) > 5 else "")
     return f"{message} — {shown}" if shown and shown not in message else message

@@ -37,6 +37,7 @@ from streamscore.client import (
     resolve_api_key,
     resolve_api_url,
 )
+from streamscore.text import counted
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -129,7 +130,7 @@ def batch_submit(
             task = client.submit_batch(stream, file.name, lambda n: progress.advance(upload, n))
         task_id = str(task["task_id"])
         state, rows = task.get("status", "queued"), task.get("rows", "?")
-        console.print(f"task [bold]{task_id}[/] {state}: {rows} rows accepted")
+        console.print(f"task [bold]{task_id}[/] {state}: {counted(rows, 'row')} accepted")
         if not wait:
             console.print(f"follow it with: streamscore batch status {task_id} --wait")
             return
@@ -166,12 +167,14 @@ def _print_batch(status: dict[str, Any]) -> None:
         if key in status:
             table.add_row(key, str(status[key]))
     console.print(table)
-    row_errors = status.get("errors") or []
+    row_errors = (status.get("errors") or [])[:20]
     if row_errors:
-        errors_table = Table(title=f"row errors (first {len(row_errors)})")
+        failed = int(status.get("rows_failed") or 0)
+        first = f" (first {len(row_errors)} of {failed:,})" if failed > len(row_errors) else ""
+        errors_table = Table(title=f"row errors{first}")
         errors_table.add_column("line", justify="right")
         errors_table.add_column("reason")
-        for error in row_errors[:20]:
+        for error in row_errors:
             errors_table.add_row(str(error.get("line", "")), str(error.get("reason", "")))
         console.print(errors_table)
 
