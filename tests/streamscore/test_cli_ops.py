@@ -197,7 +197,7 @@ def test_help_pages_show_examples() -> None:
         assert "Examples" in result.output, command
 
 
-def test_asyncapi_export_documents_all_four_topics(stack: Launched, tmp_path: Path) -> None:
+def test_asyncapi_export_documents_every_topic(stack: Launched, tmp_path: Path) -> None:
     code = subprocess.run([*CLI, "docs", "asyncapi", "--output", str(tmp_path / "asyncapi.json")],
                           env={**os.environ, "STREAMSCORE_TOPIC_PREFIX": ""}, capture_output=True,
                           timeout=120)
