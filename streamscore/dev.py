@@ -116,6 +116,7 @@ class DevStack:
             STREAMSCORE_REDIS_URL=endpoints.redis_url,
             STREAMSCORE_KAFKA_BOOTSTRAP=endpoints.kafka_bootstrap,
             STREAMSCORE_DEV_MODE="true",
+            STREAMSCORE_DEV_HOME=str(self.home),  # the services read the same model pointers as the CLI
             STREAMSCORE_METRICS_PORT=str(metrics_port),
             PYTHONUNBUFFERED="1",
         )
