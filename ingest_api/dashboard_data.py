@@ -8,11 +8,11 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +26,7 @@ from ingest_api.scorer_stats import (
     read_hashes,
 )
 from models.evaluate import top_fraction_count
+from schemas.wire import iso_utc
 from store.tables import BatchJob, Prediction, Segment
 
 log = logging.getLogger(__name__)
@@ -210,9 +211,7 @@ def model_summary(registry_root: str | None, version: str) -> dict[str, Any]:
 
 def _iso(value: Any) -> Any:
     """ISO 8601 with `Z` for UTC, as the API writes timestamps everywhere."""
-    if not hasattr(value, "isoformat"):
-        return value
-    return orjson.dumps(value, option=orjson.OPT_UTC_Z).decode().strip('"')
+    return iso_utc(value) if isinstance(value, datetime) else value
 
 
 async def dashboard_stats(

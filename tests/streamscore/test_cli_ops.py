@@ -75,6 +75,12 @@ def test_batch_submit_wait_shows_summary_and_row_errors_then_results_download(
     assert len(table) == 40 and "customer_id" in table[0]
     assert all(row["scored_at"].endswith("Z") for row in table)
 
+    piped = runner.invoke(app, ["batch", "results", task_id, "--csv", "--api-url", stack.api_url,
+                                "--api-key", stack.api_key], env={"COLUMNS": "200"})
+    assert piped.exit_code == 0, piped.output
+    assert list(csv.DictReader(io.StringIO(piped.stdout))) == table  # stdout holds the CSV and nothing else
+    assert "wrote 40 predictions to stdout" in piped.stderr
+
     code, output = invoke(stack, "batch", "status", task_id)
     assert code == 1 and "completed" in output
 
