@@ -69,7 +69,7 @@ def test_predict_without_customer_id_uses_row_numbers(
     result = CliRunner().invoke(app, ["predict", "--input", str(source), "--output", str(out)])
     assert result.exit_code == 0, result.output
     ids = [json.loads(line)["customer_id"] for line in out.read_text(encoding="utf-8").splitlines()]
-    assert ids == [1, 2, 3, 4, 5]
+    assert ids == ["1", "2", "3", "4", "5"]  # strings, as customer_id is in every other output
 
 
 def test_predict_bad_row_names_line_and_column(app: typer.Typer, sample: np.ndarray, tmp_path: Path) -> None:
@@ -152,3 +152,26 @@ def test_a_configured_registry_keeps_its_own_pointers(
     assert CliRunner().invoke(app, ["models", "shadow", "v-shadow"]).exit_code == 0
     assert (registry.root / "shadow").read_text(encoding="utf-8") == "v-shadow\n"
     assert not (tmp_path / "state").exists()
+
+
+def test_predict_prints_only_its_own_summary(sample: np.ndarray, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.helpers.stack import CLI
+
+    source, out = tmp_path / "in.csv", tmp_path / "out.jsonl"
+    _write_csv(source, sample[:3], with_id=True, with_caravan=True)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_")}
+    done = subprocess.run([*CLI, "predict", "--input", str(source), "--output", str(out), "--no-reasons"],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    # Nothing from TensorFlow: the one summary line.
+    assert done.stderr.splitlines() == [f"scored 3 rows with model {_active()} -> {out}"]
+    assert done.stdout == ""
+
+
+def _active() -> str:
+    from models.registry import Registry
+
+    return Registry().active_version()
