@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,9 +127,6 @@ def predict(
     """Score a CSV offline with the inference engine; a bad row fails the run with exit code 2."""
     import orjson
 
-    # Keras only reads the DQN's weights here (serving is NumPy), so TensorFlow's oneDNN kernels never run;
-    # off, TensorFlow also drops the start-up notice about them that otherwise opens every run's output.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from models.engine import InferenceEngine
 
     try:
