@@ -7,7 +7,6 @@ FastStream broker, never connected, and every message payload is set to its cont
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 from urllib.parse import unquote
 
@@ -39,12 +38,21 @@ DESCRIPTION = f"""\
 StreamScore's Kafka contracts, schema version {SCHEMA_VERSION}.
 
 * Every record is UTF-8 JSON; its Kafka key is the `customer_id`, so all events and predictions of one
-  customer land on one partition, in order.
+  customer land on one partition, in order. A dead letter keeps the key of the record that failed.
 * Delivery is at-least-once: deduplicate on `event_id`.
 * Additive (optional) fields keep the version; a breaking change publishes new `*.v2` topics alongside
   the old ones for a migration period. See docs/consumers.md.
 """
-KEY_BINDING = {"kafka": {"key": {"type": "string", "description": "customer_id"}, "bindingVersion": "0.4.0"}}
+KEY_DESCRIPTIONS: dict[str, str] = {base: "customer_id" for base in topics.ALL_TOPICS} | {
+    topics.DEAD_LETTER: "the failed record's own key: its customer_id, or none when it had none",
+}
+"""The Kafka key of each topic's records, as the README's topics table states it too."""
+
+
+def key_binding(base: str) -> dict[str, Any]:
+    """The Kafka message binding naming the key of a topic's records."""
+    key = {"type": "string", "description": KEY_DESCRIPTIONS[base]}
+    return {"kafka": {"key": key, "bindingVersion": "0.4.0"}}
 
 
 def _documentation_broker(settings: KafkaSettings) -> KafkaBroker:
@@ -111,7 +119,7 @@ def _set_payloads(document: dict[str, Any], settings: KafkaSettings) -> None:
                 message = messages[name]
                 message["payload"] = {"$ref": f"#/components/schemas/{CONTRACTS[base].__name__}"}
                 message["contentType"] = "application/json"
-                message["bindings"] = copy.deepcopy(KEY_BINDING)
+                message["bindings"] = key_binding(base)
     used = str(document.get("channels")) + str(messages)
     components["schemas"] = {name: schema for name, schema in components.get("schemas", {}).items()
                              if f"/{name}'" in used} | _contract_schemas()

@@ -139,6 +139,7 @@ def build_consumer_app(
             asyncio.create_task(track_lag_forever(lambda: [subscriber.consumer], runtime.stats, spec.set_lag,
                                                   settings.kafka_bootstrap))
         )
+        runtime.stats.providers.append(lambda: {"in_flight": str(pipeline.in_flight)})
         if stats_redis_url:
             key = f"stats:{spec.service}:{settings.instance_id}"
             interval = settings.stats_interval_seconds

@@ -41,6 +41,7 @@ class Span:
 
     first: dict[TopicPartition, int]
     after: dict[TopicPartition, int]
+    records: int = 0
 
     @classmethod
     def of(cls, records: Sequence[Any]) -> Span:
@@ -51,7 +52,7 @@ class Span:
             tp = TopicPartition(record.topic, record.partition)
             first.setdefault(tp, record.offset)
             after[tp] = record.offset + 1
-        return cls(first, after)
+        return cls(first, after, len(records))
 
 
 @dataclass(slots=True)
@@ -154,6 +155,11 @@ class BatchPipeline:
         self._stages.clear()
         self._commits = asyncio.Queue()
         self._failure = None
+
+    @property
+    def in_flight(self) -> int:
+        """Records handed to handle() and not committed yet: past the consumer lag, not yet done."""
+        return sum(span.records for span in self._fetched)
 
     @property
     def failed(self) -> bool:

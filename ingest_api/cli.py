@@ -84,6 +84,7 @@ def revoke_key(name: Annotated[str, typer.Argument(help="Name of the key to revo
 @api_keys.command("list")
 def list_keys() -> None:
     """List keys (name, scopes, state, dates); never the keys or their hashes."""
+    from schemas.wire import iso_utc
     from store.users import list_api_keys
 
     async def rows(session: AsyncSession) -> list[tuple[str, str, str, str, str]]:
@@ -93,8 +94,8 @@ def list_keys() -> None:
                 key.name,
                 ",".join(key.scopes),
                 "revoked" if key.revoked else "active",
-                key.created_at.isoformat(timespec="seconds"),
-                key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "-",
+                iso_utc(key.created_at, "seconds"),
+                iso_utc(key.last_used_at, "seconds") if key.last_used_at else "-",
             )
             for key in keys
         ]

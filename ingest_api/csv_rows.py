@@ -14,7 +14,7 @@ from typing import Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from schemas.features import FEATURE_NAMES, FEATURE_RANGES, TARGET_NAME
+from schemas.features import FEATURE_NAMES, FEATURE_RANGES, TARGET_NAME, nearest_column
 from schemas.messages import CUSTOMER_ID_PATTERN
 
 CUSTOMER_COLUMN = "customer_id"
@@ -139,7 +139,7 @@ class CsvRowParser:
         names = [name.strip() for name in row]
         present = set(names)
         problems = []
-        unknown = [_shown(name) for name in names if name not in _KNOWN]
+        unknown = [_guessed(name) for name in names if name not in _KNOWN]
         if unknown:
             problems.append(f"unknown column(s): {_listed(unknown)}")
         missing = [name for name in (CUSTOMER_COLUMN, *_REQUIRED) if name not in present]
@@ -198,6 +198,11 @@ class CsvRowParser:
 
 def _shown(name: str) -> str:
     return name if len(name) <= _SHOWN_NAME_CHARS else name[:_SHOWN_NAME_CHARS] + "…"
+
+
+def _guessed(name: str) -> str:
+    guess = CUSTOMER_COLUMN if name.strip().lower() == CUSTOMER_COLUMN else nearest_column(name)
+    return f"{_shown(name)} (did you mean {guess}?)" if guess else _shown(name)
 
 
 def _listed(names: list[str], shown: int = 10) -> str:

@@ -8,11 +8,11 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,12 +25,14 @@ from ingest_api.scorer_stats import (
     number,
     read_hashes,
 )
+from models.evaluate import top_fraction_count
+from schemas.wire import iso_utc
 from store.tables import BatchJob, Prediction, Segment
 
 log = logging.getLogger(__name__)
 
 STATS_KEY_PREFIXES = {"scorer": SCORER_STATS_PREFIX, "sink": "stats:sink:"}
-COUNTERS = ("events_in", "events_out", "dlq", "batches", "lag")
+COUNTERS = ("events_in", "events_out", "dlq", "batches", "lag", "in_flight")
 GAINS_POINTS = 50
 
 
@@ -38,12 +40,14 @@ class RoleStats(BaseModel):
     """One pipeline role (scorer or sink) summed over its live instances."""
 
     instances: int = 0
-    events_in: int = 0
-    events_out: int = 0
+    events_in: int = Field(default=0, description="Records taken in since each live instance started.")
+    events_out: int = Field(default=0, description="Records scored (stored) since each instance started.")
     dlq: int = 0
     batches: int = 0
     lag: int = Field(default=0, description="Consumer lag summed over partitions and instances; -1 when an "
                      "instance could not tell (broker unreachable).")
+    in_flight: int = Field(default=0, description="Records past the consumer's position whose batch has not "
+                           "committed yet (being scored or stored); the lag does not count them.")
     p50_ms: float = Field(default=0.0, description="Highest instance p50 (scorer: inference; sink: write).")
     p99_ms: float = Field(default=0.0, description="Highest instance p99.")
     rate_in: float = Field(default=0.0, description="events_in per second, from successive samples.")
@@ -59,6 +63,7 @@ class InstanceStats(BaseModel):
     events_out: int
     dlq: int
     lag: int
+    in_flight: int = 0
     p50_ms: float
     p99_ms: float
     rate_in: float
@@ -151,7 +156,7 @@ async def pipeline_stats(
             instances.append(InstanceStats(
                 role=role, instance=name.split(":", 2)[-1], p50_ms=p50, p99_ms=p99,
                 rate_in=sample.rate_in, rate_out=sample.rate_out, age_s=max(0.0, now - updated_at),
-                **{c: counters[c] for c in ("events_in", "events_out", "dlq", "lag")},
+                **{c: counters[c] for c in ("events_in", "events_out", "dlq", "lag", "in_flight")},
             ))
     tracker.forget_except(seen)
     return roles, instances
@@ -166,7 +171,9 @@ def gains_curve(validation_path: Path, mtime: float) -> list[dict[str, float]]:
         return []
     found = np.cumsum(y[np.argsort(-p, kind="stable")]) / y.sum()
     share = np.arange(1, len(y) + 1) / len(y)
-    picks = np.unique(np.linspace(0, len(y) - 1, min(GAINS_POINTS, len(y))).astype(int))
+    picks = np.linspace(0, len(y) - 1, min(GAINS_POINTS, len(y))).astype(int)
+    # The exact top-20 % point, so the curve and the model's "buyers in top 20 %" give one figure.
+    picks = np.unique(np.append(picks, max(0, top_fraction_count(len(y)) - 1)))
     return [{"share": round(float(share[i]), 4), "gains": round(float(found[i]), 4),
              "lift": round(float(found[i] / share[i]), 3)} for i in picks]
 
@@ -204,9 +211,7 @@ def model_summary(registry_root: str | None, version: str) -> dict[str, Any]:
 
 def _iso(value: Any) -> Any:
     """ISO 8601 with `Z` for UTC, as the API writes timestamps everywhere."""
-    if not hasattr(value, "isoformat"):
-        return value
-    return orjson.dumps(value, option=orjson.OPT_UTC_Z).decode().strip('"')
+    return iso_utc(value) if isinstance(value, datetime) else value
 
 
 async def dashboard_stats(

@@ -178,7 +178,18 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def _find_route(app: FastAPI) -> Any:
-    for route in app.router.routes:
-        if getattr(route, "path", None) == PREDICT_SINGLE_PATH and "POST" in getattr(route, "methods", ()):
+    """The APIRoute FastAPI itself puts in `scope["route"]` for the hot path (the metrics label)."""
+    for route in _all_routes(app):
+        methods = getattr(route, "methods", None) or ()
+        if getattr(route, "path", None) == PREDICT_SINGLE_PATH and "POST" in methods:
             return route
     return None
+
+
+def _all_routes(app: FastAPI) -> list[Any]:
+    """Every route, through included routers: FastAPI 0.165 keeps those as one entry each in `routes`."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI copies included routes into app.router.routes
+        return list(app.router.routes)
+    return [context.original_route for context in iter_route_contexts(app.router.routes)]

@@ -18,8 +18,11 @@ class RowError(ValueError):
     """A bad input row, with the 1-based file line and the column named."""
 
 
-def read_scoring_csv(path: Path) -> tuple[list[Any], Any]:
-    """Read and validate a scoring CSV: (ids, (n, 86) int64 matrix); RowError names line and column."""
+def read_scoring_csv(path: Path) -> tuple[list[str], Any]:
+    """Read and validate a scoring CSV: (ids, (n, 86) int64 matrix); RowError names line and column.
+
+    Ids are strings, as `customer_id` is everywhere else; without that column (or a value) the row number.
+    """
     import numpy as np
     import pandas as pd
 
@@ -40,8 +43,8 @@ def read_scoring_csv(path: Path) -> tuple[list[Any], Any]:
     if missing:
         raise RowError(f"{path}: missing column(s): {', '.join(missing[:8])}")
     n = len(frame)
-    ids: list[Any] = frame["customer_id"].tolist() if "customer_id" in columns else list(range(1, n + 1))
-    ids = [cid if cid != "" else i + 1 for i, cid in enumerate(ids)]
+    given: list[str] = frame["customer_id"].tolist() if "customer_id" in columns else [""] * n
+    ids = [cid if cid != "" else str(i + 1) for i, cid in enumerate(given)]
     matrix = np.zeros((n, len(FEATURE_NAMES)), dtype=np.int64)
     errors: list[str] = []
     for j, name in enumerate(FEATURE_NAMES):

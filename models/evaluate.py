@@ -23,9 +23,17 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def top_fraction_buyers(y: np.ndarray, p: np.ndarray, fraction: float = 0.2) -> int:
+TOP_FRACTION = 0.2
+
+
+def top_fraction_count(rows: int, fraction: float = TOP_FRACTION) -> int:
+    """How many customers "the top `fraction`" of `rows` is (the dashboard's gains curve has this point)."""
+    return round(fraction * rows)
+
+
+def top_fraction_buyers(y: np.ndarray, p: np.ndarray, fraction: float = TOP_FRACTION) -> int:
     """Buyers among the highest-scored `fraction` of customers."""
-    k = round(fraction * len(p))
+    k = top_fraction_count(len(p), fraction)
     return int(y[np.argsort(-p, kind="stable")[:k]].sum())
 
 
@@ -56,7 +64,9 @@ def hit_rates(top: np.ndarray, hidden: np.ndarray, popular: list[int]) -> dict[s
     """HR@3 overall, outside the most popular products, and per hidden product."""
     hit = (top == hidden[:, None]).any(axis=1)
     rare = ~np.isin(hidden, popular)
-    per_product = {int(p): float(hit[hidden == p].mean()) for p in np.unique(hidden)}
+    from schemas.features import PRODUCT_IDS
+
+    per_product = {PRODUCT_IDS[int(p)]: float(hit[hidden == p].mean()) for p in np.unique(hidden)}
     return {
         "hr3": float(hit.mean()),
         "hr3_outside_top3": float(hit[rare].mean()) if rare.any() else float("nan"),
@@ -71,6 +81,17 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(a, b).statistic)
+
+
+def per_product(rates: dict[str, float]) -> dict[str, float | None]:
+    """HR@3 per product id in the catalogue's order; None where no pair hid that product (not a 0).
+
+    Older versions keyed the figures by product index as a string ("0" … "21"); both are read.
+    """
+    from schemas.features import PRODUCT_IDS
+
+    by_id = {(PRODUCT_IDS[int(key)] if key.isdigit() else key): value for key, value in rates.items()}
+    return {product: by_id.get(product) for product in PRODUCT_IDS}
 
 
 def _plots(validation: dict[str, Any], out: Path) -> list[str]:
@@ -89,12 +110,13 @@ def _plots(validation: dict[str, Any], out: Path) -> list[str]:
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     ax[0].plot(share, gains, label="model")
     ax[0].plot([0, 1], [0, 1], "--", label="random")
-    ax[0].axvline(0.2, color="grey", lw=0.5)
+    ax[0].axvline(TOP_FRACTION, color="grey", lw=0.5, label=f"top {TOP_FRACTION:.0%}")
     ax[0].set(title="Cumulative gains", xlabel="share of customers contacted", ylabel="share of buyers found")
     ax[0].legend()
     ax[1].plot(share[9:], gains[9:] / share[9:])
-    ax[1].axhline(1.0, ls="--", color="grey")
+    ax[1].axhline(1.0, ls="--", color="grey", label="random (lift 1)")
     ax[1].set(title="Lift", xlabel="share of customers contacted", ylabel="lift")
+    ax[1].legend()
     fig.tight_layout()
     fig.savefig(out / "gains_lift.png", dpi=90)
     plt.close(fig)
@@ -104,7 +126,7 @@ def _plots(validation: dict[str, Any], out: Path) -> list[str]:
     fpr = [((p >= t) & (y == 0)).sum() / max(1, (y == 0).sum()) for t in thresholds]
     fig, ax1 = plt.subplots(figsize=(5, 5))
     ax1.plot([0, *fpr], [0, *tpr], label=f"AUC {validation['metrics']['propensity']['auc']:.3f}")
-    ax1.plot([0, 1], [0, 1], "--")
+    ax1.plot([0, 1], [0, 1], "--", label="random")
     ax1.set(title="ROC (caravan propensity)", xlabel="false positive rate", ylabel="true positive rate")
     ax1.legend()
     fig.tight_layout()
@@ -112,11 +134,16 @@ def _plots(validation: dict[str, Any], out: Path) -> list[str]:
     plt.close(fig)
 
     rec = validation["metrics"]["recommender"]
-    names = [PRODUCTS[int(k)].product_id for k in rec["dqn"]["per_product"]]
+    names = [product.product_id for product in PRODUCTS]
     x = np.arange(len(names))
     fig, ax2 = plt.subplots(figsize=(11, 4))
     for shift, key in ((-0.27, "dqn"), (0.0, "xgboost_multiclass"), (0.27, "popularity")):
-        ax2.bar(x + shift, list(rec[key]["per_product"].values()), width=0.27, label=key)
+        known = [(i, rate) for i, rate in enumerate(per_product(rec[key]["per_product"]).values())
+                 if rate is not None]
+        ax2.bar(x[[i for i, _ in known]] + shift, [rate for _, rate in known], width=0.27, label=key)
+    for i, rate in enumerate(per_product(rec["dqn"]["per_product"]).values()):
+        if rate is None:  # a 0 bar and a product never hidden must not look alike
+            ax2.text(x[i], 0.02, "no pairs", rotation=90, ha="center", va="bottom", fontsize=7, color="grey")
     ax2.set_xticks(x, names, rotation=70, fontsize=7)
     ax2.set(title="HR@3 by hidden product (validation)", ylabel="HR@3")
     ax2.legend()
@@ -137,7 +164,8 @@ def write_report(manifest: dict[str, Any], validation: dict[str, Any], out: Path
         "",
         f"Validation split: {manifest['data']['validation_fraction']:.0%} stratified, "
         f"seed {manifest['seed']} "
-        f"({pm['rows']} customers, {pm['buyers']} caravan buyers). Final fit: {manifest['final_fit']}.",
+        f"({pm['rows']} customers, {pm['buyers']} caravan buyers). "
+        f"Final fit: {_final_fit(manifest['final_fit'])}.",
         "",
         f"## Caravan propensity ({manifest.get('propensity', {}).get('kind', 'xgboost')})",
         "",
@@ -157,6 +185,12 @@ def write_report(manifest: dict[str, Any], validation: dict[str, Any], out: Path
             for k in ("dqn", "xgboost_multiclass", "popularity")
         ),
         "",
+        "HR@3 by hidden product (\"no pairs\": the validation split never hid it, which is not a 0):",
+        "",
+        "| product | dqn | xgboost_multiclass | popularity |",
+        "|---|---|---|---|",
+        *_per_product_rows(rec),
+        "",
         "## Value segment (XGBoost regressor)",
         "",
         f"Spearman(score, actual annual premium) = {val['spearman']:.4f}",
@@ -167,6 +201,23 @@ def write_report(manifest: dict[str, Any], validation: dict[str, Any], out: Path
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _final_fit(final_fit: Any) -> str:
+    """What each model was finally fitted on, as text (the manifest holds one entry per model)."""
+    if isinstance(final_fit, dict):
+        return "; ".join(f"{model}: {what}" for model, what in final_fit.items())
+    return str(final_fit)
+
+
+def _per_product_rows(rec: dict[str, Any]) -> list[str]:
+    models = ("dqn", "xgboost_multiclass", "popularity")
+    table = {model: per_product(rec[model]["per_product"]) for model in models}
+    return [
+        f"| {product} | " + " | ".join("no pairs" if table[m][product] is None else f"{table[m][product]:.3f}"
+                                       for m in models) + " |"
+        for product in table["dqn"]
+    ]
 
 
 def load_validation(version_dir: Path) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""Model registry on disk: versioned directories, manifest.json and atomic `active`/`shadow` pointers."""
+"""Model registry on disk: versioned directories, manifest.json and atomic `active`/`shadow` pointers.
+
+The packaged registry (models/registry) ships versions and a default `active`; it is never written. Which
+version a user activates or shadows is their state: with the packaged registry the pointers are kept in
+the state home (`.streamscore/registry/`, as `streamscore dev` keeps its own), and read there first; a
+configured registry ($STREAMSCORE_MODEL_REGISTRY, `--registry`) is the user's and keeps its own pointers.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,12 @@ PACKAGE_REGISTRY = Path(__file__).resolve().parent / "registry"
 POINTER = "active"
 SHADOW_POINTER = "shadow"
 MANIFEST = "manifest.json"
+STATE_HOME_ENV = "STREAMSCORE_DEV_HOME"
+
+
+def state_home() -> Path:
+    """Where this directory's user state lives: $STREAMSCORE_DEV_HOME, else ./.streamscore."""
+    return Path(os.environ.get(STATE_HOME_ENV) or Path.cwd() / ".streamscore")
 
 
 def default_root() -> Path:
@@ -47,6 +59,22 @@ class Registry:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
+        packaged = self.root.resolve() == PACKAGE_REGISTRY.resolve()
+        self.pointers = state_home() / "registry" if packaged else self.root
+        """Where `activate` and `shadow` write their pointers (read there first, then in root)."""
+
+    def _pointer(self, name: str) -> str | None:
+        """A pointer's text, or None when no pointer file exists (a removal between looks is no file)."""
+        for directory in dict.fromkeys((self.pointers, self.root)):
+            try:
+                return (directory / name).read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                continue
+        return None
+
+    def _write_pointer(self, name: str, version: str) -> None:
+        self.pointers.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.pointers / name, version + "\n")
 
     def versions(self) -> list[str]:
         """Sorted names of complete versions (directories holding a manifest.json)."""
@@ -63,35 +91,31 @@ class Registry:
         return self.root / version
 
     def active_version(self) -> str:
-        """Version named by the pointer file."""
-        pointer = self.root / POINTER
-        if not pointer.is_file():
-            raise FileNotFoundError(f"no active model version: {pointer} is missing")
-        return pointer.read_text(encoding="utf-8").strip()
+        """Version named by the `active` pointer (the user's, else the registry's own)."""
+        version = self._pointer(POINTER)
+        if version is None:
+            raise FileNotFoundError(f"no active model version: {self.pointers / POINTER} is missing")
+        return version
 
     def activate(self, version: str) -> None:
         """Point `active` at an existing version (atomic: temporary file + os.replace)."""
         self.path(version)
-        atomic_write(self.root / POINTER, version + "\n")
+        self._write_pointer(POINTER, version)
 
     def shadow_version(self) -> str | None:
         """Version named by the shadow pointer, or None when nothing is shadowing."""
-        pointer = self.root / SHADOW_POINTER
-        if not pointer.is_file():
-            return None
-        return pointer.read_text(encoding="utf-8").strip() or None
+        return self._pointer(SHADOW_POINTER) or None
 
     def set_shadow(self, version: str) -> None:
         """Point `shadow` at an existing version other than the active one (atomic, like `active`)."""
         self.path(version)
         if version == self.active_version():
             raise ValueError(f"{version} is the active version; a shadow must be another one")
-        atomic_write(self.root / SHADOW_POINTER, version + "\n")
+        self._write_pointer(SHADOW_POINTER, version)
 
     def clear_shadow(self) -> None:
-        """Stop shadowing: an empty pointer, written atomically (so watchers never see a torn file)."""
-        if (self.root / SHADOW_POINTER).is_file():
-            atomic_write(self.root / SHADOW_POINTER, "")
+        """Stop shadowing: the pointer is removed (atomic: a watcher sees the version or no file)."""
+        (self.pointers / SHADOW_POINTER).unlink(missing_ok=True)
 
     def promote(self) -> str:
         """Make the shadow the active version and clear the shadow; returns the promoted version."""

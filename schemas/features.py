@@ -189,10 +189,29 @@ def _check_value(index: int, value: Any) -> int:
     return number
 
 
+_TARGET_HINT = (
+    f" (the {FEATURE_COUNT}th is {TARGET_NAME}, mobile home policies held, 0 or 1: the propensity model's "
+    f"target, which it never reads; send 0 when unknown, or an object keyed by column name "
+    f"without {TARGET_NAME})"
+)
+
+
+def nearest_column(name: str) -> str | None:
+    """The column name `name` most likely meant (any case, a letter or two off), for "did you mean"."""
+    import difflib
+
+    upper = name.strip().upper()
+    if upper in FEATURE_INDEX:
+        return upper
+    close = difflib.get_close_matches(upper, FEATURE_NAMES, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def _from_sequence(values: Sequence[Any]) -> tuple[int, ...]:
     if len(values) != FEATURE_COUNT:
+        hint = _TARGET_HINT if len(values) == FEATURE_COUNT - 1 else ""
         raise _invalid(
-            f"features must have exactly {FEATURE_COUNT} values in columns.csv order; got {len(values)}"
+            f"features must have exactly {FEATURE_COUNT} values in columns.csv order; got {len(values)}{hint}"
         )
     fast = tuple(values)
     # Fast path: a plain in-range int list, checked by C-level map/all (no Python frame per value),
@@ -209,11 +228,16 @@ def _from_sequence(values: Sequence[Any]) -> tuple[int, ...]:
 def _from_mapping(values: Mapping[str, Any]) -> tuple[int, ...]:
     unknown = [name for name in values if name not in FEATURE_INDEX]
     if unknown:
-        raise _invalid(f"features has unknown column name(s): {', '.join(map(str, unknown[:5]))}")
+        raise _invalid(f"features has unknown column name(s): {', '.join(map(_with_guess, unknown[:5]))}")
     missing = [name for name in FEATURE_NAMES if name not in values and name != TARGET_NAME]
     if missing:
         raise _invalid(f"features is missing column(s): {', '.join(missing[:5])}")
     return tuple(_check_value(index, values.get(name, 0)) for index, name in enumerate(FEATURE_NAMES))
+
+
+def _with_guess(name: object) -> str:
+    guess = nearest_column(str(name))
+    return f"{name} (did you mean {guess}?)" if guess else str(name)
 
 
 def parse_features(value: Any) -> tuple[int, ...]:

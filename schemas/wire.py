@@ -193,6 +193,11 @@ class BatchRowEncoder:
                 f"{self._tail}").encode()
 
 
+def iso_utc(value: datetime, timespec: str = "auto") -> str:
+    """ISO 8601 in UTC ending in `Z`, as the API, the topics and the CLI write every timestamp."""
+    return value.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
 def prediction_json(event: EventIds, fields: dict[str, Any], scored_at: datetime) -> bytes:
     """A Prediction message as JSON bytes, exactly as `Prediction.model_dump_json()` writes it.
 

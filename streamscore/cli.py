@@ -41,6 +41,9 @@ def main() -> None:
         # Services score small batches on one thread each; BLAS/OpenMP pools only add contention on 2 cores.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        # Outside training Keras only reads the DQN's weights (serving is NumPy), so TensorFlow's oneDNN
+        # kernels never run; off, TensorFlow also drops the notice about them that opened every output.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow start-up chatter is not for operators
     _register()
     try:

@@ -15,7 +15,9 @@ from typing import IO, Any
 
 import httpx
 
-DEV_HOME_ENV = "STREAMSCORE_DEV_HOME"
+from models.registry import STATE_HOME_ENV, state_home
+
+DEV_HOME_ENV = STATE_HOME_ENV
 API_URL_ENV = "STREAMSCORE_API_URL"
 API_KEY_ENV = "STREAMSCORE_API_KEY"
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -42,7 +44,7 @@ class CliError(Exception):
 
 def dev_home() -> Path:
     """Where `streamscore dev` keeps its state: $STREAMSCORE_DEV_HOME, else ./.streamscore."""
-    return Path(os.environ.get(DEV_HOME_ENV) or Path.cwd() / ".streamscore")
+    return state_home()  # one rule, also where the packaged registry's user pointers are kept
 
 
 def _dev_file(name: str) -> str | None:
@@ -90,10 +92,10 @@ def error_message(response: httpx.Response) -> str:
         detail = body.get("detail") if isinstance(body, dict) else None
         return str(detail or body)[:500]
     message = str(error.get("message") or response.reason_phrase)
-    details = [
+    details = [  # a detail the message already says is not said twice
         f"{item.get('field')}: {item.get('message')}" if item.get("field") else str(item.get("message"))
         for item in error.get("details") or []
-        if isinstance(item, dict)
+        if isinstance(item, dict) and str(item.get("message")) not in message
     ]
     shown = "; ".join(details[:5]) + (f" (+{len(details) - 5} more)" if len(details) > 5 else "")
     return f"{message} — {shown}" if shown and shown not in message else message

@@ -116,6 +116,7 @@ class DevStack:
             STREAMSCORE_REDIS_URL=endpoints.redis_url,
             STREAMSCORE_KAFKA_BOOTSTRAP=endpoints.kafka_bootstrap,
             STREAMSCORE_DEV_MODE="true",
+            STREAMSCORE_DEV_HOME=str(self.home),  # the services read the same model pointers as the CLI
             STREAMSCORE_METRICS_PORT=str(metrics_port),
             PYTHONUNBUFFERED="1",
         )
@@ -262,8 +263,8 @@ def clear_dev_files(home: Path) -> None:
 
 
 def print_banner(console: Console, api_url: str, api_key: str, ports: dict[str, int], logs: Path,
-                 endpoints: Endpoints, elapsed: float) -> None:
-    """The URLs, the API key and where to look next."""
+                 endpoints: Endpoints, elapsed: float, stays_up: bool = True) -> None:
+    """The URLs, the API key and where to look next (commands to try only when the stack stays up)."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold cyan")
     table.add_column()
@@ -284,6 +285,10 @@ def print_banner(console: Console, api_url: str, api_key: str, ports: dict[str, 
     console.print("Dashboard, signed in:")
     console.print(f"{api_url}/dashboard#key={api_key}", soft_wrap=True, highlight=False, markup=False)
     cli = cli_prefix()
+    if not stays_up:  # `make demo`: the stack stops after the summary, so no command could reach it
+        console.print(f"The stack stops after the demo; `{cli} dev --demo --keep` (make dev) keeps it "
+                      "running.", soft_wrap=True, highlight=False, markup=False)
+        return
     console.print("Try, in another terminal in this directory:")
     for example in ("batch submit FILE.csv --wait", "tail predictions", "api-keys list"):
         console.print(f"  {cli} {example}", soft_wrap=True, highlight=False, markup=False)
@@ -331,7 +336,7 @@ def run_dev(port: int, demo: bool, demo_file: Path | None, keep: bool, fresh: bo
                 api_key, ports = stack.launch(endpoints, port)
                 write_dev_files(home, api_url, api_key, endpoints)
                 print_banner(console, api_url, api_key, ports, stack.logs, endpoints,
-                             time.monotonic() - started)
+                             time.monotonic() - started, stays_up=source is None or keep)
                 if open_browser:
                     import webbrowser
 

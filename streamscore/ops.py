@@ -14,18 +14,21 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import typer
+from rich import filesize
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from streamscore.client import (
     API_KEY_ENV,
@@ -37,6 +40,7 @@ from streamscore.client import (
     resolve_api_key,
     resolve_api_url,
 )
+from streamscore.text import counted
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -129,7 +133,7 @@ def batch_submit(
             task = client.submit_batch(stream, file.name, lambda n: progress.advance(upload, n))
         task_id = str(task["task_id"])
         state, rows = task.get("status", "queued"), task.get("rows", "?")
-        console.print(f"task [bold]{task_id}[/] {state}: {rows} rows accepted")
+        console.print(f"task [bold]{task_id}[/] {state}: {counted(rows, 'row')} accepted")
         if not wait:
             console.print(f"follow it with: streamscore batch status {task_id} --wait")
             return
@@ -166,12 +170,14 @@ def _print_batch(status: dict[str, Any]) -> None:
         if key in status:
             table.add_row(key, str(status[key]))
     console.print(table)
-    row_errors = status.get("errors") or []
+    row_errors = (status.get("errors") or [])[:20]
     if row_errors:
-        errors_table = Table(title=f"row errors (first {len(row_errors)})")
+        failed = int(status.get("rows_failed") or 0)
+        first = f" (first {len(row_errors)} of {failed:,})" if failed > len(row_errors) else ""
+        errors_table = Table(title=f"row errors{first}")
         errors_table.add_column("line", justify="right")
         errors_table.add_column("reason")
-        for error in row_errors[:20]:
+        for error in row_errors:
             errors_table.add_row(str(error.get("line", "")), str(error.get("reason", "")))
         console.print(errors_table)
 
@@ -201,30 +207,43 @@ def batch_status(
 @handle_errors
 def batch_results(
     task: str = typer.Argument(..., help="The task id printed by `batch submit`."),
-    output: Path = typer.Option(..., "--output", "-o", help="File to write; .csv → CSV, else JSON lines."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="File to write (.csv → CSV, else JSON lines); none or - : stdout."),
+    csv: bool = typer.Option(False, "--csv", help="CSV instead of JSON lines (a .csv --output implies it)."),
     api_url: str | None = ApiUrlOption,
     api_key: str | None = ApiKeyOption,
 ) -> None:
-    """Download a batch's stored predictions.
+    """Download a batch's stored predictions, to a file or to stdout.
 
     [bold]Examples[/]
 
       streamscore batch results 2b0c…e1 --output predictions.jsonl
       streamscore batch results 2b0c…e1 --output predictions.csv
+      streamscore batch results 2b0c…e1 --csv | head
     """
-    as_csv = output.suffix.lower() == ".csv"
+    target = output if output is not None and str(output) != "-" else None
+    as_csv = csv or (target is not None and target.suffix.lower() == ".csv")
     lines = 0
-    with _client(api_url, api_key) as client, _progress(download=True) as progress:
-        download = progress.add_task(f"download {output.name}", total=None)
-        partial = output.with_name(output.name + ".part")
-        with partial.open("wb") as sink:
+    with _client(api_url, api_key) as client:
+        if target is None:
+            stdout = typer.get_binary_stream("stdout")
             for chunk in client.stream_results(task, csv=as_csv):
-                sink.write(chunk)
+                stdout.write(chunk)
                 lines += chunk.count(b"\n")
-                progress.advance(download, len(chunk))
-        partial.replace(output)
+            stdout.flush()
+        else:
+            with _progress(download=True) as progress:
+                download = progress.add_task(f"download {target.name}", total=None)
+                partial = target.with_name(target.name + ".part")
+                with partial.open("wb") as sink:
+                    for chunk in client.stream_results(task, csv=as_csv):
+                        sink.write(chunk)
+                        lines += chunk.count(b"\n")
+                        progress.advance(download, len(chunk))
+                partial.replace(target)
     rows = lines - 1 if as_csv and lines else lines
-    console.print(f"wrote {rows:,} predictions to {output}")
+    summary = f"wrote {counted(rows, 'prediction')} to {target or 'stdout'}"
+    (errors if target is None else console).print(summary)  # stdout carries only the predictions
 
 
 @tail_app.command("predictions")
@@ -314,7 +333,7 @@ def docs_asyncapi(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
     yaml: bool = typer.Option(False, "--yaml", help="YAML instead of JSON."),
 ) -> None:
-    """Export the AsyncAPI 3.0 document of all four topics (from the FastStream apps).
+    """Export the AsyncAPI 3.0 document of all five topics (from the FastStream apps).
 
     [bold]Examples[/]
 
@@ -337,10 +356,26 @@ def docs_asyncapi(
     errors.print(f"wrote {output} ({len(channels)} channels)")
 
 
+class AverageSpeedColumn(TransferSpeedColumn):
+    """Bytes per second, averaged over the whole transfer once done; blank while it cannot tell yet.
+
+    rich's column shows its recent-sample speed, "0 bytes/s" for a file sent within one refresh.
+    """
+
+    def render(self, task: Task) -> Text:
+        """The speed, or nothing."""
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if task.finished and elapsed:
+            return Text(f"{filesize.decimal(int(task.completed / elapsed))}/s", style="progress.data.speed")
+        if task.speed:
+            return super().render(task)
+        return Text("")
+
+
 def _progress(download: bool = False) -> Progress:
     columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn()]
     if download:
-        columns += [DownloadColumn(), TransferSpeedColumn()]
+        columns += [DownloadColumn(), AverageSpeedColumn()]
     else:
         columns += [TextColumn("{task.completed:,.0f}/{task.total:,.0f}")]
     return Progress(*columns, TimeElapsedColumn(), console=errors, transient=False)

@@ -31,6 +31,7 @@ async def tail(bootstrap: str, settings: Any, customer: str | None, limit: int, 
     try:
         await consumer.start()
     except KafkaError as error:
+        await consumer.stop()  # a consumer that never started still holds its client: close it quietly
         raise CliError(f"cannot reach Kafka at {bootstrap} ({type(error).__name__}). Is `streamscore dev` "
                        "running? Pass --bootstrap or set STREAMSCORE_KAFKA_BOOTSTRAP.") from None
     try:

@@ -15,6 +15,11 @@ const fmt = (n, digits = 0) => (n === null || n === undefined || Number.isNaN(n)
 const ms = (n) => (n === null || n === undefined || !(n > 0)) ? "—" : fmt(n, 2);
 const lag = (n) => (n === null || n === undefined) ? "–" : (n < 0 ? "unknown" : fmt(n));
 const pct = (n) => (n === null || n === undefined) ? "–" : `${(100 * n).toFixed(1)} %`;
+// 24-hour clock time: 8 characters in every locale, so the column never cuts it off.
+const clock = (iso) => iso ? new Date(iso).toLocaleTimeString("en-GB", { hour12: false }) : "–";
+// A segment as the CLI shows it (streamscore.demo.segment_text): the number is the value percentile.
+const segmentText = (label, score) => `${label} (value percentile ${fmt(score)})`;
+const TOP_SHARE = 0.2;
 
 function takeKeyFromUrl() {
   // The key travels in the fragment (never sent to the server); keep it for this tab only.
@@ -72,6 +77,7 @@ function render(stats) {
   $("lag").textContent = lag(scorer.lag < 0 || sink.lag < 0 ? -1 : scorer.lag + sink.lag);
   $("lag-scorer").textContent = lag(scorer.lag);
   $("lag-sink").textContent = lag(sink.lag);
+  $("in-flight").textContent = fmt((scorer.in_flight || 0) + (sink.in_flight || 0));
   $("p50").textContent = ms(scorer.p50_ms);
   $("p99").textContent = ms(scorer.p99_ms);
   $("sink-p99").textContent = ms(sink.p99_ms);
@@ -120,19 +126,20 @@ function svg(tag, attrs, text) {
 function renderSegments(segments, version) {
   const root = $("segments");
   root.replaceChildren();
-  $("segments-version").textContent = version ? `· ${version}` : "";
+  $("segments-scope").textContent = `all stored predictions${version ? ` of ${version}` : ""}`;
   const labels = ["high", "medium", "low"];
   const total = labels.reduce((s, l) => s + (segments[l] || 0), 0);
   const colors = { high: "#3fb950", medium: "#d29922", low: "#6e7f91" };
   labels.forEach((label, i) => {
     const n = segments[label] || 0;
     const y = 10 + i * 36;
-    const w = total ? (n / total) * 200 : 0;
+    // The bar leaves 110 units on its right: room for "1,234,567 (100 %)".
+    const w = total ? (n / total) * 150 : 0;
     root.append(svg("text", { x: 0, y: y + 14 }, label));
-    root.append(svg("rect", { x: 50, y, width: 200, height: 20, rx: 3, fill: "#263341" }));
+    root.append(svg("rect", { x: 50, y, width: 150, height: 20, rx: 3, fill: "#263341" }));
     root.append(svg("rect", { x: 50, y, width: w, height: 20, rx: 3, fill: colors[label], "data-segment": label }));
-    root.append(svg("text", { x: 256, y: y + 14, id: `segment-${label}` },
-      `${fmt(n)}${total ? ` (${Math.round((100 * n) / total)}%)` : ""}`));
+    root.append(svg("text", { x: 206, y: y + 14, id: `segment-${label}` },
+      `${fmt(n)}${total ? ` (${Math.round((100 * n) / total)} %)` : ""}`));
   });
 }
 
@@ -141,7 +148,7 @@ function renderModel(model) {
   const m = model.metrics || {};
   const rows = [
     ["AUC (propensity)", fmt(m.auc, 3)], ["precision", pct(m.precision)], ["recall", pct(m.recall)],
-    ["F1", fmt(m.f1, 3)], ["accuracy", pct(m.accuracy)], ["buyers in top 20 %", pct(m.top20_recall)],
+    ["F1", fmt(m.f1, 3)], ["accuracy", pct(m.accuracy)], ["buyers in top 20 %", pct(topShare(model).gains)],
     ["HR@3 DQN", pct(m.hr3_dqn)], ["HR@3 popularity", pct(m.hr3_popularity)],
     ["value Spearman", fmt(m.value_spearman, 3)],
   ];
@@ -152,10 +159,24 @@ function renderModel(model) {
     const dd = document.createElement("dd"); dd.textContent = v;
     dl.append(dt, dd);
   }
-  renderGains(model.gains || []);
+  renderGains(model.gains || [], topShare(model));
 }
 
-function renderGains(points) {
+// The one "buyers in the top 20 %" figure of both cards: the model's own, else read off the curve.
+function topShare(model) {
+  const m = model.metrics || {};
+  if (m.top20_recall !== undefined && m.top20_recall !== null) {
+    return { share: TOP_SHARE, gains: m.top20_recall, lift: m.top20_recall / TOP_SHARE };
+  }
+  const points = [{ share: 0, gains: 0 }, ...(model.gains || [])];
+  const after = points.findIndex((p) => p.share >= TOP_SHARE);
+  if (after <= 0) return { share: TOP_SHARE, gains: null, lift: null };
+  const a = points[after - 1], b = points[after];
+  const gains = a.gains + ((b.gains - a.gains) * (TOP_SHARE - a.share)) / (b.share - a.share);
+  return { share: TOP_SHARE, gains, lift: gains / TOP_SHARE };
+}
+
+function renderGains(points, top) {
   const root = $("gains-chart");
   root.replaceChildren();
   const L = 34, T = 8, W = 262, H = 160;
@@ -174,10 +195,9 @@ function renderGains(points) {
   const path = [[0, 0], ...points.map((p) => [p.share, p.gains])]
     .map(([s, g]) => `${x(s).toFixed(1)},${y(g).toFixed(1)}`).join(" ");
   root.append(svg("polyline", { points: path, fill: "none", stroke: "#4cc2ff", "stroke-width": 2, id: "gains-line" }));
-  const at20 = points.reduce((best, p) => Math.abs(p.share - 0.2) < Math.abs(best.share - 0.2) ? p : best);
   $("lift-note").textContent =
-    `Contacting the top ${Math.round(at20.share * 100)} % finds ${Math.round(at20.gains * 100)} % of buyers ` +
-    `(lift ${fmt(at20.lift, 2)}); dashed line = random.`;
+    `Contacting the top ${Math.round(top.share * 100)} % finds ${pct(top.gains)} of buyers ` +
+    `(lift ${fmt(top.lift, 2)}); dashed line = random.`;
 }
 
 function cell(tr, text, cls) {
@@ -197,11 +217,10 @@ function renderPredictions(predictions) {
     cell(tr, fmt(p.propensity, 3), "num");
     const seg = document.createElement("span");
     seg.className = `seg ${p.segment}`;
-    seg.textContent = `${p.segment} ${fmt(p.segment_score)}`;
-    seg.title = `${p.segment} segment, value percentile ${fmt(p.segment_score)}`;
+    seg.textContent = segmentText(p.segment, p.segment_score);
     cell(tr, seg);
     cell(tr, p.source);
-    cell(tr, p.scored_at ? new Date(p.scored_at).toLocaleTimeString() : "–");
+    cell(tr, clock(p.scored_at), "time");
     body.append(tr);
   }
 }
@@ -222,7 +241,7 @@ function renderBatches(batches) {
     wrap.append(bar, document.createTextNode(`${Math.round(100 * b.progress)}%`));
     cell(tr, wrap);
     cell(tr, `${fmt(b.rows_scored)}/${fmt(b.rows_valid)}${b.rows_invalid ? ` (+${fmt(b.rows_invalid)} invalid)` : ""}`, "num");
-    cell(tr, b.created_at ? new Date(b.created_at).toLocaleTimeString() : "–");
+    cell(tr, clock(b.created_at), "time");
     body.append(tr);
   }
 }

@@ -141,8 +141,10 @@ async def test_a_batch_commits_its_own_offsets_only_after_it_settled(pipelined: 
     await asyncio.sleep(0.2)
     assert handled_second.is_set()
     assert set((await committed(consumer, topic)).values()) == {None}  # nothing before the first settles
+    assert pipeline.in_flight == len(first) + len(second)  # past the consumer's position, not committed
     release.set()
     await pipeline.drain()
+    assert pipeline.in_flight == 0
     after: dict[int, int] = {}
     for record in [*first, *second]:
         after[record.partition] = record.offset + 1

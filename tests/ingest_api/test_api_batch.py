@@ -100,8 +100,11 @@ async def test_raw_text_csv_body_is_accepted(api: Api, unique_id: str) -> None:
         (["customer_id", *FEATURE_NAMES[2:]], ["missing column(s): MOSTYPE, MAANTHUI"]),
         ([*FEATURE_NAMES], ["missing column(s): customer_id"]),
         (["customer_id", "MOSTYPE", *FEATURE_NAMES], ["duplicated column(s): MOSTYPE"]),
+        (["Customer_ID", "mostype", *FEATURE_NAMES[1:]],
+         ["unknown column(s): Customer_ID (did you mean customer_id?), mostype (did you mean MOSTYPE?)",
+          "missing column(s): customer_id, MOSTYPE"]),
     ],
-    ids=["unknown", "missing", "no-customer-id", "duplicated"],
+    ids=["unknown", "missing", "no-customer-id", "duplicated", "typo"],
 )
 async def test_bad_header_is_422_naming_the_columns(api: Api, header: list[str], problems: list[str]) -> None:
     body = ",".join(header) + "\r\n" + ",".join("1" for _ in header) + "\r\n"

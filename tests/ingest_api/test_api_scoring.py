@@ -280,3 +280,29 @@ async def test_fast_path_answers_like_the_fastapi_route(api: Api, unique_id: str
     metrics = (await api.client.get("/metrics")).text
     assert 'route="/api/v1/predict/single",status="200"' in metrics
     assert 'route="/api/v1/predict/single",status="401"' in metrics
+
+
+async def test_fast_path_counts_every_outcome_under_its_route(api: Api, unique_id: str) -> None:
+    """Each outcome of the fast path is counted once under the route template, never as <unmatched>."""
+    body = {"customer_id": f"c{unique_id}", "features": dataset_rows(1)[0]}
+    no_predict_scope = await api.key_with("events")
+    outcomes = [
+        ({}, orjson.dumps(body)),  # 200, scored by the fast path
+        ({"X-API-Key": "ssk_nope"}, orjson.dumps(body)),  # 401 from authorize
+        (no_predict_scope, orjson.dumps(body)),  # 403: the key lacks the predict scope
+        ({}, orjson.dumps({**body, "nope": 1})),  # 422 from the fast path's own validation
+        ({}, b'{"customer_id": '),  # 422 from FastAPI, the malformed body replayed to the route
+    ]
+    statuses = []
+    for headers, content in outcomes:
+        response = await api.client.post("/api/v1/predict/single", content=content,
+                                         headers={"Content-Type": "application/json", **headers})
+        statuses.append(response.status_code)
+    metrics = (await api.client.get("/metrics")).text
+
+    assert statuses == [200, 401, 403, 422, 422]
+    route = 'method="POST",route="/api/v1/predict/single"'
+    for status, count in (("200", 1), ("401", 1), ("403", 1), ("422", 2)):
+        assert f'streamscore_api_requests_total{{{route},status="{status}"}} {count}.0' in metrics, status
+    assert f"streamscore_api_request_duration_seconds_count{{{route}}} 5.0" in metrics
+    assert 'method="POST",route="<unmatched>"' not in metrics

@@ -1,5 +1,6 @@
-"""The dashboard page in Chromium, fed fixed figures: idle, unknown lag, long rows in a narrow card, and the
-shadow and drift panels' empty and unavailable states (built by the API's own functions)."""
+"""The dashboard page in Chromium, fed fixed figures: idle, unknown lag, long rows in a narrow card, the
+shadow and drift panels' empty and unavailable states (built by the API's own functions), one "buyers in
+the top 20 %" figure, whole numbers and names, and every tile saying what it counts and in which unit."""
 
 from __future__ import annotations
 
@@ -8,21 +9,23 @@ from typing import Any
 
 import pytest
 
+from ingest_api.dashboard_data import model_summary
 from ingest_api.main import create_app
 from ingest_api.scorer_stats import StatsRead, drift_report, shadow_status
 from ingest_api.settings import ApiSettings
 from tests.helpers.browser import browser_session, wait_until
 from tests.helpers.served import served_without_lifespan
 
-ROLE = {"instances": 1, "events_in": 0, "events_out": 0, "dlq": 0, "batches": 0, "lag": 0,
+ROLE = {"instances": 1, "events_in": 0, "events_out": 0, "dlq": 0, "batches": 0, "lag": 0, "in_flight": 0,
         "p50_ms": 0.0, "p99_ms": 0.0, "rate_in": 0.0, "rate_out": 0.0}
+LONGEST_PRODUCT = "third_party_agriculture"  # the longest of schemas.features.PRODUCT_IDS
 
 
 def _stats(read: StatsRead = ({}, None), shadow: str | None = None, **scorer: Any) -> dict[str, Any]:
     prediction = {"event_id": "e", "customer_id": "customer-with-a-rather-long-identifier-0000000042",
                   "model_version": "v20260101-000000", "source": "batch", "propensity": 0.123456,
                   "segment": "high", "segment_score": 92.4,
-                  "top": {"product_id": "CARAVAN_POLICY_WITH_A_LONG_NAME", "probability": 0.4},
+                  "top": {"product_id": LONGEST_PRODUCT, "probability": 0.4},
                   "scored_at": "2026-12-01T22:00:00.123Z"}
     batch = {"task_id": "2b0c1f1e-0000-4000-8000-000000000000", "status": "completed", "filename": "x.csv",
              "rows_valid": 123_456, "rows_invalid": 7_890, "rows_scored": 123_456, "rows_dead": 0,
@@ -90,3 +93,71 @@ def test_an_unreadable_stats_store_is_a_state_not_an_error(page: Any) -> None:
     assert page.find_element("css selector", "#shadow-state").get_attribute("data-state") == "unavailable"
     assert not page.find_element("id", "shadow-figures").is_displayed()
     assert not page.find_element("id", "drift").is_displayed()
+
+
+def _render(page: Any, stats: dict[str, Any]) -> None:
+    page.execute_script("render(arguments[0])", stats)
+
+
+def test_buyers_in_the_top_20_percent_is_one_figure_in_both_cards(page: Any) -> None:
+    """The served model's own manifest and gains curve: the metrics card and the lift note agree."""
+    from models.registry import Registry
+
+    version = Registry(None).active_version()
+    model = model_summary(None, version)
+    expected = f"{100 * model['metrics']['top20_recall']:.1f} %"
+    _render(page, {**_stats(), "model": model})
+    card = page.execute_script(
+        "const dt = [...document.querySelectorAll('#model-metrics dt')]"
+        ".find((d) => d.textContent === 'buyers in top 20 %'); return dt.nextElementSibling.textContent;")
+    assert card == expected
+    assert f"top 20 % finds {expected} of buyers" in _text(page, "lift-note")
+
+    # Without the figure in the manifest both cards read it off the curve, between its points.
+    curve = [{"share": 0.1, "gains": 0.4, "lift": 4.0}, {"share": 0.25, "gains": 0.7, "lift": 2.8},
+             {"share": 1.0, "gains": 1.0, "lift": 1.0}]
+    _render(page, {**_stats(), "model": {"version": "v1", "metrics": {"auc": 0.7}, "gains": curve}})
+    assert "top 20 % finds 60.0 % of buyers (lift 3.00)" in _text(page, "lift-note")
+    assert "60.0 %" in _text(page, "model-metrics")
+
+
+def test_segment_counts_fit_their_chart(page: Any) -> None:
+    _render(page, {**_stats(), "segments": {"high": 12_345, "medium": 67_890, "low": 1_234_567}})
+    for label in ("high", "medium", "low"):
+        text, right, width = page.execute_script(
+            "const t = document.getElementById(arguments[0]); const box = t.getBBox();"
+            "return [t.textContent, box.x + box.width, t.ownerSVGElement.viewBox.baseVal.width];",
+            f"segment-{label}")
+        assert text.endswith(" %)") and right <= width, (label, text, right, width)
+    assert _text(page, "segment-low") == "1,234,567 (94 %)"
+
+
+@pytest.mark.parametrize("width", [1400, 1000, 700])
+def test_recent_predictions_show_product_segment_and_time_whole(page: Any, width: int) -> None:
+    page.set_window_size(width, 900)
+    _render(page, _stats())
+    cells = page.execute_script(
+        "return [...document.querySelectorAll('#predictions tbody tr:first-child td')]"
+        ".map((td) => [td.innerText, td.scrollWidth, td.clientWidth]);")
+    for text, scroll, client in cells:
+        assert scroll <= client, (width, text, scroll, client)  # nothing cut off, nothing ellipsised
+    product, segment, scored = cells[1][0], cells[3][0], cells[5][0]
+    assert product.replace("\n", "") == f"{LONGEST_PRODUCT} (0.40)"
+    assert segment.replace("\n", " ") == "high (value percentile 92)"  # as the CLI writes it
+    assert len(scored) == 8 and scored[2] == scored[5] == ":", scored
+
+
+def test_tiles_say_what_they_count_and_in_which_unit(page: Any) -> None:
+    stats = _stats(p50_ms=3.2, p99_ms=8.0, lag=0, in_flight=700, events_in=5_000)
+    stats["sink"] = {**stats["sink"], "in_flight": 300, "events_out": 4_000}
+    _render(page, stats)
+    tiles = [tile.text for tile in page.find_elements("css selector", ".tile")]
+    events_in, stored, lag, latency, dead = tiles
+    assert "5,000 since the running scorers started" in events_in
+    assert "4,000 since the running sinks started" in stored
+    assert "1,000 in flight" in lag  # stored trails events by what the batches hold, though the lag is 0
+    assert "3.20ms p50" in latency
+    assert "p99 8.00 ms, both per micro-batch" in latency
+    assert "ms per batch" in latency.splitlines()[-1]
+    assert "since the running scorers and sinks started" in dead
+    assert _text(page, "segments-scope") == "all stored predictions of v1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -59,6 +60,8 @@ async def test_create_prints_the_key_alone_on_the_last_line_and_it_works(
     listed = await invoke(cli, database_url, ["api-keys", "list"])
     assert listed.exit_code == 0
     assert name in listed.stdout and "predict,read" in listed.stdout and "active" in listed.stdout
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(name)).split("\t")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row[3]), row  # UTC with Z, as the API writes
     assert key not in listed.output and hashlib.sha256(key.encode()).hexdigest() not in listed.output
 
     revoked = await invoke(cli, database_url, ["api-keys", "revoke", name])

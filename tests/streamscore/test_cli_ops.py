@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from schemas import topics
 from schemas.messages import Prediction
+from streamscore.client import error_message
 from streamscore.embedded import free_port
 from streamscore.ops import register
 from tests.helpers.stack import CLI, Launched, LineReader, launched_stack, write_feature_csv
@@ -74,12 +75,53 @@ def test_batch_submit_wait_shows_summary_and_row_errors_then_results_download(
     assert len(table) == 40 and "customer_id" in table[0]
     assert all(row["scored_at"].endswith("Z") for row in table)
 
+    piped = runner.invoke(app, ["batch", "results", task_id, "--csv", "--api-url", stack.api_url,
+                                "--api-key", stack.api_key], env={"COLUMNS": "200"})
+    assert piped.exit_code == 0, piped.output
+    assert list(csv.DictReader(io.StringIO(piped.stdout))) == table  # stdout holds the CSV and nothing else
+    assert "wrote 40 predictions to stdout" in piped.stderr
+
     code, output = invoke(stack, "batch", "status", task_id)
     assert code == 1 and "completed" in output
 
     clean = write_feature_csv(tmp_path / "clean.csv", rows=5, customer_prefix=f"c{unique_id}-")
     code, output = invoke(stack, "batch", "submit", str(clean), "--wait")
     assert code == 0 and "completed" in output, output
+
+
+def test_a_bad_header_is_said_once_naming_the_column_meant(stack: Launched, tmp_path: Path) -> None:
+    upload = write_feature_csv(tmp_path / "typo.csv", rows=2, customer_prefix="typo-")
+    upload.write_text(upload.read_text(encoding="utf-8").replace("MOSTYPE", "MOSTYP", 1), encoding="utf-8")
+
+    code, output = invoke(stack, "batch", "submit", str(upload))
+
+    flat = " ".join(output.split())
+    assert code == 2, output
+    assert flat.count("MOSTYP (did you mean MOSTYPE?)") == 1, flat
+    assert flat.count("missing column(s): MOSTYPE") == 1, flat
+
+
+def test_counts_read_as_english(stack: Launched, tmp_path: Path, unique_id: str) -> None:
+    upload = write_feature_csv(tmp_path / "two.csv", rows=1, customer_prefix=f"one{unique_id}-")
+    with upload.open("a", encoding="utf-8") as handle:  # the second row: MGEMLEEF (index 3) out of range
+        handle.write(f"bad{unique_id}," + ",".join(["1", "1", "1", "9"] + ["0"] * 82) + "\n")
+
+    code, output = invoke(stack, "batch", "submit", str(upload), "--wait")
+
+    assert code == 1, output
+    assert ": 1 row accepted" in output
+    assert "row errors" in output and "(first" not in output  # the one failed row is the whole list
+
+
+def test_an_error_detail_the_message_already_says_is_not_repeated() -> None:
+    body = {"error": {"status": 422, "code": "invalid_csv_header", "details": [
+        {"field": "header", "message": "unknown column(s): MOSTYP (did you mean MOSTYPE?)"},
+        {"field": "header", "message": "missing column(s): MOSTYPE"}],
+        "message": "the CSV header is invalid: unknown column(s): MOSTYP (did you mean MOSTYPE?) "
+                   "(and 1 more problem(s))"}}
+    text = error_message(httpx.Response(422, json=body))
+    assert text == ("the CSV header is invalid: unknown column(s): MOSTYP (did you mean MOSTYPE?) "
+                    "(and 1 more problem(s)) — header: missing column(s): MOSTYPE")
 
 
 def test_events_send_and_tail_predictions_for_one_customer(
@@ -161,7 +203,7 @@ def test_help_pages_show_examples() -> None:
         assert "Examples" in result.output, command
 
 
-def test_asyncapi_export_documents_all_four_topics(stack: Launched, tmp_path: Path) -> None:
+def test_asyncapi_export_documents_every_topic(stack: Launched, tmp_path: Path) -> None:
     code = subprocess.run([*CLI, "docs", "asyncapi", "--output", str(tmp_path / "asyncapi.json")],
                           env={**os.environ, "STREAMSCORE_TOPIC_PREFIX": ""}, capture_output=True,
                           timeout=120)

@@ -50,3 +50,15 @@ def test_cli_tables_label_the_segment_score(capsys: pytest.CaptureFixture[str]) 
     assert segment_text(prediction["segment"]) == "high (value percentile 92)"
     assert _show_prediction(orjson.dumps(prediction), None, raw=False) == 1
     assert "segment high (value percentile 92)" in capsys.readouterr().out
+
+
+def test_tail_without_a_broker_says_so_and_leaves_nothing_unclosed() -> None:
+    from streamscore.embedded import free_port
+
+    bootstrap = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "STREAMSCORE_KAFKA_BOOTSTRAP": bootstrap, "STREAMSCORE_DEV_HOME": "/nonexistent",
+           "COLUMNS": "200"}
+    done = subprocess.run([*CLI, "tail", "predictions"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert f"cannot reach Kafka at {bootstrap}" in done.stderr
+    assert "Unclosed" not in done.stderr and "Traceback" not in done.stderr
