@@ -40,7 +40,13 @@ async def _database(services: Services) -> None:
 
 async def _broker(services: Services) -> None:
     # A metadata request goes to a live broker; cached metadata would hide an outage.
-    metadata = await services.producer.client.fetch_all_metadata()
+    try:
+        metadata = await services.producer.client.fetch_all_metadata()
+    except Exception as error:
+        guard = services.topics
+        if guard is not None and not guard.connection.up:  # its probe named the cause (a setting, or
+            raise ConnectionError(guard.connection.reason) from error  # each address's error)
+        raise
     if not metadata.brokers():
         raise ConnectionError("the broker returned no brokers")
 
