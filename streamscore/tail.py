@@ -40,8 +40,10 @@ async def tail(settings: Any, customer: str | None, limit: int, raw: bool) -> No
         raise CliError(f"cannot reach Kafka at {bootstrap} ({type(error).__name__}). Is `streamscore dev` "
                        "running? Pass --bootstrap or set STREAMSCORE_KAFKA_BOOTSTRAP.") from None
     try:
-        await consumer.topics()
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        # All topics' metadata, asked now: the consumer's own cache holds only what bootstrap returned,
+        # which is every topic on Tansu but none on Apache Kafka.
+        metadata = await consumer._client.fetch_all_metadata()
+        partitions = sorted(metadata.partitions_for_topic(topic) or [])
         if not partitions:
             raise CliError(f"topic {topic} does not exist on {bootstrap}")
         assigned = [TopicPartition(topic, p) for p in partitions]
