@@ -54,6 +54,9 @@ async def _broker(services: Services) -> None:
 async def _topics(services: Services) -> None:
     # The guard's last look (it recreates lost topics): events sent now would reach the scorer.
     guard = services.topics
+    if guard is not None and not guard.connection.up:
+        # Its last look predates the outage: a broker back empty may not have the topics again yet.
+        raise LookupError("not checked since the broker became unreachable")
     if guard is not None and not guard.checked:
         await guard.check()
     if guard is not None and guard.problems:
