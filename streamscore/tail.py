@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -31,9 +33,12 @@ async def tail(settings: Any, customer: str | None, limit: int, raw: bool) -> No
     bootstrap = settings.kafka_bootstrap
     consumer = AIOKafkaConsumer(**connection_options(settings), group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="latest", request_timeout_ms=10_000)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries' lines; failures are ours to say
     try:
         await consumer.start()
     except KafkaError as error:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
         diagnosis = await diagnose(settings)
         if diagnosis.rejected:
             raise CliError(diagnosis.message, exit_code=EXIT_USAGE) from None

@@ -200,3 +200,14 @@ def test_dead_addresses_are_waited_for_not_taken_for_bad_credentials(
     assert len(waiting) == 1, output
     assert "Connect call failed" in waiting[0] or "refused" in waiting[0].lower(), waiting[0]
     assert "SASL_PASSWORD" not in output and "Traceback" not in output
+
+
+def test_tail_names_a_refused_password_in_one_line(secured_kafka: SecuredKafka) -> None:
+    env = {**os.environ, **secured_env(secured_kafka, KAFKA_SASL_PASSWORD="wrong",
+                                       KAFKA_BOOTSTRAP=three_address_list(secured_kafka.bootstrap)),
+           "STREAMSCORE_DEV_HOME": "/nonexistent", "COLUMNS": "400"}
+    done = subprocess.run([*CLI, "tail", "predictions"], env=env, capture_output=True, timeout=60)
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 2, output
+    assert output.strip().splitlines() == [output.strip()], output
+    assert output.startswith("error: STREAMSCORE_KAFKA_SASL_PASSWORD rejected by the broker"), output
