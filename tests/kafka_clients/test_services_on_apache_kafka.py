@@ -91,7 +91,8 @@ def test_events_go_through_every_service_on_a_three_address_list(
             answer = client.post("/api/v1/events", json=events)
             assert answer.status_code == 202, answer.text
             servers = client.get("/asyncapi", headers={"Accept": "application/json"}).json()["servers"]
-            ready = client.get("/ready")
+            ready = client.get("/ready")  # with credentials: every dependency's detail
+            metrics = client.get("/metrics").text
         stdout, _ = tail.communicate(timeout=60)
     finally:
         if tail.poll() is None:
@@ -106,7 +107,7 @@ def test_events_go_through_every_service_on_a_three_address_list(
     logs = service_logs(stack) + errors.text
     assert "Traceback" not in logs and "consumer lag unknown" not in logs
     if password is not None:
-        assert password not in logs
+        assert password not in logs + ready.text + metrics + orjson.dumps(servers).decode()
 
 
 def _stored(database_url: str, event_ids: list[str], within_s: float = 60.0) -> set[str]:
