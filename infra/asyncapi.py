@@ -15,6 +15,7 @@ from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
 from infra.kafka import topic_name
+from infra.kafka_connection import parse_bootstrap
 from infra.settings import KafkaSettings
 from schemas import topics
 from schemas.messages import SCHEMA_VERSION, DeadLetter, FeatureEvent, Prediction
@@ -57,7 +58,7 @@ def key_binding(base: str) -> dict[str, Any]:
 
 def _documentation_broker(settings: KafkaSettings) -> KafkaBroker:
     """A never-connected broker declaring every consumer group and every producer of the contract."""
-    broker = KafkaBroker(settings.kafka_bootstrap)
+    broker = KafkaBroker(parse_bootstrap(settings.kafka_bootstrap))
     for consumer in topics.CONSUMERS:
         for base in consumer.topics:
             topic = topic_name(settings, base)
@@ -86,14 +87,30 @@ def _contract_schemas() -> dict[str, Any]:
     return schemas
 
 
-def _merge_servers(document: dict[str, Any], host: str) -> None:
-    """One `kafka` server instead of one per FastStream broker."""
-    document["servers"] = {"kafka": {
-        "host": host, "pathname": "", "protocol": "kafka", "protocolVersion": "auto",
-        "description": "Any Kafka-compatible cluster (STREAMSCORE_KAFKA_BOOTSTRAP).",
-    }}
+SASL_SCHEMES = {"PLAIN": "plain", "SCRAM-SHA-256": "scramSha256", "SCRAM-SHA-512": "scramSha512"}
+
+
+def _merge_servers(document: dict[str, Any], settings: KafkaSettings) -> None:
+    """One server per bootstrap address (`kafka` when there is one), with the TLS and SASL in use."""
+    addresses = parse_bootstrap(settings.kafka_bootstrap)
+    names = ["kafka"] if len(addresses) == 1 else [f"kafka-{n}" for n in range(1, len(addresses) + 1)]
+    protocol = settings.kafka_security_protocol
+    server: dict[str, Any] = {
+        "pathname": "", "protocol": "kafka-secure" if protocol.endswith("SSL") else "kafka",
+        "protocolVersion": "auto",
+        "description": f"Any Kafka-compatible cluster (STREAMSCORE_KAFKA_BOOTSTRAP; {protocol}).",
+    }
+    if protocol.startswith("SASL_") and settings.kafka_sasl_mechanism:
+        document.setdefault("components", {}).setdefault("securitySchemes", {})["kafka-sasl"] = {
+            "type": SASL_SCHEMES[settings.kafka_sasl_mechanism],
+            "description": f"SASL {settings.kafka_sasl_mechanism} "
+                           "(STREAMSCORE_KAFKA_SASL_USERNAME and STREAMSCORE_KAFKA_SASL_PASSWORD).",
+        }
+        server["security"] = [{"$ref": "#/components/securitySchemes/kafka-sasl"}]
+    document["servers"] = {name: {"host": address, **server} for name, address in zip(names, addresses,
+                                                                                     strict=True)}
     for channel in document.get("channels", {}).values():
-        channel["servers"] = [{"$ref": "#/servers/kafka"}]
+        channel["servers"] = [{"$ref": f"#/servers/{name}"} for name in names]
 
 
 def _name_receive_operations(document: dict[str, Any]) -> None:
@@ -131,7 +148,7 @@ def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
     factory = AsyncAPI(_documentation_broker(settings), title="StreamScore event contracts",
                        version=f"{SCHEMA_VERSION}.0.0", description=DESCRIPTION, schema_version="3.0.0")
     document: dict[str, Any] = factory.to_specification().to_jsonable()
-    _merge_servers(document, settings.kafka_bootstrap)
+    _merge_servers(document, settings)
     _name_receive_operations(document)
     _set_payloads(document, settings)
     return document

@@ -20,6 +20,9 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 
 from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence, topic_name
+from infra.kafka_connection import connection_options, faststream_security, parse_bootstrap
+from infra.kafka_diagnosis import preflight
+from infra.logging import configure_logging
 from infra.pipeline import BatchPipeline, Finish
 from infra.process import cancel_tasks, serve
 from infra.settings import ConsumerSettings
@@ -69,7 +72,8 @@ async def raw_values(message: StreamMessage[Any]) -> Any:
 def build_broker(settings: ConsumerSettings, service: str) -> KafkaBroker:
     """A broker whose producer waits for all replicas (acks=all) and batches sends."""
     return KafkaBroker(
-        settings.kafka_bootstrap,
+        parse_bootstrap(settings.kafka_bootstrap),  # a list: one string is taken as one host name
+        security=faststream_security(settings),
         **producer_options(settings),
         logger=logging.getLogger(f"{service}.broker"),  # through the JSON root handler
         log_level=logging.DEBUG,  # per-batch "Received/Processed" lines would drown the logs
@@ -137,7 +141,7 @@ def build_consumer_app(
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         runtime.tasks.append(
             asyncio.create_task(track_lag_forever(lambda: [subscriber.consumer], runtime.stats, spec.set_lag,
-                                                  settings.kafka_bootstrap))
+                                                  connection_options(settings)))
         )
         runtime.stats.providers.append(lambda: {"in_flight": str(pipeline.in_flight)})
         if stats_redis_url:
@@ -191,5 +195,7 @@ def broker_of(app: FastStream) -> KafkaBroker:
 
 
 def serve_consumer(app: FastStream, service: str, settings: ConsumerSettings) -> None:
-    """Run one consumer process until SIGINT/SIGTERM."""
+    """Run one consumer process until SIGINT/SIGTERM, once Kafka accepts its settings (exits if refused)."""
+    configure_logging(settings.log_level, service=service)
+    preflight(settings)
     serve(app, service=service, log_level=settings.log_level, metrics_port=settings.metrics_port)

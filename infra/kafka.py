@@ -10,6 +10,9 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from infra.connection_state import ConnectionState
+from infra.kafka_connection import connection_options
+from infra.kafka_diagnosis import diagnose
 from infra.settings import KafkaSettings
 from schemas import topics
 
@@ -38,7 +41,7 @@ def producer_options(settings: KafkaSettings) -> dict[str, Any]:
 
 async def ensure_topics(settings: KafkaSettings, names: tuple[str, ...] = topics.ALL_TOPICS) -> None:
     """Create the contract topics that are missing, with the configured partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**connection_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -87,6 +90,7 @@ class TopicGuard:
         self.checked = False
         self._warned: set[str] = set()
         self._odd: set[str] = set()
+        self.connection = ConnectionState("Kafka", log)
 
     def ok(self, topic: str | None = None) -> bool:
         """No known problem with `topic` (or with any guarded topic)."""
@@ -95,9 +99,7 @@ class TopicGuard:
     async def check(self) -> dict[str, str]:
         """Look once; recreate missing topics; the problems that remain."""
         settings = self._settings
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000
-        )
+        admin = AIOKafkaAdminClient(**connection_options(settings), request_timeout_ms=5000)
         await admin.start()
         try:
             metadata = await admin._client.fetch_all_metadata()
@@ -144,13 +146,25 @@ class TopicGuard:
         return problems
 
     async def run_forever(self, interval_s: float = 1.0) -> None:
-        """Check every `interval_s`; an unreachable broker is left to the clients' own retries."""
+        """Check every `interval_s`; an unreachable broker is left to the clients' own retries, and its
+        outage logged once per change (self.connection), with the cause named when it starts."""
         while True:
             try:
                 await self.check()
             except Exception as error:
-                log.warning("topic check failed", extra={"error": repr(error)[:300]})
+                await self._failed(error)
+            else:
+                self.connection.succeeded()
             await asyncio.sleep(interval_s)
+
+    async def _failed(self, error: Exception) -> None:
+        from aiokafka.errors import KafkaConnectionError
+
+        reason = repr(error)[:300]
+        if isinstance(error, KafkaConnectionError):
+            diagnosis = await diagnose(self._settings)  # names a refused setting, or each address's error
+            reason = diagnosis.message if diagnosis.verdict != "ok" else reason
+        self.connection.failed(reason)
 
 
 IDEMPOTENCE_SETTING = "STREAMSCORE_KAFKA_IDEMPOTENT"
@@ -164,7 +178,7 @@ async def resolve_idempotence(settings: KafkaSettings) -> bool:
 
     if not settings.kafka_idempotent:
         return False
-    probe = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+    probe = AIOKafkaProducer(**connection_options(settings), acks="all", enable_idempotence=True,
                              request_timeout_ms=10_000)
     sender_log = logging.getLogger("aiokafka.producer.sender")
     level = sender_log.level

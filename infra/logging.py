@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,10 +32,43 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+class RepeatFilter(logging.Filter):
+    """Lets one record per (logger, message template) through every `window_s` from the Kafka client
+    loggers, which log each failed retry (~100 lines a second per process while a broker is down); the
+    next one let through carries `repeated`: how many were held back. Other loggers pass untouched."""
+
+    def __init__(self, window_s: float = 60.0, prefixes: tuple[str, ...] = ("aiokafka", "faststream"),
+                 suffixes: tuple[str, ...] = (".broker",), keys: int = 1000) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._prefixes = prefixes
+        self._suffixes = suffixes
+        self._keys = keys
+        self._seen: dict[tuple[str, str], list[float]] = {}  # key -> [last let through, held back since]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True to emit the record."""
+        if not (record.name.startswith(self._prefixes) or record.name.endswith(self._suffixes)):
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.window_s:
+            seen[1] += 1
+            return False
+        if seen is not None and seen[1]:
+            record.repeated = int(seen[1])
+        if len(self._seen) >= self._keys:
+            self._seen.clear()  # varying messages: forget rather than grow
+        self._seen[key] = [now, 0]
+        return True
+
+
 def configure_logging(level: str = "INFO", service: str = "streamscore") -> None:
     """Send JSON logs to stderr at the given level."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

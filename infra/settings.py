@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra.kafka_connection import check_security, parse_bootstrap
 from infra.stats import instance_id
 
 
@@ -15,7 +16,20 @@ class KafkaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="ignore")
 
-    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers: host:port[,host:port…]."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="Required with SASL_SSL and SASL_PLAINTEXT."
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="Never logged.")
+    kafka_ssl_cafile: str | None = Field(
+        default=None, description="PEM of the CA that signed the brokers' certificates (default: system CAs)."
+    )
+    kafka_ssl_certfile: str | None = Field(default=None, description="Client certificate (PEM): mutual TLS.")
+    kafka_ssl_keyfile: str | None = Field(default=None, description="Its private key (PEM).")
     kafka_partitions: int = Field(default=6, ge=1, description="Partitions for topics created at start-up.")
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_idempotent: bool = Field(
@@ -31,6 +45,17 @@ class KafkaSettings(BaseSettings):
     topic_prefix: str = Field(
         default="", description="Prepended to every topic name (tests isolate with it)."
     )
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_list(cls, value: str) -> str:
+        parse_bootstrap(value)
+        return value
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaSettings:
+        check_security(self)
+        return self
 
 
 class DatabaseSettings(BaseSettings):

@@ -110,9 +110,9 @@ class EndOffsets:
     moves the end past every record it finds there; on a broker whose listing is right it finds none.
     """
 
-    def __init__(self, bootstrap: str, rounds: int = 5) -> None:
+    def __init__(self, connection: dict[str, Any], rounds: int = 5) -> None:
         self.rounds = rounds
-        self._bootstrap = bootstrap
+        self._connection = connection  # infra.kafka_connection.connection_options
         self._consumer: AIOKafkaConsumer | None = None  # built at first use, so a stop always closes it
 
     async def stop(self) -> None:
@@ -126,7 +126,7 @@ class EndOffsets:
         consumer = self._consumer
         if consumer is None:
             consumer = self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+                **self._connection, group_id=None, enable_auto_commit=False,
                 fetch_max_wait_ms=50,
             )
             await consumer.start()
@@ -190,14 +190,14 @@ async def track_lag_forever(
     consumers: Callable[[], list[AIOKafkaConsumer | None]],
     stats: PipelineStats,
     on_partition: Callable[[TopicPartition, int], None],
-    bootstrap: str,
+    connection: dict[str, Any],
     interval_s: float = 1.0,
 ) -> None:
     """Every interval, refresh per-partition lag (reported via on_partition) and its sum in stats.
 
     When the broker cannot be asked, `stats.lag` is -1: unknown, never a reassuring 0.
     """
-    probe = EndOffsets(bootstrap)
+    probe = EndOffsets(connection)
     failing = False
     try:
         while True:

@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.database import create_engine, create_sessionmaker
 from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence
+from infra.kafka_connection import connection_options
+from infra.kafka_diagnosis import preflight
 from infra.logging import configure_logging
 from infra.process import bounded, cancel_tasks
 from ingest_api.batching import DirectScorer, DynamicBatcher
@@ -156,7 +158,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(bounded(redis.aclose, "redis client"))
         await ensure_topics(settings)
         idempotent = await resolve_idempotence(settings)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+        producer = AIOKafkaProducer(**connection_options(settings),
                                     **producer_options(settings) | {"enable_idempotence": idempotent})
         await producer.start()
         stack.push_async_callback(bounded(producer.stop, "kafka producer"))
@@ -262,6 +264,7 @@ def prepare_process() -> ApiSettings:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     settings = ApiSettings()
     configure_logging("INFO", service="api")
+    preflight(settings)  # exits with one line when a broker refuses a Kafka setting
     return settings
 
 

@@ -22,6 +22,7 @@ from faststream import FastStream
 from infra.consumer import ConsumerSpec, Publish, broker_of, build_consumer_app, serve_consumer
 from infra.consumer import runtime_of as consumer_runtime
 from infra.kafka import producer_options
+from infra.kafka_connection import connection_options
 from infra.pipeline import Finish
 from schemas import topics
 from scorer import drift, metrics, shadow
@@ -56,7 +57,7 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
     async def start() -> None:
         nonlocal producer
         runtime.executor = inference_executor()
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **producer_options(settings))
+        producer = AIOKafkaProducer(**connection_options(settings), **producer_options(settings))
         await producer.start()
         runtime.sender = ProducerSender(producer)
         if runtime.engine is None:

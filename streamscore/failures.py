@@ -46,8 +46,25 @@ def _where(variable: str) -> str:
     return f"{ENGINES[variable]} at {value} ({origin})"
 
 
+def _invalid_settings(error: BaseException) -> str | None:
+    """One line for settings that failed validation (pydantic-settings), naming each variable."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError) or not error.title.endswith("Settings"):
+        return None
+    problems = []
+    for problem in error.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(part) for part in problem["loc"])
+        variable = f"STREAMSCORE_{field.upper()}"
+        problems.append(message if not field or variable in message else f"{variable}: {message}")
+    return "invalid settings: " + "; ".join(problems)
+
+
 def explain(error: BaseException) -> str | None:
     """One line for an expected failure, or None for a bug (whose traceback should show)."""
+    if invalid := _invalid_settings(error):
+        return invalid
     chain = _chain(error)
     names = {type(link).__name__ for link in chain}
     variable = _engine(chain)

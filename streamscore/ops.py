@@ -269,8 +269,9 @@ def tail_predictions(
     from infra.settings import KafkaSettings
     from streamscore.tail import tail
 
-    settings = KafkaSettings()  # the running dev stack's broker, when there is one (adopt_dev_stack)
-    asyncio.run(tail(bootstrap or settings.kafka_bootstrap, settings, customer, limit, raw))
+    # The running dev stack's broker, when there is one (adopt_dev_stack); security from the environment.
+    settings = KafkaSettings(kafka_bootstrap=bootstrap) if bootstrap else KafkaSettings()
+    asyncio.run(tail(settings, customer, limit, raw))
 
 
 @events_app.command("send")

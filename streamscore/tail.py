@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -10,33 +12,43 @@ import orjson
 from rich.console import Console
 from rich.markup import escape
 
-from streamscore.client import CliError
+from streamscore.client import EXIT_USAGE, CliError
 from streamscore.demo import segment_text
 
 console = Console()
 errors = Console(stderr=True)
 
 
-async def tail(bootstrap: str, settings: Any, customer: str | None, limit: int, raw: bool) -> None:
+async def tail(settings: Any, customer: str | None, limit: int, raw: bool) -> None:
     """Print the predictions published from now on, on every partition, without joining a group."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
     from infra.kafka import topic_name
+    from infra.kafka_connection import connection_options
+    from infra.kafka_diagnosis import diagnose
     from schemas import topics
 
     topic = topic_name(settings, topics.PREDICTIONS)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    bootstrap = settings.kafka_bootstrap
+    consumer = AIOKafkaConsumer(**connection_options(settings), group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="latest", request_timeout_ms=10_000)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries' lines; failures are ours to say
     try:
         await consumer.start()
     except KafkaError as error:
-        await consumer.stop()  # a consumer that never started still holds its client: close it quietly
+        with contextlib.suppress(Exception):
+            await consumer.stop()  # a consumer that never started still holds its client: close it quietly
+        diagnosis = await diagnose(settings)
+        if diagnosis.rejected:
+            raise CliError(diagnosis.message, exit_code=EXIT_USAGE) from None
         raise CliError(f"cannot reach Kafka at {bootstrap} ({type(error).__name__}). Is `streamscore dev` "
                        "running? Pass --bootstrap or set STREAMSCORE_KAFKA_BOOTSTRAP.") from None
     try:
-        await consumer.topics()
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        # All topics' metadata, asked now: the consumer's own cache holds only what bootstrap returned,
+        # which is every topic on Tansu but none on Apache Kafka.
+        metadata = await consumer._client.fetch_all_metadata()
+        partitions = sorted(metadata.partitions_for_topic(topic) or [])
         if not partitions:
             raise CliError(f"topic {topic} does not exist on {bootstrap}")
         assigned = [TopicPartition(topic, p) for p in partitions]

@@ -40,7 +40,13 @@ async def _database(services: Services) -> None:
 
 async def _broker(services: Services) -> None:
     # A metadata request goes to a live broker; cached metadata would hide an outage.
-    metadata = await services.producer.client.fetch_all_metadata()
+    try:
+        metadata = await services.producer.client.fetch_all_metadata()
+    except Exception as error:
+        guard = services.topics
+        if guard is not None and not guard.connection.up:  # its probe named the cause (a setting, or
+            raise ConnectionError(guard.connection.reason) from error  # each address's error)
+        raise
     if not metadata.brokers():
         raise ConnectionError("the broker returned no brokers")
 
@@ -48,6 +54,9 @@ async def _broker(services: Services) -> None:
 async def _topics(services: Services) -> None:
     # The guard's last look (it recreates lost topics): events sent now would reach the scorer.
     guard = services.topics
+    if guard is not None and not guard.connection.up:
+        # Its last look predates the outage: a broker back empty may not have the topics again yet.
+        raise LookupError("not checked since the broker became unreachable")
     if guard is not None and not guard.checked:
         await guard.check()
     if guard is not None and guard.problems:

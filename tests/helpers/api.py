@@ -13,11 +13,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from sqlalchemy import insert
 
 from infra.kafka import topic_name
+from infra.kafka_connection import connection_options
 from infra.settings import KafkaSettings
 from ingest_api.credentials import create_api_key
 from ingest_api.deps import Services
@@ -27,6 +28,7 @@ from models.engine import InferenceEngine
 from schemas.features import FEATURE_NAMES
 from store.tables import Prediction as PredictionRow
 from tests.helpers.db import DATA_DIR
+from tests.helpers.pipeline import topic_partitions
 
 
 @dataclass
@@ -104,13 +106,10 @@ async def read_topic(settings: KafkaSettings, base: str, expected: int, timeout_
 async def topic_size(settings: KafkaSettings, base: str) -> int:
     """Records on a topic (sum of end offsets over its partitions)."""
     name = topic_name(settings, base)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(name, p) for p in (consumer.partitions_for_topic(name) or set())]
-        if not partitions:
-            await consumer.topics()
-            partitions = [TopicPartition(name, p) for p in (consumer.partitions_for_topic(name) or set())]
+        partitions = await topic_partitions(consumer, name)
         ends = await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()

@@ -15,6 +15,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from infra.kafka import ensure_topics, producer_options
+from infra.kafka_connection import connection_options
 from infra.settings import KafkaSettings
 from schemas.features import FEATURE_RANGES
 from schemas.messages import FeatureEvent, Prediction, Recommendation, Segment
@@ -84,19 +85,23 @@ async def consume(
     return records
 
 
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """A topic's partitions from an all-topics metadata request: the consumer's own cache holds only what
+    bootstrap returned, which is every topic on Tansu but none on Apache Kafka."""
+    metadata = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in sorted(metadata.partitions_for_topic(topic) or ())]
+
+
 async def committed_offsets(
     settings: KafkaSettings, group: str, topic_names: list[str]
 ) -> dict[TopicPartition, int]:
     """Offsets past 0 the group has committed on the given topics (without joining the group)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**connection_options(settings), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         committed = {}
         for topic in topic_names:
-            for partition in sorted(consumer.partitions_for_topic(topic) or ()):
-                tp = TopicPartition(topic, partition)
+            for tp in await topic_partitions(consumer, topic):
                 offset = await consumer.committed(tp)
                 if offset is not None and offset > 0:
                     committed[tp] = offset

@@ -9,6 +9,7 @@ import redis.asyncio as redis
 from aiokafka import AIOKafkaConsumer
 
 from infra.kafka import ensure_topics, topic_name
+from infra.kafka_connection import connection_options
 from infra.settings import KafkaSettings
 from infra.stats import (
     STATS_INDEX_KEY,
@@ -48,7 +49,7 @@ async def _lag_after_consuming_some(kafka_settings: KafkaSettings, messages: lis
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    probe = EndOffsets(kafka_settings.kafka_bootstrap)
+    probe = EndOffsets(connection_options(kafka_settings))
     await consumer.start()
     try:
         consumed = 0
