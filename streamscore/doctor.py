@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from dataclasses import dataclass
@@ -9,8 +10,8 @@ from dataclasses import dataclass
 import typer
 from rich.console import Console
 
+from infra.kafka_diagnosis import diagnose
 from infra.settings import DatabaseSettings, KafkaSettings, RedisSettings
-from streamscore.embedded import port_open
 from streamscore.engines import (
     docker_available,
     force_embedded,
@@ -48,20 +49,19 @@ def _safe(url: str) -> str:
 def service_findings() -> list[Finding]:
     """The engines the services would connect to, as configured now."""
     database, redis = DatabaseSettings().database_url, RedisSettings().redis_url
-    bootstrap = KafkaSettings().kafka_bootstrap
+    kafka = KafkaSettings()
+    bootstrap = kafka.kafka_bootstrap
     database_from, redis_from = _source("STREAMSCORE_DATABASE_URL"), _source("STREAMSCORE_REDIS_URL")
     bootstrap_from = _source("STREAMSCORE_KAFKA_BOOTSTRAP")
     postgres_problem = postgres_refusal(database)
     redis_problem = redis_refusal(redis)
-    brokers = [entry.strip() for entry in bootstrap.split(",") if entry.strip()]
-    answering = [b for b in brokers if ":" in b and port_open(b.rsplit(":", 1)[0], int(b.rsplit(":", 1)[1]))]
+    kafka_found = asyncio.run(diagnose(kafka))
     return [
         Finding("Postgres", f"{_safe(database)} ({database_from})", postgres_problem is None,
                 postgres_problem or "accepts the connection"),
         Finding("Redis", f"{_safe(redis)} ({redis_from})", redis_problem is None,
                 redis_problem or "answers PING"),
-        Finding("Kafka", f"{bootstrap} ({bootstrap_from})", bool(answering),
-                f"{len(answering)} of {len(brokers)} bootstrap addresses accept TCP connections"),
+        Finding("Kafka", f"{bootstrap} ({bootstrap_from})", kafka_found.verdict == "ok", kafka_found.message),
     ]
 
 
