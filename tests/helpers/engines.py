@@ -1,14 +1,25 @@
-"""Locate real engines for the tests: env-configured, then testcontainers (Docker), then local/embedded."""
+"""Locate real engines for the tests: env-configured, then testcontainers (Docker), then local/embedded.
+
+The handler-level tests use Tansu; the end-to-end and fault tests run on Tansu and on Apache Kafka.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
+import pytest
+
+from infra.settings import KafkaSettings
 from streamscore.embedded import EmbeddedPostgres, EmbeddedRedis, TansuBroker, port_open
+from streamscore.kafka_classpath import missing_tools
+from streamscore.kafka_server import KafkaCluster
 
 
 def _force_embedded() -> bool:
@@ -31,7 +42,47 @@ def docker_available() -> bool:
 
 @contextlib.contextmanager
 def kafka_bootstrap() -> Iterator[str]:
-    """A Kafka-compatible bootstrap address for the whole session."""
+    """Tansu, the embedded dev broker (memory only, no idempotent producers), for handler-level tests."""
+    broker = TansuBroker().start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A broker the end-to-end and fault tests run on."""
+
+    name: str
+    bootstrap: str
+    idempotent: bool  # grants producer ids: idempotent producers and transactions
+
+
+def broker_settings(broker: Broker) -> KafkaSettings:
+    """Settings on this broker with a per-test topic prefix, so each test has its own topics and groups."""
+    return KafkaSettings(kafka_bootstrap=broker.bootstrap, kafka_partitions=3,
+                         kafka_idempotent=broker.idempotent, topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
+
+
+def engine_missing(reason: str) -> NoReturn:
+    """Skip the tests of a tier whose engine is not here, with one line saying why; under CI, fail."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI needs this engine: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _no_maven_kafka() -> str | None:
+    """Why Apache Kafka cannot run from Maven here, or None when it can."""
+    if missing := missing_tools():
+        return f"Apache Kafka tier skipped: no {' and no '.join(missing)} on PATH (and no Docker engine, " \
+               "no STREAMSCORE_TEST_KAFKA_BOOTSTRAP)"
+    return None
+
+
+@contextlib.contextmanager
+def apache_kafka_bootstrap() -> Iterator[str]:
+    """An Apache Kafka cluster for the session: env-configured, testcontainers (Docker), or from Maven."""
     if url := os.environ.get("STREAMSCORE_TEST_KAFKA_BOOTSTRAP"):
         yield url
     elif docker_available():
@@ -40,11 +91,20 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer().with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
     else:
-        broker = TansuBroker().start()
-        try:
-            yield broker.bootstrap
-        finally:
-            broker.stop()
+        with kafka_cluster(nodes=1) as cluster:
+            yield cluster.bootstrap
+
+
+@contextlib.contextmanager
+def kafka_cluster(nodes: int, secure: bool = False) -> Iterator[KafkaCluster]:
+    """Apache Kafka KRaft nodes from Maven jars in a temp dir, stopped and removed at the end."""
+    if reason := _no_maven_kafka():
+        engine_missing(reason)
+    cluster = KafkaCluster(nodes=nodes, secure=secure).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @contextlib.contextmanager

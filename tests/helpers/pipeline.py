@@ -95,7 +95,8 @@ async def committed_offsets(
     try:
         committed = {}
         for topic in topic_names:
-            for partition in sorted(consumer.partitions_for_topic(topic) or ()):
+            # Apache Kafka sends no metadata of topics a client did not ask for: the configured count then.
+            for partition in sorted(consumer.partitions_for_topic(topic) or range(settings.kafka_partitions)):
                 tp = TopicPartition(topic, partition)
                 offset = await consumer.committed(tp)
                 if offset is not None and offset > 0:
