@@ -7,9 +7,10 @@ Each test prints one `FAULT` line (sent, stored, lost, duplicated, dead-lettered
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ class Restarted:
 
 async def post_through_a_broker_restart(
     kafka: KafkaSettings, database_url: str, redis_url: str, unique_id: str, engine: InferenceEngine,
-    caplog: pytest.LogCaptureFixture, restart: Callable[[], Awaitable[None]],
+    caplog: pytest.LogCaptureFixture, restart: Callable[[], Coroutine[Any, Any, None]],
 ) -> Restarted:
     """Scorer, sink and API in-process; 300 events stored, then `restart` while 300 more are posted.
 
