@@ -72,7 +72,7 @@ def engine_missing(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _no_maven_kafka() -> str | None:
+def no_maven_kafka() -> str | None:
     """Why Apache Kafka cannot run from Maven here, or None when it can."""
     if missing := missing_tools():
         return f"Apache Kafka tier skipped: no {' and no '.join(missing)} on PATH (and no Docker engine, " \
@@ -98,7 +98,7 @@ def apache_kafka_bootstrap() -> Iterator[str]:
 @contextlib.contextmanager
 def kafka_cluster(nodes: int, secure: bool = False) -> Iterator[KafkaCluster]:
     """Apache Kafka KRaft nodes from Maven jars in a temp dir, stopped and removed at the end."""
-    if reason := _no_maven_kafka():
+    if reason := no_maven_kafka():
         engine_missing(reason)
     cluster = KafkaCluster(nodes=nodes, secure=secure).start()
     try:
