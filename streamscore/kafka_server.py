@@ -60,10 +60,13 @@ def _cluster_id() -> str:
             return text
 
 
-def _tail(path: Path, lines: int = 25) -> str:
+def _tail(path: Path, lines: int = 20) -> str:
+    """A log's first ERROR lines (the cause; what follows is mostly shutdown) and its last lines."""
     if not path.is_file():
         return "(no log)"
-    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    errors = [line for line in text[:-lines] if "] ERROR " in line or "] FATAL " in line][:3]
+    return "\n".join([*errors, *(["..."] if errors else []), *text[-lines:]])
 
 
 @dataclass
