@@ -94,9 +94,9 @@ def test_a_node_that_cannot_start_fails_with_the_last_lines_of_its_log() -> None
     if reason := engines.no_maven_kafka():
         engines.engine_missing(reason)
     cluster = KafkaCluster(nodes=1)
-    with socket.create_server(("127.0.0.1", cluster.members[0].client_port)):  # its port is taken
-        with pytest.raises(RuntimeError, match="node 1 exited") as failed:
-            cluster.start(timeout_s=60)
+    taken = socket.create_server(("127.0.0.1", cluster.members[0].client_port))  # its port is taken
+    with taken, pytest.raises(RuntimeError, match="node 1 exited") as failed:
+        cluster.start(timeout_s=60)
     assert "node-1.log" in str(failed.value) and "Unable to start acceptor for CLIENT" in str(failed.value)
     assert cluster.home is not None and not cluster.home.exists()  # stopped and removed
 
