@@ -191,7 +191,22 @@ class KafkaCluster:
                 "-cp", self._classpath, main, *args]
 
     def start(self, timeout_s: float = 90.0) -> KafkaCluster:
-        """Write the configs, format every node's log dir, start all nodes and wait until they serve."""
+        """Write the configs, format every node's log dir, start all nodes and wait until they serve.
+
+        On any failure every node is stopped (and a temp dir removed) before the error propagates.
+        """
+        try:
+            self._format()
+            for node in self.members:
+                self._spawn(node)
+            self.wait_ready(timeout_s=timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _format(self) -> None:
+        """Configs, TLS material and one formatted log dir per node (SCRAM user added when secure)."""
         assert self.home is not None
         self._classpath = resolve_classpath()
         (self.home / "log4j2.properties").write_text(LOG4J2, encoding="utf-8")
@@ -216,14 +231,6 @@ class KafkaCluster:
             if result.returncode != 0:
                 raise RuntimeError(f"formatting Kafka node {node.node_id} failed:\n"
                                    f"{(result.stdout + result.stderr).strip()[-2000:]}")
-        try:
-            for node in self.members:
-                self._spawn(node)
-            self.wait_ready(timeout_s=timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _spawn(self, node: KafkaNode) -> None:
         with node.log_path.open("ab") as log:
