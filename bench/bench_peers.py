@@ -1,8 +1,9 @@
 """This project against a Bytewax 0.21 dataflow doing the same work, in one invocation.
 
-Both designs get a fresh Tansu broker and scratch database (this project's migrations), the same Redis,
-the same InferenceEngine and the same events: first a warm-up, then N events as fast as they can be
-produced (events/s and CPU µs per event per process), then a steady rate (latency sent -> stored). With
+Both designs get a fresh broker (Tansu, or with `--broker kafka` one Apache Kafka node) and scratch
+database (this project's migrations), the same Redis, the same InferenceEngine and the same events: first
+a warm-up, then N events as fast as they can be produced (events/s and CPU µs per event per process), then
+a steady rate (latency sent -> stored). With
 `--rounds N` the designs alternate N times and the ratio is given per round and as the median: this host's
 speed drifts by a quarter within minutes, so one pass of each can mislead either way.
 Needs the `bench` extra (`pip install 'bytewax[kafka]==0.21.*'`).
@@ -47,7 +48,7 @@ DESIGNS: dict[str, list[list[str]]] = {
 async def run_design(name: str, args: argparse.Namespace) -> tuple[Throughput, tuple[float, float, float]]:
     """One design on its own broker and database: throughput, then latency at the steady rate."""
     log_dir = Path(args.log_dir)
-    async with bench_stack(args.partitions, log_dir, args.redis_url) as stack:
+    async with bench_stack(args.partitions, log_dir, args.redis_url, broker_kind=args.broker) as stack:
         env = {**stack.env(args.redis_url), "PYTHONPATH": str(ROOT)}
         for role, command in zip(("scorer", "sink"), DESIGNS[name], strict=True):
             stack.processes.append(start_process(command, env, log_dir / f"{name}-{role}-{stack.run}.log"))
@@ -74,7 +75,7 @@ async def main(args: argparse.Namespace) -> None:
     for number, results in enumerate(rounds, 1):
         for name, (run, (p50, p99, _)) in results.items():
             cpu = " / ".join(f"{run.cpu_s.get(k, 0.0) / run.events * 1e6:.0f}"
-                             for k in ("scorer", "sink", "tansu", "postgres", "redis"))
+                             for k in ("scorer", "sink", "broker", "postgres", "redis"))
             print(f"| {number} | {name} | {rate(run):,.0f} | {cpu} | {p50:.0f} / {p99:.0f} |")
     if {"streamscore", "bytewax"} <= set(args.designs):
         ratios = [rate(results["streamscore"][0]) / rate(results["bytewax"][0]) for results in rounds]
@@ -101,6 +102,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="Run every design this many times, alternated.")
     parser.add_argument("--redis-url", default=os.environ.get("STREAMSCORE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"))
     parser.add_argument("--log-dir", default="/tmp/streamscore-bench")
+    parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
+                        help="kafka: one Apache Kafka node from Maven jars (needs java and mvn).")
     return parser.parse_args()
 
 

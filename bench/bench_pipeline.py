@@ -1,6 +1,7 @@
 """Sustained end-to-end throughput: one `streamscore scorer` and one `streamscore sink` process.
 
-Starts its own Tansu broker and a fresh Postgres database (on the local server, or the one
+Starts its own broker (Tansu; `--broker kafka`: one Apache Kafka node from Maven jars, idempotent
+producers on) and a fresh Postgres database (on the local server, or the one
 STREAMSCORE_BENCH_ADMIN_URL names; dropped afterwards), uses
 the local Redis, waits until both services have stored a warm-up event, then produces N feature
 events to customer-features.v1 and measures events/s from the first produce to the last row in
@@ -41,6 +42,7 @@ from schemas import topics
 from schemas.features import FEATURE_RANGES
 from scorer.handlers import send_keyed_batches
 from streamscore.embedded import TansuBroker
+from streamscore.kafka_server import KafkaCluster
 
 ADMIN_URL = make_url(
     os.environ.get("STREAMSCORE_BENCH_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -259,13 +261,13 @@ async def service_stats(redis_url: str, prefix: str) -> dict[str, dict[Any, Any]
 
 @dataclass
 class Stack:
-    """A scratch database, a Tansu broker and topics of one bench run, plus the service processes."""
+    """A scratch database, a broker and topics of one bench run, plus the service processes."""
 
     run: str
     database: str
     dsn: str
     database_url: str
-    broker: TansuBroker
+    broker: TansuBroker | KafkaCluster
     settings: KafkaSettings
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -285,7 +287,7 @@ class Stack:
             **os.environ,
             "STREAMSCORE_KAFKA_BOOTSTRAP": self.broker.bootstrap,
             "STREAMSCORE_KAFKA_PARTITIONS": str(self.settings.kafka_partitions),
-            "STREAMSCORE_KAFKA_IDEMPOTENT": "false",
+            "STREAMSCORE_KAFKA_IDEMPOTENT": str(self.settings.kafka_idempotent).lower(),
             "STREAMSCORE_TOPIC_PREFIX": self.settings.topic_prefix,
             "STREAMSCORE_DATABASE_URL": self.database_url,
             "STREAMSCORE_REDIS_URL": redis_url,
@@ -296,9 +298,9 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def bench_stack(
-    partitions: int, log_dir: Path, redis_url: str, keep_db: bool = False
+    partitions: int, log_dir: Path, redis_url: str, keep_db: bool = False, broker_kind: str = "tansu"
 ) -> AsyncIterator[Stack]:
-    """A migrated scratch database and a Tansu broker with the contract topics; torn down afterwards."""
+    """A migrated scratch database and a broker with the contract topics; torn down afterwards."""
     run = uuid.uuid4().hex[:8]
     database = f"ss_bench_{run}"
     admin = await asyncpg.connect(ADMIN_DSN)
@@ -306,10 +308,14 @@ async def bench_stack(
     await admin.close()
     database_url = ADMIN_URL.set(database=database).render_as_string(hide_password=False)
     await asyncio.to_thread(upgrade_head, database_url)
-    broker = TansuBroker(log_path=log_dir / f"tansu-{run}.log").start()
+    broker: TansuBroker | KafkaCluster
+    if broker_kind == "kafka":  # data in a temp dir, removed at the end
+        broker = await asyncio.to_thread(KafkaCluster(nodes=1).start)
+    else:
+        broker = TansuBroker(log_path=log_dir / f"tansu-{run}.log").start()
     settings = KafkaSettings(
-        kafka_bootstrap=broker.bootstrap, kafka_partitions=partitions, kafka_idempotent=False,
-        topic_prefix=f"bench{run}.",
+        kafka_bootstrap=broker.bootstrap, kafka_partitions=partitions,
+        kafka_idempotent=broker_kind == "kafka", topic_prefix=f"bench{run}.",
     )
     dsn = ADMIN_URL.set(drivername="postgresql", database=database).render_as_string(hide_password=False)
     stack = Stack(run, database, dsn, database_url, broker, settings)
@@ -377,8 +383,9 @@ class Throughput:
 async def measure_throughput(stack: Stack, pids: dict[str, int], events: int, already: int) -> Throughput:
     """Produce `events` at full speed; time from the first produce to the last row in Postgres."""
     payloads = feature_payloads(events, seed=2, prefix=stack.customer_prefix)
-    if stack.broker.process is not None:
-        pids = {**pids, "tansu": stack.broker.process.pid}
+    broker = stack.broker.members[0] if isinstance(stack.broker, KafkaCluster) else stack.broker
+    if broker.process is not None:
+        pids = {**pids, "broker": broker.process.pid}
     pg_pids = await backend_pids(stack.dsn, stack.database)
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     pg_before = sum(cpu_seconds(pid) for pid in pg_pids)
@@ -436,7 +443,7 @@ async def measure_latency(
 async def main(args: argparse.Namespace) -> None:
     """Run one bench: throughput, then (with --rate) latency at a steady rate."""
     log_dir = Path(args.log_dir)
-    async with bench_stack(args.partitions, log_dir, args.redis_url, args.keep_db) as stack:
+    async with bench_stack(args.partitions, log_dir, args.redis_url, args.keep_db, args.broker) as stack:
         env = stack.env(args.redis_url)
         for service in ("scorer", "sink"):
             stack.processes.append(start_service(service, env, log_dir / f"{service}-{stack.run}.log"))
@@ -477,6 +484,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis-url", default=os.environ.get("STREAMSCORE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--log-dir", default="/tmp/streamscore-bench")
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
+                        help="kafka: one Apache Kafka node from Maven jars (needs java and mvn).")
     parser.add_argument("--rate", type=int, default=0, help="Then measure latency at this steady rate.")
     parser.add_argument("--seconds", type=float, default=20.0, help="Length of the latency run.")
     return parser.parse_args()

@@ -70,8 +70,12 @@ class DevStack:
         """Directory of the per-process log files."""
         return self.home / "logs"
 
-    def start_engines(self) -> Endpoints:
-        """Start an embedded engine for each STREAMSCORE_* URL that is not set in the environment."""
+    def start_engines(self, broker: str = "tansu") -> Endpoints:
+        """Start an embedded engine for each STREAMSCORE_* URL that is not set in the environment.
+
+        The broker is Tansu (memory only), or with broker="kafka" one Apache Kafka node from Maven jars
+        whose data lives in .streamscore/kafka until the next run.
+        """
         env = os.environ
         database_url = env.get("STREAMSCORE_DATABASE_URL")
         if not database_url:
@@ -86,13 +90,32 @@ class DevStack:
                 self.engines.append(redis.start())
             redis_url = redis.url
         bootstrap = env.get("STREAMSCORE_KAFKA_BOOTSTRAP")
-        if not bootstrap:
+        if not bootstrap and broker == "kafka":
+            bootstrap = self._start_apache_kafka()
+        elif not bootstrap:
             with self.console.status("starting Kafka-compatible broker (Tansu)…"):
-                broker = TansuBroker(log_path=self.logs / "kafka.log")
-                self.engines.append(broker.start())
-            bootstrap = broker.bootstrap
-        embedded_kafka = not env.get("STREAMSCORE_KAFKA_BOOTSTRAP")
-        return Endpoints(database_url, redis_url, bootstrap, embedded_kafka=embedded_kafka)
+                tansu = TansuBroker(log_path=self.logs / "kafka.log")
+                self.engines.append(tansu.start())
+            bootstrap = tansu.bootstrap
+        tansu_started = not env.get("STREAMSCORE_KAFKA_BOOTSTRAP") and broker != "kafka"
+        return Endpoints(database_url, redis_url, bootstrap, embedded_kafka=tansu_started)
+
+    def _start_apache_kafka(self) -> str:
+        """One Apache Kafka KRaft node in .streamscore/kafka (emptied first); its bootstrap address."""
+        from streamscore.kafka_classpath import kafka_version, missing_tools
+        from streamscore.kafka_server import KafkaCluster
+
+        if missing := missing_tools():
+            raise CliError(f"--broker kafka needs {' and '.join(missing)} on PATH (Java 17+, Maven 3); "
+                           "or drop --broker for the embedded Tansu broker", EXIT_USAGE)
+        home = self.home / "kafka"
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        with self.console.status(f"starting Apache Kafka {kafka_version()} (KRaft, jars from Maven)…"):
+            kafka = KafkaCluster(nodes=1, home=home)
+            self.engines.append(kafka)  # stopped with the stack even when its start fails half-way
+            kafka.start()
+        return kafka.bootstrap
 
     def prepare(self, endpoints: Endpoints) -> str:
         """Migrate the database, create the topics, and create a dev admin API key (returned)."""
@@ -317,7 +340,7 @@ def supervise(stack: DevStack) -> None:
 
 
 def run_dev(port: int, demo: bool, demo_file: Path | None, keep: bool, fresh: bool,
-            console: Console | None = None, open_browser: bool = False) -> int:
+            console: Console | None = None, open_browser: bool = False, broker: str = "tansu") -> int:
     """The `dev` command body; returns the exit code."""
     console = console or Console()
     home = dev_home()
@@ -332,7 +355,7 @@ def run_dev(port: int, demo: bool, demo_file: Path | None, keep: bool, fresh: bo
     try:
         with stack_session(home, console) as stack:
             try:
-                endpoints = stack.start_engines()
+                endpoints = stack.start_engines(broker)
                 api_key, ports = stack.launch(endpoints, port)
                 write_dev_files(home, api_url, api_key, endpoints)
                 print_banner(console, api_url, api_key, ports, stack.logs, endpoints,

@@ -7,6 +7,7 @@ service unreachable or failing), 2 usage or input error.
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,14 @@ from streamscore.text import counted
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class Broker(enum.StrEnum):
+    """The broker `streamscore dev` starts."""
+
+    tansu = "tansu"
+    kafka = "kafka"
+
 
 console = Console()
 errors = Console(stderr=True)
@@ -90,6 +99,8 @@ def dev(
     keep: bool = typer.Option(False, "--keep", help="With --demo: keep the stack running after the summary."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete .streamscore/ (database, logs) first."),
     open_browser: bool = typer.Option(False, "--open", help="Open the dashboard, signed in, in a browser."),
+    broker: Broker = typer.Option(Broker.tansu, help="tansu (embedded, memory only) or kafka (Apache Kafka "
+                                  "from Maven jars: needs java and mvn)."),
 ) -> None:
     """Run the whole stack locally: Postgres, Redis, a Kafka broker, the API, a scorer and a sink.
 
@@ -102,11 +113,12 @@ def dev(
       streamscore dev
       streamscore dev --demo            # score train.csv, print a summary, stop
       streamscore dev --demo --keep     # ... and keep running for the dashboard
+      streamscore dev --broker kafka    # on Apache Kafka instead of Tansu
     """
     from streamscore.dev import run_dev
 
     code = run_dev(port=port, demo=demo, demo_file=demo_file, keep=keep, fresh=fresh, console=console,
-                   open_browser=open_browser)
+                   open_browser=open_browser, broker=broker.value)
     raise typer.Exit(code)
 
 

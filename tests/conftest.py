@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from infra.settings import KafkaSettings
 from migrations.runner import upgrade_head
+from streamscore.kafka_server import KafkaCluster
 from tests.helpers import engines
 from tests.helpers.db import asyncpg_dsn
 
@@ -21,20 +22,52 @@ pytest_plugins = ["tests.helpers.api_fixtures", "tests.helpers.watchdog"]
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """Bootstrap address of a real Kafka-compatible broker."""
+    """Bootstrap address of Tansu, the embedded Kafka-compatible dev broker (handler-level tests)."""
     with engines.kafka_bootstrap() as bootstrap:
         yield bootstrap
 
 
+@pytest.fixture(scope="session")
+def apache_kafka_bootstrap(pytestconfig: pytest.Config) -> Iterator[str]:
+    """Bootstrap list of an Apache Kafka cluster (skipped with the reason where none can run; CI fails)."""
+    with engines.apache_kafka_bootstrap(announcer(pytestconfig)) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(params=["tansu", "kafka"])
+def broker(request: pytest.FixtureRequest) -> engines.Broker:
+    """Each broker the pipeline runs on; Apache Kafka only starts for the first test that asks for it."""
+    if request.param == "tansu":
+        return engines.Broker("tansu", request.getfixturevalue("kafka_bootstrap"), idempotent=False)
+    return engines.Broker("kafka", request.getfixturevalue("apache_kafka_bootstrap"), idempotent=True)
+
+
+@pytest.fixture(scope="session")
+def _kafka_cluster3() -> Iterator[KafkaCluster]:
+    with engines.kafka_cluster(nodes=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def kafka_cluster3(_kafka_cluster3: KafkaCluster) -> Iterator[KafkaCluster]:
+    """A 3-node KRaft cluster (RF 3, min ISR 2) a test may kill nodes of; they are back up afterwards."""
+    yield _kafka_cluster3
+    for node in _kafka_cluster3.members:
+        if not node.running:
+            _kafka_cluster3.restart(node.node_id)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster_secure() -> Iterator[KafkaCluster]:
+    """A 1-node cluster whose client listener is SASL_SSL (SCRAM-SHA-512, a CA made for the run)."""
+    with engines.kafka_cluster(nodes=1, secure=True) as cluster:
+        yield cluster
+
+
 @pytest.fixture
 def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
-    """Broker settings with a per-test topic prefix, so each test has its own topics and groups."""
-    return KafkaSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        kafka_partitions=3,
-        kafka_idempotent=engines.docker_available(),
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
-    )
+    """Broker settings on Tansu with a per-test topic prefix, so each test has its own topics and groups."""
+    return engines.broker_settings(engines.Broker("tansu", kafka_bootstrap, idempotent=False))
 
 
 def announcer(config: pytest.Config) -> Callable[[str], None]:

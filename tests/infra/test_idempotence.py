@@ -8,7 +8,6 @@ import pytest
 
 from infra.kafka import IDEMPOTENCE_SETTING, ensure_topics, resolve_idempotence, topic_name
 from infra.settings import KafkaSettings
-from tests.helpers import engines
 
 
 async def test_idempotence_falls_back_with_one_warning_on_a_broker_without_it(
@@ -18,13 +17,19 @@ async def test_idempotence_falls_back_with_one_warning_on_a_broker_without_it(
     settings = KafkaSettings(kafka_bootstrap=kafka_bootstrap, kafka_idempotent=True)
     supported = await resolve_idempotence(settings)
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    if engines.docker_available():  # a real Kafka grants producer ids
-        assert supported and not problems
-        return
     assert supported is False
     assert len(problems) == 1, [r.getMessage() for r in problems]
     assert IDEMPOTENCE_SETTING in problems[0].getMessage()
     assert "InitProducerId" in problems[0].getMessage()
+
+
+async def test_idempotence_is_kept_without_a_warning_on_apache_kafka(
+    apache_kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = KafkaSettings(kafka_bootstrap=apache_kafka_bootstrap.split(",")[0], kafka_idempotent=True)
+    assert await resolve_idempotence(settings) is True
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_idempotence_off_asks_the_broker_nothing(caplog: pytest.LogCaptureFixture) -> None:
@@ -54,4 +59,4 @@ async def test_a_consumer_service_runs_on_a_broker_without_idempotence(kafka_set
     finally:
         await app.stop()
     assert Prediction.model_validate_json(records[0].value).event_id == event.event_id
-    assert settings.kafka_idempotent is engines.docker_available()  # resolved once, for every producer
+    assert settings.kafka_idempotent is False  # resolved once, for every producer

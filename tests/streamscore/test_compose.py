@@ -17,6 +17,8 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
+from streamscore.kafka_classpath import kafka_version
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 APP_SERVICES = ("migrate", "api", "scorer", "sink")
@@ -41,6 +43,13 @@ def test_a_broken_compose_file_is_rejected_by_the_schema(compose: dict[str, Any]
     broken["services"]["api"]["depends_on"]["migrate"]["condition"] = "service_finished"
     broken["services"]["scorer"]["restart_policy"] = "always"
     assert len(list(Draft7Validator(schema).iter_errors(broken))) >= 2
+
+
+def test_compose_runs_the_apache_kafka_version_the_tests_run(compose: dict[str, Any]) -> None:
+    tag = compose["services"]["kafka"]["image"].removeprefix("apache/kafka:")
+    assert tag == kafka_version()  # streamscore/kafka/pom.xml
+    assert compose["services"]["kafka"]["environment"]["KAFKA_LOG_DIRS"] in {
+        volume.split(":")[1] for volume in compose["services"]["kafka"]["volumes"]}
 
 
 def test_engines_and_start_order(compose: dict[str, Any]) -> None:
