@@ -266,11 +266,21 @@ def prepare_process() -> ApiSettings:
 
 
 def server_options(settings: ApiSettings) -> dict[str, Any]:
-    """uvicorn options of every API process: uvloop, httptools with the head bounded, no access log."""
-    from ingest_api.server import bounded_protocol
+    """uvicorn options of every API process: uvloop, httptools with the head, waits and connections
+    bounded (the open-file limit raised to fit), proxy headers only from configured proxies, no access log.
+    """
+    from ingest_api.server import bounded_protocol, connection_bound
 
-    return {"loop": "uvloop", "http": bounded_protocol(settings.max_header_bytes), "access_log": False,
-            "log_config": None}
+    protocol = bounded_protocol(
+        settings.max_header_bytes, head_timeout_s=settings.head_timeout_s,
+        body_timeout_s=settings.body_timeout_s, body_min_bytes_per_s=settings.body_min_bytes_per_s,
+        max_connections=connection_bound(settings.max_connections),
+    )
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: behind a same-host TCP proxy every
+    # client could pick its own address and escape the per-address budgets.
+    return {"loop": "uvloop", "http": protocol, "access_log": False, "log_config": None,
+            "proxy_headers": bool(settings.forwarded_allow_ips),
+            "forwarded_allow_ips": list(settings.forwarded_allow_ips) or None}
 
 
 def run(host: str = "127.0.0.1", port: int = 8000) -> None:

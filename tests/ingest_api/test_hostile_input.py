@@ -30,7 +30,7 @@ MIB = 1024 * 1024
 @pytest.fixture
 async def served(api: Api) -> AsyncIterator[Served]:
     """The test's running app behind a real uvicorn server on a free loopback port."""
-    async with serve(api.app, api.settings.max_header_bytes) as running:
+    async with serve(api.app, api.settings) as running:
         yield running
 
 
