@@ -60,10 +60,10 @@ Ingest customer feature events, upload CSV batches and score customers synchrono
   `GET /api/v1/predict/batch/{task_id}` and fetch results as JSON lines or CSV.
 * **Sync scoring** (`POST /api/v1/predict/single`, `POST /api/v1/segment`) scores in-process.
 
-Every route except `/health`, `/ready` and `/metrics` needs a Bearer JWT (`POST /api/v1/auth/token`) or
-an `X-API-Key`, holding the route's scope. Errors always look like
-`{"error": {"status", "code", "message", "details": [{"field", "message"}]}}`; a bad feature names its
-position, column and range, e.g. `[3].features[3] (MGEMLEEF)`: `must be 1–6; got 9`.
+Every route except `/health` and `/ready` needs a Bearer JWT (`POST /api/v1/auth/token`) or
+an `X-API-Key`, holding the route's scope (`/metrics` also takes `STREAMSCORE_METRICS_TOKEN`). Errors
+always look like `{"error": {"status", "code", "message", "details": [{"field", "message"}]}}`; a bad
+feature names its position, column and range, e.g. `[3].features[3] (MGEMLEEF)`: `must be 1–6; got 9`.
 
 **Delivery.** `202` from `/events` means the broker acknowledged every record (acks=all). A request
 is all-or-nothing for validation; if the broker fails mid-request you get `503` and should retry:
@@ -227,7 +227,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     )
     app.state.settings = settings
     app.state.preloaded_engine = engine
-    app.state.metrics = ApiMetrics()
+    app.state.metrics = ApiMetrics(cache_s=settings.metrics_cache_s)
     install_error_handlers(app)
     # Innermost: no body is read before the headers authenticate (ingest_api.auth_first).
     app.add_middleware(AuthBeforeBodyMiddleware, fastapi_app=app, exempt=frozenset({auth.TOKEN_PATH}))

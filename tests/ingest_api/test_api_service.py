@@ -38,13 +38,19 @@ API_ROUTES = [
 ]
 
 
-async def test_health_ready_and_metrics_need_no_credentials(api: Api) -> None:
+async def test_health_and_ready_need_no_credentials_and_metrics_a_token_or_read(api: Api) -> None:
     anonymous = {"X-API-Key": ""}
+    api.settings.metrics_token = "scraper-" + "t" * 32
 
     health = await api.client.get("/health", headers=anonymous)
     ready = await api.client.get("/ready", headers=anonymous)
     await api.client.get("/api/v1/predictions/nobody-here")
-    metrics = await api.client.get("/metrics", headers=anonymous)
+    refused = await api.client.get("/metrics", headers=anonymous)
+    wrong_token = await api.client.get("/metrics", headers={**anonymous, "Authorization": "Bearer nope"})
+    no_read = await api.client.get("/metrics", headers=await api.key_with("events"))
+    scraper = {**anonymous, "Authorization": f"Bearer {api.settings.metrics_token}"}
+    metrics = await api.client.get("/metrics", headers=scraper)
+    with_read = await api.client.get("/metrics", headers=await api.key_with("read"))
 
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     assert ready.status_code == 200, ready.text
@@ -58,7 +64,8 @@ async def test_health_ready_and_metrics_need_no_credentials(api: Api) -> None:
     }
     assert all(set(dep) <= {"ok", "latency_ms", "error"} and dep.get("error") is None
                for dep in body["dependencies"].values())  # anonymous: flags only
-    assert metrics.status_code == 200
+    assert refused.status_code == 401 and wrong_token.status_code == 401 and no_read.status_code == 403
+    assert metrics.status_code == 200 and with_read.status_code == 200
     route = "/api/v1/predictions/{customer_id}"
     assert f'streamscore_api_requests_total{{method="GET",route="{route}",status="404"}} 1.0' in metrics.text
     assert 'streamscore_api_request_duration_seconds_count{method="GET",route="/ready"} 1.0' in metrics.text
