@@ -84,7 +84,9 @@ def build_security(
         login=LoginGuard(settings, redis),
         # Local on purpose: it protects this process's database pool, and needs no round trip.
         auth_failures=RateLimiter(None, AUTH_FAILURES_PER_MINUTE if limits_on else 0),
-        hasher=PasswordHasher(settings.login_hash_workers, settings.login_hash_queue),
+        # A quarter of the queue's places wait only for recent users (none below a queue of 4).
+        hasher=PasswordHasher(settings.login_hash_workers, settings.login_hash_queue,
+                              reserved=settings.login_hash_queue // 4 if limits_on else 0),
     )
 
 

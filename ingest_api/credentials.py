@@ -5,7 +5,8 @@ passwords, but a random key cannot be guessed, and argon2 would cost ~50 ms per 
 lookup by hash. Passwords are argon2 (pwdlib's recommended parameters: 64 MiB, t=3, p=4, so one
 check runs 4 threads for ~200-350 ms of CPU here), so sign-in hashing runs on its own small thread
 pool with a bounded queue (`PasswordHasher`): a flood of sign-ins is refused instead of taking the
-executor the rest of the API shares. The pool's threads run at the lowest CPU priority (nice 19,
+executor the rest of the API shares, and `reserved` of its queue's places wait only for users who signed
+in recently (a spray fills the rest, not those). The pool's threads run at the lowest CPU priority (nice 19,
 inherited by argon2's lane threads), so the event loop always preempts them.
 """
 
@@ -41,17 +42,21 @@ class HasherBusy(RuntimeError):
 
 
 class PasswordHasher:
-    """argon2 checks on a dedicated pool of `workers` threads; more than `max_pending` queued is refused."""
+    """argon2 checks on a dedicated pool of `workers` threads; more than `max_pending` queued is refused.
 
-    def __init__(self, workers: int = 1, max_pending: int = 8) -> None:
+    Only `priority` checks may take the last `reserved` places.
+    """
+
+    def __init__(self, workers: int = 1, max_pending: int = 8, reserved: int = 0) -> None:
         self.max_pending = max_pending
+        self.reserved = min(reserved, max_pending - 1)
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2",
                                             initializer=_lowest_priority)
 
-    async def verify(self, password: str, password_hash: str | None) -> bool:
+    async def verify(self, password: str, password_hash: str | None, priority: bool = False) -> bool:
         """Check a password; with no user, hash anyway so timing does not leak. May raise HasherBusy."""
-        if self._pending >= self.max_pending:
+        if self._pending >= self.max_pending - (0 if priority else self.reserved):
             raise HasherBusy("too many sign-ins are being checked; retry shortly")
         self._pending += 1
         try:
@@ -137,11 +142,11 @@ async def create_user(session: AsyncSession, username: str, password: str, role:
 
 
 async def authenticate_user(
-    session: AsyncSession, hasher: PasswordHasher, username: str, password: str
+    session: AsyncSession, hasher: PasswordHasher, username: str, password: str, priority: bool = False
 ) -> tuple[str, str] | None:
     """(username, role) if the password matches an enabled user, else None; may raise HasherBusy."""
     user = await users.get_user(session, username)
-    valid = await hasher.verify(password, None if user is None else user.password_hash)
+    valid = await hasher.verify(password, None if user is None else user.password_hash, priority)
     if user is None or not valid or user.disabled:
         return None
     return user.username, user.role
