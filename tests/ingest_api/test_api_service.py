@@ -87,6 +87,19 @@ async def test_ready_is_503_naming_the_dependency_that_is_down(
     assert body["dependencies"]["database"]["ok"] and body["dependencies"]["broker"]["ok"]
 
 
+async def test_random_keys_on_ready_from_one_client_hide_nothing_from_another(api: Api) -> None:
+    def client_from(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=api.app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://api.test")
+
+    async with client_from("10.9.0.1") as guesser, client_from("10.9.0.2") as monitor:
+        for _ in range(125):  # past the 120 failed key lookups per address and minute
+            await guesser.get("/ready", headers={"X-API-Key": "ssk_" + uuid.uuid4().hex + "x" * 11})
+        fresh_key = await api.key_with("read")  # not yet cached: it needs a lookup
+        seen = (await monitor.get("/ready", headers=fresh_key)).json()
+    assert all("latency_ms" in dep and dep["latency_ms"] is not None for dep in seen["dependencies"].values())
+
+
 async def test_every_error_has_the_one_shape(api: Api) -> None:
     @api.app.get("/boom")
     async def boom() -> None:
