@@ -285,7 +285,7 @@ async def test_a_disconnect_mid_body_is_a_4xx_without_a_traceback(
     served: Served, api: Api, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = (await api.key_with("events", "predict"))["X-API-Key"]
-    reader, writer = await asyncio.open_connection(served.host, served.port)
+    _, writer = await asyncio.open_connection(served.host, served.port)
     writer.write(head("POST", path, f"X-API-Key: {key}", "Content-Type: application/json",
                       "Content-Length: 4000") + b'[{"customer_id": "c-1", "features": [1, 2')
     await writer.drain()
