@@ -14,6 +14,9 @@ from ingest_api.deps import RedisDep, ServicesDep, SessionDep
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+PAGE_CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+            "form-action 'self'")
+"""Only this server's own script, styles and stats: an injected script or beacon has nowhere to run or go."""
 
 router = APIRouter(tags=["ops"])
 
@@ -47,9 +50,9 @@ async def dashboard_stats(
 
 @router.get("/dashboard", include_in_schema=False)
 async def dashboard_page() -> FileResponse:
-    """The dashboard page; it asks for an API key (or takes `#key=…`) and polls the stats endpoint."""
+    """The dashboard page; it asks for an API key (a form; kept in the page's memory) and polls the stats."""
     return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html",
-                        headers={"Cache-Control": "no-cache"})
+                        headers={"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_CSP})
 
 
 @router.get("/dashboard/{name}", include_in_schema=False)
