@@ -89,6 +89,15 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
         default="kafka.example:9092",
         description="Broker address published in /asyncapi `servers` (never the internal KAFKA_BOOTSTRAP).",
     )
+    downloads_per_principal: int = Field(
+        default=2, ge=1, description="Concurrent batch-results downloads per credential; more get 429."
+    )
+    downloads_per_process: int = Field(
+        default=8, ge=1, description="Concurrent batch-results downloads per API process; more get 429."
+    )
+    dashboard_counts_ttl_s: float = Field(
+        default=10.0, ge=0.0, description="Seconds the dashboard's segment counts are reused (a full scan)."
+    )
     key_cache_ttl_s: float = Field(
         default=5.0, ge=0.0, description="Seconds a verified API key or user status is cached in-process."
     )

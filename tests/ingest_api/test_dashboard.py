@@ -112,7 +112,8 @@ def test_stats_follow_the_pipeline(stack: Launched, tmp_path: Path, unique_id: s
         while time.monotonic() < deadline:
             now = _stats(stack)
             stored = now["sink"]["events_out"] - before["sink"]["events_out"]
-            if stored >= 300 and now["scorer"]["rate_in"] > 0:
+            counted = sum(now["segments"].values()) > sum(before["segments"].values())  # within their TTL
+            if stored >= 300 and now["scorer"]["rate_in"] > 0 and counted:
                 break
             time.sleep(0.5)
     assert pump.sent >= 300
