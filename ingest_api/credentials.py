@@ -21,6 +21,7 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from pwdlib import PasswordHash
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -94,6 +95,11 @@ def is_well_formed_key(key: str) -> bool:
     return key.startswith(API_KEY_PREFIX) and len(key) == API_KEY_LENGTH
 
 
+def password_stamp(password_hash: str) -> str:
+    """A short stamp of a stored password hash for tokens: it changes whenever the password is set."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
 def hash_password(password: str) -> str:
     """An argon2 hash of a password."""
     return _passwords.hash(password)
@@ -141,12 +147,21 @@ async def create_user(session: AsyncSession, username: str, password: str, role:
     await users.add_user(session, username, password_hash, role)
 
 
+class SignedIn(NamedTuple):
+    """Who signed in: what a token is issued for."""
+
+    username: str
+    role: str
+    user_id: int
+    stamp: str
+
+
 async def authenticate_user(
     session: AsyncSession, hasher: PasswordHasher, username: str, password: str, priority: bool = False
-) -> tuple[str, str] | None:
-    """(username, role) if the password matches an enabled user, else None; may raise HasherBusy."""
+) -> SignedIn | None:
+    """The user if the password matches an enabled user, else None; may raise HasherBusy."""
     user = await users.get_user(session, username)
     valid = await hasher.verify(password, None if user is None else user.password_hash, priority)
     if user is None or not valid or user.disabled:
         return None
-    return user.username, user.role
+    return SignedIn(user.username, user.role, user.id, password_stamp(user.password_hash))

@@ -28,6 +28,9 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
     jwt_issuer: str = "streamscore"
     jwt_audience: str = "streamscore-api"
     jwt_ttl_seconds: int = Field(default=3600, ge=60)
+    jwt_max_age_seconds: int = Field(
+        default=86_400, ge=60, description="Oldest token accepted (now − iat), whatever its exp says."
+    )
     rate_limit: int = Field(
         default=60_000, ge=0, description="Requests per minute per principal; 0 disables."
     )

@@ -67,11 +67,9 @@ async def issue_access_token(
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="wrong username or password", headers=CHALLENGE
         )
-    username, role = user
     security.login.succeeded(form.username, address)
-    return TokenResponse(
-        access_token=issue_token(security.jwt, username, role), expires_in=security.jwt.ttl_seconds
-    )
+    token = issue_token(security.jwt, user.username, user.role, user.user_id, user.stamp)
+    return TokenResponse(access_token=token, expires_in=security.jwt.ttl_seconds)
 
 
 @router.get("/whoami", response_model=WhoAmI)
