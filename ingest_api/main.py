@@ -278,7 +278,8 @@ def server_options(settings: ApiSettings) -> dict[str, Any]:
     )
     # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: behind a same-host TCP proxy every
     # client could pick its own address and escape the per-address budgets.
-    return {"loop": "uvloop", "http": protocol, "access_log": False, "log_config": None,
+    # ws "none": the API has no WebSocket route, so an upgrade is never handed to another protocol.
+    return {"loop": "uvloop", "http": protocol, "ws": "none", "access_log": False, "log_config": None,
             "proxy_headers": bool(settings.forwarded_allow_ips),
             "forwarded_allow_ips": list(settings.forwarded_allow_ips) or None}
 

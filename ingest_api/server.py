@@ -186,6 +186,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, reason: str, code: str, message: str, *, answer: bool) -> None:
         """Answer in the API's error shape (if `answer`) and close the connection."""
+        self._waiting.pop(self, None)  # closing: never picked for eviction in the meantime
         if answer:
             error = {"status": status, "code": code, "message": message, "details": []}
             body = orjson.dumps({"error": error})
