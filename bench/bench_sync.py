@@ -283,9 +283,10 @@ def cpu_seconds(pid: int) -> float:
     return sum(t.user + t.system for t in times)
 
 
-def mean_batch_size(port: int) -> float | None:
+def mean_batch_size(port: int, api_key: str) -> float | None:
     """Rows per engine call on the sync path so far, from /metrics (None if not batching; of one worker)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"X-API-Key": api_key})
+    with urllib.request.urlopen(request, timeout=5) as response:
         text = response.read().decode()
     values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
               if line.startswith("streamscore_api_dynamic_batch_size_")}
@@ -312,7 +313,7 @@ def run_mode(running: Stack, dynamic: bool, args: argparse.Namespace) -> dict[st
         # CPU per request is the figure that survives a busy machine; req/s and latency do not.
         spent = cpu_seconds(process.pid) - cpu_before
         result["api_cpu_us_per_req"] = round(spent / result["requests"] * 1e6)
-        result["mean_engine_batch"] = mean_batch_size(port)
+        result["mean_engine_batch"] = mean_batch_size(port, running.api_key)
     finally:
         running.stop(process)
     return {"dynamic_batching": dynamic, "workers": args.workers, "concurrency": args.concurrency,

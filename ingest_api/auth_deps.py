@@ -4,7 +4,8 @@
   within that TTL; unknown well-formed keys are cached as refusals for the same short time and cost
   one indexed SELECT, never a write. An address whose keys keep failing gets 429 before any lookup.
 - Bearer JWTs (`ingest_api.tokens`): a verified token string is cached until min(exp, 60 s); the user
-  it names is then checked (exists, enabled, current role) through a cache of `key_cache_ttl_s`.
+  it names is then checked (the same row id and password stamp, enabled, current role) through a
+  cache of `key_cache_ttl_s`.
 - Through a database outage a key or user verified within `auth_outage_grace_s` keeps working, with
   a warning; anything not seen in that time gets the outage's 503.
 - Every authenticated request then passes the per-principal rate limiter (`ingest_api.rate_limit`).
@@ -25,7 +26,13 @@ from fastapi.security.utils import get_authorization_scheme_param
 from redis.asyncio import Redis
 
 from infra.database import DATABASE_DOWN
-from ingest_api.credentials import PasswordHasher, hash_api_key, is_well_formed_key, username_problem
+from ingest_api.credentials import (
+    PasswordHasher,
+    hash_api_key,
+    is_well_formed_key,
+    password_stamp,
+    username_problem,
+)
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.login_guard import LoginGuard
 from ingest_api.principals import ROLE_SCOPES, Principal, Scope, TtlCache
@@ -84,7 +91,9 @@ def build_security(
         login=LoginGuard(settings, redis),
         # Local on purpose: it protects this process's database pool, and needs no round trip.
         auth_failures=RateLimiter(None, AUTH_FAILURES_PER_MINUTE if limits_on else 0),
-        hasher=PasswordHasher(settings.login_hash_workers, settings.login_hash_queue),
+        # A quarter of the queue's places wait only for recent users (none below a queue of 4).
+        hasher=PasswordHasher(settings.login_hash_workers, settings.login_hash_queue,
+                              reserved=settings.login_hash_queue // 4 if limits_on else 0),
     )
 
 
@@ -128,7 +137,7 @@ async def authenticate(
             except InvalidToken as error:
                 raise unauthorized(error.reason) from None
             security.tokens.put(bearer, claims, ttl_s=claims.expires_at - time.time())
-        return await _current_user(services, security, claims.subject)
+        return await _current_user(services, security, claims)
     raise unauthorized("missing credentials: send a bearer token (Authorization) or an API key (X-API-Key)")
 
 
@@ -154,15 +163,17 @@ async def _principal_for_key(
     return principal
 
 
-async def _current_user(services: Services, security: SecurityState, username: str) -> Principal:
-    found, principal = security.users.lookup(username)
+async def _current_user(services: Services, security: SecurityState, claims: TokenClaims) -> Principal:
+    # The user row and password the token was issued for: a recycled name or a new password voids it.
+    if username_problem(claims.subject) is not None:
+        raise unauthorized("invalid token")
+    key = f"{claims.subject}\x00{claims.user_id}\x00{claims.stamp}"  # no control character in a name
+    found, principal = security.users.lookup(key)
     if not found:
-        if username_problem(username) is not None:
-            raise unauthorized("invalid token")
-        principal = await _verified(services, security, f"user:{username}", _lookup_user, username)
-        security.users.put(username, principal)
+        principal = await _verified(services, security, f"user:{key}", _lookup_user, key)
+        security.users.put(key, principal)
     if principal is None:
-        raise unauthorized("the token's user is disabled or no longer exists")
+        raise unauthorized("the token's user is disabled, has a new password or no longer exists")
     return principal
 
 
@@ -208,10 +219,12 @@ async def _lookup_key(services: Services, key_hash: str) -> Principal | None:
     return Principal(subject=f"key:{name}", kind="api_key", scopes=frozenset(scopes))
 
 
-async def _lookup_user(services: Services, username: str) -> Principal | None:
+async def _lookup_user(services: Services, key: str) -> Principal | None:
+    username, user_id, stamp = key.split("\x00")
     async with services.sessionmaker() as session:
         user = await users.get_user(session, username)
-    if user is None or user.disabled or user.role not in ROLE_SCOPES:
+    if (user is None or user.disabled or user.role not in ROLE_SCOPES or str(user.id) != user_id
+            or password_stamp(user.password_hash) != stamp):
         return None
     # The user's role now, not the one in the token: a demotion applies within the cache TTL.
     return Principal(subject=user.username, kind="user", scopes=ROLE_SCOPES[user.role])

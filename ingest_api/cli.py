@@ -14,7 +14,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 api_keys = typer.Typer(help="Create, revoke and list API keys (X-API-Key).", no_args_is_help=True)
-users_app = typer.Typer(help="Create users for the OAuth2 password flow.", no_args_is_help=True)
+users_app = typer.Typer(help="Create and change users of the OAuth2 password flow.", no_args_is_help=True)
+PASSWORD_OPTION = typer.Option(
+    "--password",
+    envvar="STREAMSCORE_USER_PASSWORD",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    show_default=False,
+    help="Asked for when omitted (or set STREAMSCORE_USER_PASSWORD); never echoed.",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -110,18 +119,7 @@ def list_keys() -> None:
 def create_user_command(
     username: Annotated[str, typer.Argument(help="Login name.")],
     role: Annotated[str, typer.Option("--role", help="admin | client | reader")],
-    password: Annotated[
-        str,
-        typer.Option(
-            "--password",
-            envvar="STREAMSCORE_USER_PASSWORD",
-            prompt=True,
-            hide_input=True,
-            confirmation_prompt=True,
-            show_default=False,
-            help="Asked for when omitted (or set STREAMSCORE_USER_PASSWORD); never echoed.",
-        ),
-    ] = "",
+    password: Annotated[str, PASSWORD_OPTION] = "",
 ) -> None:
     """Create a user with an argon2-hashed password."""
     from sqlalchemy.exc import IntegrityError
@@ -135,3 +133,50 @@ def create_user_command(
     except IntegrityError:
         raise _fail(f"a user named {username!r} already exists") from None
     typer.echo(f"Created user {username!r} with role {role}")
+
+
+def _change_user(username: str, done: str, **changes: object) -> None:
+    """Apply `changes` to one user (exit 2 if unknown) and say what was done."""
+    from store.users import update_user
+
+    if not _run_in_session(lambda session: update_user(session, username, **changes)):  # type: ignore[arg-type]
+        raise _fail(f"no user named {username!r}")
+    typer.echo(f"{done}; running APIs refuse the user's older tokens within their cache TTL (5 s)")
+
+
+@users_app.command("disable")
+def disable_user(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Disable a user: no sign-in, and every token of theirs stops working."""
+    _change_user(username, f"Disabled user {username!r}", disabled=True)
+
+
+@users_app.command("enable")
+def enable_user(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Enable a disabled user again (their unexpired tokens work again; set-password voids them)."""
+    _change_user(username, f"Enabled user {username!r}", disabled=False)
+
+
+@users_app.command("set-role")
+def set_role(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[str, typer.Option("--role", help="admin | client | reader")],
+) -> None:
+    """Change a user's role; it applies to their current tokens too."""
+    from ingest_api.principals import ROLE_SCOPES
+
+    if role not in ROLE_SCOPES:
+        raise _fail(f"role must be one of {', '.join(ROLE_SCOPES)}")
+    _change_user(username, f"User {username!r} now has role {role}", role=role)
+
+
+@users_app.command("set-password")
+def set_password(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    password: Annotated[str, PASSWORD_OPTION] = "",
+) -> None:
+    """Set a new password (argon2); every token issued with the old one stops working."""
+    from ingest_api.credentials import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password
+
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        raise _fail(f"password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters")
+    _change_user(username, f"Set a new password for {username!r}", password_hash=hash_password(password))

@@ -5,7 +5,8 @@ passwords, but a random key cannot be guessed, and argon2 would cost ~50 ms per 
 lookup by hash. Passwords are argon2 (pwdlib's recommended parameters: 64 MiB, t=3, p=4, so one
 check runs 4 threads for ~200-350 ms of CPU here), so sign-in hashing runs on its own small thread
 pool with a bounded queue (`PasswordHasher`): a flood of sign-ins is refused instead of taking the
-executor the rest of the API shares. The pool's threads run at the lowest CPU priority (nice 19,
+executor the rest of the API shares, and `reserved` of its queue's places wait only for users who signed
+in recently (a spray fills the rest, not those). The pool's threads run at the lowest CPU priority (nice 19,
 inherited by argon2's lane threads), so the event loop always preempts them.
 """
 
@@ -20,6 +21,7 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from pwdlib import PasswordHash
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,17 +43,21 @@ class HasherBusy(RuntimeError):
 
 
 class PasswordHasher:
-    """argon2 checks on a dedicated pool of `workers` threads; more than `max_pending` queued is refused."""
+    """argon2 checks on a dedicated pool of `workers` threads; more than `max_pending` queued is refused.
 
-    def __init__(self, workers: int = 1, max_pending: int = 8) -> None:
+    Only `priority` checks may take the last `reserved` places.
+    """
+
+    def __init__(self, workers: int = 1, max_pending: int = 8, reserved: int = 0) -> None:
         self.max_pending = max_pending
+        self.reserved = min(reserved, max_pending - 1)
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2",
                                             initializer=_lowest_priority)
 
-    async def verify(self, password: str, password_hash: str | None) -> bool:
+    async def verify(self, password: str, password_hash: str | None, priority: bool = False) -> bool:
         """Check a password; with no user, hash anyway so timing does not leak. May raise HasherBusy."""
-        if self._pending >= self.max_pending:
+        if self._pending >= self.max_pending - (0 if priority else self.reserved):
             raise HasherBusy("too many sign-ins are being checked; retry shortly")
         self._pending += 1
         try:
@@ -87,6 +93,11 @@ def hash_api_key(key: str) -> str:
 def is_well_formed_key(key: str) -> bool:
     """True if `key` has the shape of a key this API issues (anything else skips the database)."""
     return key.startswith(API_KEY_PREFIX) and len(key) == API_KEY_LENGTH
+
+
+def password_stamp(password_hash: str) -> str:
+    """A short stamp of a stored password hash for tokens: it changes whenever the password is set."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
 def hash_password(password: str) -> str:
@@ -136,12 +147,21 @@ async def create_user(session: AsyncSession, username: str, password: str, role:
     await users.add_user(session, username, password_hash, role)
 
 
+class SignedIn(NamedTuple):
+    """Who signed in: what a token is issued for."""
+
+    username: str
+    role: str
+    user_id: int
+    stamp: str
+
+
 async def authenticate_user(
-    session: AsyncSession, hasher: PasswordHasher, username: str, password: str
-) -> tuple[str, str] | None:
-    """(username, role) if the password matches an enabled user, else None; may raise HasherBusy."""
+    session: AsyncSession, hasher: PasswordHasher, username: str, password: str, priority: bool = False
+) -> SignedIn | None:
+    """The user if the password matches an enabled user, else None; may raise HasherBusy."""
     user = await users.get_user(session, username)
-    valid = await hasher.verify(password, None if user is None else user.password_hash)
+    valid = await hasher.verify(password, None if user is None else user.password_hash, priority)
     if user is None or not valid or user.disabled:
         return None
-    return user.username, user.role
+    return SignedIn(user.username, user.role, user.id, password_stamp(user.password_hash))

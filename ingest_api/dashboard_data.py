@@ -214,9 +214,29 @@ def _iso(value: Any) -> Any:
     return iso_utc(value) if isinstance(value, datetime) else value
 
 
+class SegmentCounts:
+    """The active version's segment counts, reused for `ttl_s`: counting scans every segment of the
+    version (90-120 ms at 1,000,000 customers), and every open dashboard tab polls once a second."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._cached: tuple[str, float, dict[str, int]] | None = None
+
+    async def get(self, session: AsyncSession, version: str) -> dict[str, int]:
+        """Counts by label (high, medium, low always present) at most `ttl_s` old."""
+        cached = self._cached
+        if cached is not None and cached[0] == version and time.monotonic() - cached[1] < self.ttl_s:
+            return cached[2]
+        query = select(Segment.label, func.count()).where(Segment.model_version == version)
+        rows = await session.execute(query.group_by(Segment.label))
+        counts = {"high": 0, "medium": 0, "low": 0} | {label: int(n) for label, n in rows.all()}
+        self._cached = (version, time.monotonic(), counts)
+        return counts
+
+
 async def dashboard_stats(
     session: AsyncSession, redis: Any, tracker: RateTracker, registry_root: str | None, version: str,
-    shadow: ShadowStatus, drift: DriftReport,
+    shadow: ShadowStatus, drift: DriftReport, counts: SegmentCounts,
 ) -> DashboardStats:
     """Gather every dashboard figure in one round; Redis or registry trouble leaves the rest standing."""
     try:
@@ -228,10 +248,7 @@ async def dashboard_stats(
         model = await asyncio.to_thread(model_summary, registry_root, version)
     except (OSError, KeyError, ValueError) as error:
         model = {"version": version, "metrics": {}, "gains": [], "error": str(error)}
-    segment_rows = await session.execute(
-        select(Segment.label, func.count()).where(Segment.model_version == version).group_by(Segment.label)
-    )
-    segments = {"high": 0, "medium": 0, "low": 0} | {label: int(n) for label, n in segment_rows.all()}
+    segments = await counts.get(session, version)
     predictions = (await session.scalars(select(Prediction).order_by(Prediction.id.desc()).limit(20))).all()
     batches = (await session.scalars(select(BatchJob).order_by(BatchJob.created_at.desc()).limit(10))).all()
     return DashboardStats(

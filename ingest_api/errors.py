@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,12 @@ async def _dependency_down(request: Request, exc: Exception) -> Response:
                           headers={"Retry-After": "1"})
 
 
+async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    # The client went away mid-body (as the batch upload maps it): no one reads the answer, no traceback.
+    log.info("client disconnected before the end of the request body", extra={"path": request.url.path})
+    return error_response(400, "the client disconnected before the end of the request body")
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", extra={"path": request.url.path})
     return error_response(500, "internal error; it has been logged")
@@ -217,6 +224,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     for down in (OperationalError, InterfaceError, ConnectionError, RedisConnectionError, RedisTimeoutError):
         app.add_exception_handler(down, _dependency_down)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unhandled)
 
 

@@ -62,10 +62,10 @@ Ingest customer feature events, upload CSV batches and score customers synchrono
   `GET /api/v1/predict/batch/{task_id}` and fetch results as JSON lines or CSV.
 * **Sync scoring** (`POST /api/v1/predict/single`, `POST /api/v1/segment`) scores in-process.
 
-Every route except `/health`, `/ready` and `/metrics` needs a Bearer JWT (`POST /api/v1/auth/token`) or
-an `X-API-Key`, holding the route's scope. Errors always look like
-`{"error": {"status", "code", "message", "details": [{"field", "message"}]}}`; a bad feature names its
-position, column and range, e.g. `[3].features[3] (MGEMLEEF)`: `must be 1–6; got 9`.
+Every route except `/health` and `/ready` needs a Bearer JWT (`POST /api/v1/auth/token`) or
+an `X-API-Key`, holding the route's scope (`/metrics` also takes `STREAMSCORE_METRICS_TOKEN`). Errors
+always look like `{"error": {"status", "code", "message", "details": [{"field", "message"}]}}`; a bad
+feature names its position, column and range, e.g. `[3].features[3] (MGEMLEEF)`: `must be 1–6; got 9`.
 
 **Delivery.** `202` from `/events` means the broker acknowledged every record (acks=all). A request
 is all-or-nothing for validation; if the broker fails mid-request you get `503` and should retry:
@@ -229,7 +229,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     )
     app.state.settings = settings
     app.state.preloaded_engine = engine
-    app.state.metrics = ApiMetrics()
+    app.state.metrics = ApiMetrics(cache_s=settings.metrics_cache_s)
     install_error_handlers(app)
     # Innermost: no body is read before the headers authenticate (ingest_api.auth_first).
     app.add_middleware(AuthBeforeBodyMiddleware, fastapi_app=app, exempt=frozenset({auth.TOKEN_PATH}))
@@ -269,11 +269,22 @@ def prepare_process() -> ApiSettings:
 
 
 def server_options(settings: ApiSettings) -> dict[str, Any]:
-    """uvicorn options of every API process: uvloop, httptools with the head bounded, no access log."""
-    from ingest_api.server import bounded_protocol
+    """uvicorn options of every API process: uvloop, httptools with the head, waits and connections
+    bounded (the open-file limit raised to fit), proxy headers only from configured proxies, no access log.
+    """
+    from ingest_api.server import bounded_protocol, connection_bound
 
-    return {"loop": "uvloop", "http": bounded_protocol(settings.max_header_bytes), "access_log": False,
-            "log_config": None}
+    protocol = bounded_protocol(
+        settings.max_header_bytes, head_timeout_s=settings.head_timeout_s,
+        body_timeout_s=settings.body_timeout_s, body_min_bytes_per_s=settings.body_min_bytes_per_s,
+        max_connections=connection_bound(settings.max_connections),
+    )
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: behind a same-host TCP proxy every
+    # client could pick its own address and escape the per-address budgets.
+    # ws "none": the API has no WebSocket route, so an upgrade is never handed to another protocol.
+    return {"loop": "uvloop", "http": protocol, "ws": "none", "access_log": False, "log_config": None,
+            "proxy_headers": bool(settings.forwarded_allow_ips),
+            "forwarded_allow_ips": list(settings.forwarded_allow_ips) or None}
 
 
 def run(host: str = "127.0.0.1", port: int = 8000) -> None:

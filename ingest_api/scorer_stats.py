@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -66,11 +67,27 @@ def _text(value: Any) -> str:
 
 
 def number(fields: dict[str, str], name: str) -> float | None:
-    """A numeric stats field, or None when absent or empty."""
+    """A finite numeric stats field, or None when absent, empty or malformed."""
     try:
-        return float(fields[name]) if fields.get(name) else None
+        value = float(fields[name]) if fields.get(name) else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _psi_by_feature(fields: dict[str, str]) -> dict[str, float | None]:
+    """An instance's `drift_psi` field (feature -> PSI or None); ValueError when malformed."""
+    decoded = orjson.loads(fields["drift_psi"])  # orjson.JSONDecodeError is a ValueError
+    if not isinstance(decoded, dict) or not all(
+        value is None or (type(value) in (int, float) and math.isfinite(value)) for value in decoded.values()
+    ):
+        raise ValueError("drift_psi is not an object of finite numbers or nulls")
+    return {str(feature): None if value is None else float(value) for feature, value in decoded.items()}
+
+
+def _unreadable(instance: str, what: str, error: Exception) -> None:
+    log.warning("a scorer's stats entry is malformed; reported as unavailable",
+                extra={"instance": instance, "entry": what, "error": repr(error)[:200]})
 
 
 class ShadowInstance(BaseModel):
@@ -97,6 +114,8 @@ class ShadowStatus(BaseModel):
         "scored with it yet; `unavailable`: the scorers' stats store could not be read (see `reason`).",
     )
     reason: str | None = Field(default=None, description="Why the comparison is unavailable.")
+    unavailable_instances: list[str] = Field(
+        default_factory=list, description="Scorers whose stats entry could not be read (left out).")
     rows: int = 0
     top3_agreement: float | None = None
     propensity_spearman: float | None = None
@@ -111,17 +130,21 @@ def shadow_status(active: str, shadow: str | None, read: StatsRead) -> ShadowSta
     hashes, reason = read
     if hashes is None:
         return ShadowStatus(active=active, shadow=shadow, state="unavailable", reason=reason)
-    instances = [
-        ShadowInstance(
-            instance=name,
-            shadow_version=fields.get("shadow_version") or None,
-            rows=int(number(fields, "shadow_rows") or 0),
-            **{figure: number(fields, f"shadow_{figure}") for figure in FIGURES},
-        )
-        for name, fields in hashes.items()
-        if fields.get("shadow_version")
-    ]
-    status = ShadowStatus(active=active, shadow=shadow, instances=instances)
+    instances, unreadable = [], []
+    for name, fields in hashes.items():
+        if not fields.get("shadow_version"):
+            continue
+        try:
+            instances.append(ShadowInstance(
+                instance=name,
+                shadow_version=fields["shadow_version"],
+                rows=int(number(fields, "shadow_rows") or 0),
+                **{figure: number(fields, f"shadow_{figure}") for figure in FIGURES},
+            ))
+        except ValueError as error:  # pydantic's ValidationError is one
+            _unreadable(name, "shadow", error)
+            unreadable.append(name)
+    status = ShadowStatus(active=active, shadow=shadow, instances=instances, unavailable_instances=unreadable)
     live = [i for i in instances if i.shadow_version == shadow and i.rows > 0]
     status.rows = sum(i.rows for i in live)
     for name in FIGURES:
@@ -151,6 +174,8 @@ class DriftReport(BaseModel):
         "store could not be read (see `reason`).",
     )
     reason: str | None = Field(default=None, description="Why the figures are unavailable.")
+    unavailable_instances: list[str] = Field(
+        default_factory=list, description="Scorers whose stats entry could not be read (left out).")
     model_version: str | None = Field(description="The version whose training bins are the reference.")
     window_rows: int = Field(description="Live rows in the scorers' windows, summed.")
     instances: int
@@ -166,16 +191,22 @@ def drift_report(read: StatsRead) -> DriftReport:
                            instances=0, flagged=[], features=[])
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
-    rows, versions, instances = 0, set(), 0
-    for fields in hashes.values():
+    rows, versions, instances, unreadable = 0, set(), 0, []
+    for name, fields in hashes.items():
         if not fields.get("drift_psi"):
             continue
-        weight = number(fields, "drift_window_rows") or 0.0
+        try:
+            by_feature = _psi_by_feature(fields)
+        except ValueError as error:
+            _unreadable(name, "drift", error)
+            unreadable.append(name)
+            continue
+        weight = max(0.0, number(fields, "drift_window_rows") or 0.0)
         instances += 1
         rows += int(weight)
         if fields.get("drift_model_version"):
             versions.add(fields["drift_model_version"])
-        for feature, value in orjson.loads(fields["drift_psi"]).items():
+        for feature, value in by_feature.items():
             sums.setdefault(feature, 0.0)
             weights.setdefault(feature, 0.0)
             if value is not None and weight > 0:
@@ -190,6 +221,7 @@ def drift_report(read: StatsRead) -> DriftReport:
     )
     return DriftReport(
         state=state,
+        unavailable_instances=unreadable,
         model_version=", ".join(sorted(versions)) or None,
         window_rows=rows,
         instances=instances,

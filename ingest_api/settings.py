@@ -28,6 +28,9 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
     jwt_issuer: str = "streamscore"
     jwt_audience: str = "streamscore-api"
     jwt_ttl_seconds: int = Field(default=3600, ge=60)
+    jwt_max_age_seconds: int = Field(
+        default=86_400, ge=60, description="Oldest token accepted (now − iat), whatever its exp says."
+    )
     rate_limit: int = Field(
         default=60_000, ge=0, description="Requests per minute per principal; 0 disables."
     )
@@ -35,7 +38,17 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
         default=30, ge=1, description="Sign-in attempts per client address per minute (before hashing)."
     )
     login_global_per_minute: int = Field(
-        default=180, ge=1, description="Sign-in attempts per minute for the whole process (before hashing)."
+        default=180, ge=1,
+        description="Passwords hashed per minute for the whole process; attempts refused before hashing "
+        "are not counted, and `login_recent_share` of it is kept for recent users.",
+    )
+    login_recent_share: float = Field(
+        default=0.34, ge=0.0, le=1.0,
+        description="Share of the process-wide sign-in budget only users who signed in recently from "
+        "the same address may use.",
+    )
+    login_recent_s: float = Field(
+        default=7 * 86_400, ge=0.0, description="How long a sign-in counts as recent (per user and address)."
     )
     login_failures_per_minute: int = Field(
         default=20, ge=1, description="Wrong passwords per (username, client address) per minute."
@@ -48,6 +61,45 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
     )
     max_header_bytes: int = Field(
         default=32 * 1024, ge=4096, description="Request line plus headers, in bytes; more gets 431."
+    )
+    head_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="Seconds for a request line and headers to arrive (from the connection's start or the "
+        "previous response); else 408 and close.",
+    )
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="Window over which a request body must bring body_min_bytes_per_s."
+    )
+    body_min_bytes_per_s: int = Field(
+        default=1024, ge=1, description="Slowest body upload, averaged over body_timeout_s; else 408."
+    )
+    max_connections: int = Field(
+        default=4096, ge=16,
+        description="Open client connections per process (lowered to fit the open-file limit); over it, "
+        "the connection that waited longest for a head is closed.",
+    )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="Proxies whose X-Forwarded-For / X-Forwarded-Proto are trusted; none by default "
+        "(the client address is the TCP peer).",
+    )
+    metrics_token: str | None = Field(
+        default=None, description="Bearer token a Prometheus scraper sends to GET /metrics (or use an API "
+        "key with scope `read`).",
+    )
+    metrics_cache_s: float = Field(default=1.0, ge=0.0, description="Seconds a /metrics rendering is reused.")
+    public_kafka_bootstrap: str = Field(
+        default="kafka.example:9092",
+        description="Broker address published in /asyncapi `servers` (never the internal KAFKA_BOOTSTRAP).",
+    )
+    downloads_per_principal: int = Field(
+        default=2, ge=1, description="Concurrent batch-results downloads per credential; more get 429."
+    )
+    downloads_per_process: int = Field(
+        default=8, ge=1, description="Concurrent batch-results downloads per API process; more get 429."
+    )
+    dashboard_counts_ttl_s: float = Field(
+        default=10.0, ge=0.0, description="Seconds the dashboard's segment counts are reused (a full scan)."
     )
     key_cache_ttl_s: float = Field(
         default=5.0, ge=0.0, description="Seconds a verified API key or user status is cached in-process."

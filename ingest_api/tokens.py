@@ -26,7 +26,10 @@ from ingest_api.settings import ApiSettings
 log = logging.getLogger(__name__)
 
 MIN_SECRET_BYTES = 32
-REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud")
+MAX_STAMP_CHARS = 64
+REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud", "uid", "stp")
+"""`uid` is the user's row id and `stp` a stamp of its password hash: a token names one user row with one
+password, so a recycled username or a changed password (new salt, new stamp) voids older tokens."""
 MAX_TOKEN_BYTES = 8 * 1024  # a real token is ~300 bytes; longer ones are refused before parsing
 IAT_LEEWAY_S = 5  # clock skew tolerated between signer and verifier
 
@@ -53,6 +56,7 @@ class JwtConfig:
     issuer: str
     audience: str
     ttl_seconds: int
+    max_age_seconds: int = 86_400
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class TokenClaims:
     subject: str
     role: str
     expires_at: float
+    user_id: int
+    stamp: str
 
 
 def resolve_jwt_secret(settings: ApiSettings) -> str:
@@ -98,7 +104,11 @@ def build_jwt_config(settings: ApiSettings) -> JwtConfig:
         "issuer": settings.jwt_issuer,
         "audience": settings.jwt_audience,
         "ttl_seconds": settings.jwt_ttl_seconds,
+        "max_age_seconds": settings.jwt_max_age_seconds,
     }
+    if settings.jwt_ttl_seconds > settings.jwt_max_age_seconds:
+        raise SecurityConfigError("STREAMSCORE_JWT_TTL_SECONDS exceeds STREAMSCORE_JWT_MAX_AGE_SECONDS: "
+                                  "tokens would be refused before they expire")
     if settings.jwt_algorithm == "HS256":
         try:
             # The raw bytes of the secret, whatever they look like (never parsed as a JWK).
@@ -147,11 +157,13 @@ def _rsa_keys(settings: ApiSettings) -> tuple[str, str]:
     return private_pem, settings.jwt_public_key
 
 
-def issue_token(config: JwtConfig, subject: str, role: str) -> str:
-    """A signed access token for a user of `role`."""
+def issue_token(config: JwtConfig, subject: str, role: str, user_id: int, stamp: str) -> str:
+    """A signed access token for the user row `user_id` of `role`, with its password's `stamp`."""
     now = int(time.time())
     claims = {
         "sub": subject,
+        "uid": user_id,
+        "stp": stamp,
         "role": role,
         "scope": " ".join(sorted(ROLE_SCOPES[role])),
         "iat": now,
@@ -189,4 +201,10 @@ def decode_token(config: JwtConfig, token: str) -> TokenClaims:
     issued_at = claims["iat"]
     if not isinstance(issued_at, int | float) or issued_at > time.time() + IAT_LEEWAY_S:
         raise InvalidToken("invalid token")
-    return TokenClaims(subject=claims["sub"], role=role, expires_at=float(claims["exp"]))
+    if time.time() - issued_at > config.max_age_seconds:  # whatever its exp says
+        raise InvalidToken("token too old; sign in again")
+    user_id, stamp = claims["uid"], claims["stp"]
+    if type(user_id) is not int or not isinstance(stamp, str) or len(stamp) > MAX_STAMP_CHARS:
+        raise InvalidToken("invalid token")
+    return TokenClaims(subject=claims["sub"], role=role, expires_at=float(claims["exp"]), user_id=user_id,
+                       stamp=stamp)

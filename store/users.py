@@ -22,6 +22,17 @@ async def get_user(session: AsyncSession, username: str) -> User | None:
     return result.scalar_one_or_none()
 
 
+async def update_user(
+    session: AsyncSession, username: str, *, password_hash: str | None = None, role: str | None = None,
+    disabled: bool | None = None,
+) -> bool:
+    """Change a user's password hash, role or disabled flag; False if there is no such user."""
+    given = (("password_hash", password_hash), ("role", role), ("disabled", disabled))
+    changes = {name: value for name, value in given if value is not None}
+    result = await session.execute(update(User).where(User.username == username).values(**changes))
+    return bool(getattr(result, "rowcount", 0))
+
+
 async def add_api_key(session: AsyncSession, name: str, key_hash: str, scopes: Sequence[str]) -> None:
     """Stage a new API-key row (hash only)."""
     session.add(ApiKey(name=name, key_hash=key_hash, scopes=list(scopes)))

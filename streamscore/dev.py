@@ -293,7 +293,7 @@ def print_banner(console: Console, api_url: str, api_key: str, ports: dict[str, 
     table.add_column()
     table.add_row("API", api_url)
     table.add_row("Swagger UI", f"{api_url}/docs  (ReDoc {api_url}/redoc)")
-    table.add_row("Dashboard", f"{api_url}/dashboard  (link with the key below)")
+    table.add_row("Dashboard", f"{api_url}/dashboard  (paste the API key below)")
     table.add_row("AsyncAPI", f"{api_url}/asyncapi.html  (JSON: /asyncapi)")
     table.add_row("API key", f"[bold green]{api_key}[/] (admin; also in {logs.parent / 'api-key'})")
     table.add_row("Metrics", f"API {api_url}/metrics · scorer :{ports['scorer']}/metrics · "
@@ -305,8 +305,9 @@ def print_banner(console: Console, api_url: str, api_key: str, ports: dict[str, 
     console.print(Panel(table, title=f"StreamScore dev stack ready in {elapsed:.1f}s",
                         border_style="green", expand=False))
     # Alone on its line and never wrapped, so the link stays whole (and clickable) in an 80-column terminal.
-    console.print("Dashboard, signed in:")
-    console.print(f"{api_url}/dashboard#key={api_key}", soft_wrap=True, highlight=False, markup=False)
+    # Without the key: a link carrying it would stay in the browser's history and session files.
+    console.print("Dashboard (paste the API key above into its form):")
+    console.print(f"{api_url}/dashboard", soft_wrap=True, highlight=False, markup=False)
     cli = cli_prefix()
     if not stays_up:  # `make demo`: the stack stops after the summary, so no command could reach it
         console.print(f"The stack stops after the demo; `{cli} dev --demo --keep` (make dev) keeps it "
@@ -363,7 +364,7 @@ def run_dev(port: int, demo: bool, demo_file: Path | None, keep: bool, fresh: bo
                 if open_browser:
                     import webbrowser
 
-                    webbrowser.open(f"{api_url}/dashboard#key={api_key}")
+                    webbrowser.open(f"{api_url}/dashboard")
                 if source is not None:
                     with ApiClient(api_url, api_key) as client:
                         run_demo(client, console, source, stack.check_alive)

@@ -53,22 +53,23 @@ async def issue_access_token(
         raise ApiError(422, f"password {message}", details=[ErrorDetail(field="password", message=message)])
     security = get_security(services)
     address = client_address(request.scope)
-    refused = await security.login.admit(form.username, address)
+    refused = security.login.admit(form.username, address)
     if refused is not None:
         raise too_many(*refused)
+    recent = security.login.is_recent(form.username, address)
     try:
-        user = await authenticate_user(session, security.hasher, form.username, form.password)
+        user = await authenticate_user(session, security.hasher, form.username, form.password, recent)
     except HasherBusy as error:
-        raise too_many(str(error), 1) from None
+        raise too_many(str(error), 1) from None  # refused before hashing: charged to no budget
+    await security.login.hashed(form.username, address)
     if user is None:
         await security.login.failed(form.username, address)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="wrong username or password", headers=CHALLENGE
         )
-    username, role = user
-    return TokenResponse(
-        access_token=issue_token(security.jwt, username, role), expires_in=security.jwt.ttl_seconds
-    )
+    security.login.succeeded(form.username, address)
+    token = issue_token(security.jwt, user.username, user.role, user.user_id, user.stamp)
+    return TokenResponse(access_token=token, expires_in=security.jwt.ttl_seconds)
 
 
 @router.get("/whoami", response_model=WhoAmI)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Request, status
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from ingest_api.auth_deps import BatchPrincipal, ReadPrincipal
+from ingest_api.auth_deps import BatchPrincipal, ReadPrincipal, get_security
 from ingest_api.batch_upload import (
     BatchUpload,
     InvalidHeader,
@@ -29,6 +29,7 @@ from ingest_api.batch_upload import (
 from ingest_api.bodies import BatchAccepted, BatchStatus, RowError
 from ingest_api.csv_rows import MultipartFileReader, UploadFormatError
 from ingest_api.deps import Services, ServicesDep, SessionDep
+from ingest_api.downloads import DownloadSlots, SlotResponse, charged
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 from store import batch_jobs
 from store import predictions as stored
@@ -154,7 +155,9 @@ async def batch_status(task_id: UUID, session: SessionDep, _: ReadPrincipal) -> 
     description=(
         "The batch's stored predictions, streamed page by page (keyset pagination, never one big fetch): "
         "JSON lines of the Prediction contract by default, or a flat CSV with `Accept: text/csv`. Rows "
-        "appear as the sink stores them, so a `completed` task returns all of them."
+        "appear as the sink stores them, so a `completed` task returns all of them. At most "
+        "`downloads_per_principal` (2) run at once per credential, and each 1,000-row page after the "
+        "first counts as one request against the rate limit."
     ),
     response_class=StreamingResponse,
     responses={
@@ -166,18 +169,33 @@ async def batch_status(task_id: UUID, session: SessionDep, _: ReadPrincipal) -> 
     },
 )
 async def batch_results(
+    request: Request,
     task_id: UUID,
     services: ServicesDep,
     session: SessionDep,
-    _: ReadPrincipal,
+    principal: ReadPrincipal,
     accept: Annotated[str, Header()] = "application/x-ndjson",
 ) -> StreamingResponse:
     """Stream the stored predictions."""
     await _job_or_404(session, task_id)
-    if "text/csv" in accept.lower():
-        return StreamingResponse(_csv_lines(services, task_id), media_type="text/csv",
-                                 headers={"Content-Disposition": f'attachment; filename="{task_id}.csv"'})
-    return StreamingResponse(_json_lines(services, task_id), media_type="application/x-ndjson")
+    subject = f"{principal.kind}:{principal.subject}"  # the rate limiter's key (ingest_api.auth_deps)
+    csv_wanted = "text/csv" in accept.lower()
+    lines = _csv_lines(services, task_id) if csv_wanted else _json_lines(services, task_id)
+    content = charged(lines, get_security(services).limiter, subject)
+    release = _download_slots(request, services).acquire(subject)
+    if csv_wanted:
+        return SlotResponse(content, release, media_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="{task_id}.csv"'})
+    return SlotResponse(content, release, media_type="application/x-ndjson")
+
+
+def _download_slots(request: Request, services: Services) -> DownloadSlots:
+    slots: DownloadSlots | None = getattr(request.app.state, "download_slots", None)
+    if slots is None:
+        settings = services.settings
+        slots = request.app.state.download_slots = DownloadSlots(settings.downloads_per_principal,
+                                                                 settings.downloads_per_process)
+    return slots
 
 
 async def _pages(services: Services, task_id: UUID) -> AsyncIterator[list[dict[str, Any]]]:

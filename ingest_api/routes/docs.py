@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from ingest_api.asyncapi_page import render_asyncapi
+from ingest_api.settings import ApiSettings
 
 ASSETS_PATH = "/docs/assets"
 ASSET_TYPES = {
@@ -83,25 +87,53 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in accept and "application/json" not in accept
 
 
+@dataclass(frozen=True)
+class AsyncApiDocs:
+    """The AsyncAPI document as JSON and as a page, built once per process (15 ms of CPU each time)."""
+
+    json: bytes
+    html: bytes
+
+
+def build_asyncapi_docs(settings: ApiSettings) -> AsyncApiDocs:
+    """Both renderings, with the configured public broker name in `servers` (never the internal one)."""
+    from infra.asyncapi import asyncapi_document
+
+    public = settings.model_copy(update={"kafka_bootstrap": settings.public_kafka_bootstrap})
+    document: dict[str, Any] = asyncapi_document(public)
+    return AsyncApiDocs(json=orjson.dumps(document), html=render_asyncapi(document).encode())
+
+
+async def asyncapi_docs(request: Request) -> AsyncApiDocs:
+    """This app's documents, built in a thread on first use by one caller; every other waits for it."""
+    state = request.app.state
+    building: asyncio.Future[AsyncApiDocs] | None = getattr(state, "asyncapi_docs", None)
+    if building is None:
+        building = asyncio.ensure_future(asyncio.to_thread(build_asyncapi_docs, state.settings))
+        state.asyncapi_docs = building
+    try:
+        return await asyncio.shield(building)
+    except Exception:
+        if state.asyncapi_docs is building:
+            state.asyncapi_docs = None  # a failed build is retried by the next request
+        raise
+
+
 @router.get("/asyncapi", tags=["ops"],
             summary="AsyncAPI 3.0 document of the Kafka topics",
             description="Channels, messages and JSON schemas of customer-features.v1, batch-rows.v1, "
             "predictions.v1 and dead-letter.v1, generated from the contracts in `schemas/`. JSON by "
             "default; a browser (`Accept: text/html`) gets the same document as a page, also at "
-            "`/asyncapi.html`. Public, like /docs.")
+            "`/asyncapi.html`. Public, like /docs; `servers` names `STREAMSCORE_PUBLIC_KAFKA_BOOTSTRAP`.")
 async def asyncapi(request: Request) -> Response:
     """The AsyncAPI document (also `streamscore docs asyncapi`)."""
-    from infra.asyncapi import asyncapi_document
-
-    document = await asyncio.to_thread(asyncapi_document)
+    docs = await asyncapi_docs(request)
     if _wants_html(request):
-        return HTMLResponse(render_asyncapi(document), headers={"Vary": "Accept"})
-    return JSONResponse(document, headers={"Vary": "Accept"})
+        return HTMLResponse(docs.html, headers={"Vary": "Accept"})
+    return Response(docs.json, media_type="application/json", headers={"Vary": "Accept"})
 
 
 @router.get("/asyncapi.html", include_in_schema=False)
-async def asyncapi_page() -> HTMLResponse:
+async def asyncapi_page(request: Request) -> HTMLResponse:
     """The AsyncAPI document as a page: channels, operations, messages and schemas."""
-    from infra.asyncapi import asyncapi_document
-
-    return HTMLResponse(render_asyncapi(await asyncio.to_thread(asyncapi_document)))
+    return HTMLResponse((await asyncapi_docs(request)).html)

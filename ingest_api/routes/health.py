@@ -1,17 +1,18 @@
-"""Operations routes without auth: liveness, readiness of the dependencies, Prometheus metrics."""
+"""Operations routes: liveness and readiness (public), Prometheus metrics (scraper token or scope `read`)."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import text
 
-from ingest_api.auth_deps import authenticate
+from ingest_api.auth_deps import api_key_scheme, authenticate, authorize, client_address, oauth2_scheme
 from ingest_api.bodies import DependencyStatus, Liveness, Readiness
 from ingest_api.deps import Services, ServicesDep
 
@@ -71,7 +72,9 @@ async def _with_credentials(request: Request, services: Services) -> bool:
         return False
     try:
         await asyncio.wait_for(
-            authenticate(services, bearer[7:] if bearer.lower().startswith("bearer ") else None, api_key),
+            # The caller's own address: random keys from one client must not hide details from monitors.
+            authenticate(services, bearer[7:] if bearer.lower().startswith("bearer ") else None, api_key,
+                         client_address(request.scope)),
             READY_DEADLINE_S,
         )
     except Exception:
@@ -118,14 +121,31 @@ async def ready(request: Request, services: ServicesDep, response: Response) -> 
                      dependencies=dependencies)
 
 
+async def _metrics_reader(
+    request: Request,
+    services: ServicesDep,
+    bearer: Annotated[str | None, Depends(oauth2_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> None:
+    """The scraper's token (STREAMSCORE_METRICS_TOKEN, as a bearer token), or any principal with `read`."""
+    token = services.settings.metrics_token
+    if token and bearer is not None and hmac.compare_digest(bearer.encode(), token.encode()):
+        return
+    await authorize(services, bearer, api_key, "read", client_address(request.scope),
+                    request.scope.setdefault("state", {}))
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
-    description="Request counts and latency histograms per route template, dynamic-batch sizes.",
+    description="Request counts and latency histograms per route template, dynamic-batch sizes. Needs "
+                "`Authorization: Bearer <STREAMSCORE_METRICS_TOKEN>` or a credential with scope `read`; "
+                "the text is rendered at most once a second.",
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    dependencies=[Depends(_metrics_reader)],
 )
 async def metrics(request: Request) -> Response:
     """The exposition text."""
-    body, content_type = request.app.state.metrics.render()
+    body, content_type = await request.app.state.metrics.render_cached()
     return Response(body, media_type=content_type)

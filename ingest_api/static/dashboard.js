@@ -3,10 +3,11 @@
 
 const POLL_MS = 1000;
 const HISTORY = 90;
-const KEY_STORE = "streamscore.apiKey";
 const SVG_NS = "http://www.w3.org/2000/svg";
 const rates = { in: [], out: [] };
 let timer = null;
+// The key lives in this page's memory only: never in the URL, history or the browser's session files.
+let apiKey = null;
 
 const $ = (id) => document.getElementById(id);
 const fmt = (n, digits = 0) => (n === null || n === undefined || Number.isNaN(n)) ? "–"
@@ -21,14 +22,11 @@ const clock = (iso) => iso ? new Date(iso).toLocaleTimeString("en-GB", { hour12:
 const segmentText = (label, score) => `${label} (value percentile ${fmt(score)})`;
 const TOP_SHARE = 0.2;
 
-function takeKeyFromUrl() {
-  // The key travels in the fragment (never sent to the server); keep it for this tab only.
-  const match = location.hash.match(/key=([^&]+)/);
-  if (match) {
-    sessionStorage.setItem(KEY_STORE, decodeURIComponent(match[1]));
-    window.history.replaceState(null, "", location.pathname);
-  }
-  return sessionStorage.getItem(KEY_STORE);
+function refuseKeyInUrl() {
+  // Old links carried the key in the fragment, which browsers keep in history: it is dropped, unused.
+  if (!/key=/.test(location.hash)) return "";
+  window.history.replaceState(null, "", location.pathname);
+  return "links that carry the key are not used (they stay in the browser's history): paste the key here";
 }
 
 function setStatus(state, text) {
@@ -47,13 +45,13 @@ function askForKey(message) {
 }
 
 async function poll() {
-  const key = sessionStorage.getItem(KEY_STORE);
+  const key = apiKey;
   if (!key) { askForKey(""); return; }
   try {
     const response = await fetch("/api/v1/dashboard/stats", { headers: { "X-API-Key": key }, cache: "no-store" });
     if (response.status === 401 || response.status === 403) {
       const body = await response.json().catch(() => ({}));
-      sessionStorage.removeItem(KEY_STORE);
+      apiKey = null;
       askForKey((body.error && body.error.message) || `the API answered ${response.status}`);
       return;
     }
@@ -319,10 +317,9 @@ function renderDrift(drift) {
 
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  sessionStorage.setItem(KEY_STORE, $("key-input").value.trim());
+  apiKey = $("key-input").value.trim();
   $("key-input").value = "";
   poll();
 });
 
-takeKeyFromUrl();
-poll();
+askForKey(refuseKeyInUrl());

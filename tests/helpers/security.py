@@ -19,12 +19,13 @@ from ingest_api.auth_deps import (
     SecurityState,
     build_security,
 )
-from ingest_api.credentials import create_api_key, create_user
+from ingest_api.credentials import create_api_key, create_user, password_stamp
 from ingest_api.deps import Services
 from ingest_api.errors import install_error_handlers
 from ingest_api.rate_limit import WINDOW_SECONDS
 from ingest_api.routes import auth
 from ingest_api.settings import ApiSettings
+from store import users
 
 SECRET = "s" * 24 + "-test-secret-of-40-bytes"
 
@@ -99,6 +100,14 @@ async def add_user(secure: SecureApp, username: str, role: str) -> None:
     async with secure.services.sessionmaker() as session:
         await create_user(session, username, PASSWORD, role)
         await session.commit()
+
+
+async def bound_to(secure: SecureApp, username: str) -> dict[str, Any]:
+    """The `uid` and `stp` claims that bind a token to this user's row and current password."""
+    async with secure.services.sessionmaker() as session:
+        user = await users.get_user(session, username)
+    assert user is not None, username
+    return {"uid": user.id, "stp": password_stamp(user.password_hash)}
 
 
 async def add_key(secure: SecureApp, name: str, scopes: list[str]) -> str:

@@ -1,4 +1,4 @@
-"""A real uvicorn server (the API's own bounded httptools protocol) on a free loopback port, in-loop."""
+"""A real uvicorn server with the API's own options (bounded httptools protocol) on loopback, in-loop."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from ingest_api.server import bounded_protocol
+from ingest_api.main import server_options
+from ingest_api.settings import ApiSettings
 from streamscore.embedded import free_port
 
 
@@ -31,11 +32,15 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI, max_header_bytes: int) -> AsyncIterator[Served]:
-    """Serve an app whose lifespan is already entered (lifespan off here) until the block ends."""
+async def serve(app: FastAPI, settings: ApiSettings) -> AsyncIterator[Served]:
+    """Serve an app whose lifespan is already entered (lifespan off here) until the block ends.
+
+    uvicorn gets the production options of `settings` (`ingest_api.main.server_options`); the loop is
+    the test's own.
+    """
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", loop="asyncio",
-                            http=bounded_protocol(max_header_bytes), log_config=None, access_log=False)
+    options = {**server_options(settings), "loop": "asyncio"}
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -15,3 +15,7 @@ DASHBOARD_DB = 10
 def private_db(url: str, db: int = STATS_DB) -> str:
     """The same Redis server, database `db` (STATS_DB by default)."""
     return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+MALFORMED_DB = 11
+"""Stats hashes a broken writer left behind: kept apart from every other test's readers."""

@@ -38,13 +38,19 @@ API_ROUTES = [
 ]
 
 
-async def test_health_ready_and_metrics_need_no_credentials(api: Api) -> None:
+async def test_health_and_ready_need_no_credentials_and_metrics_a_token_or_read(api: Api) -> None:
     anonymous = {"X-API-Key": ""}
+    api.settings.metrics_token = "scraper-" + "t" * 32
 
     health = await api.client.get("/health", headers=anonymous)
     ready = await api.client.get("/ready", headers=anonymous)
     await api.client.get("/api/v1/predictions/nobody-here")
-    metrics = await api.client.get("/metrics", headers=anonymous)
+    refused = await api.client.get("/metrics", headers=anonymous)
+    wrong_token = await api.client.get("/metrics", headers={**anonymous, "Authorization": "Bearer nope"})
+    no_read = await api.client.get("/metrics", headers=await api.key_with("events"))
+    scraper = {**anonymous, "Authorization": f"Bearer {api.settings.metrics_token}"}
+    metrics = await api.client.get("/metrics", headers=scraper)
+    with_read = await api.client.get("/metrics", headers=await api.key_with("read"))
 
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     assert ready.status_code == 200, ready.text
@@ -58,7 +64,8 @@ async def test_health_ready_and_metrics_need_no_credentials(api: Api) -> None:
     }
     assert all(set(dep) <= {"ok", "latency_ms", "error"} and dep.get("error") is None
                for dep in body["dependencies"].values())  # anonymous: flags only
-    assert metrics.status_code == 200
+    assert refused.status_code == 401 and wrong_token.status_code == 401 and no_read.status_code == 403
+    assert metrics.status_code == 200 and with_read.status_code == 200
     route = "/api/v1/predictions/{customer_id}"
     assert f'streamscore_api_requests_total{{method="GET",route="{route}",status="404"}} 1.0' in metrics.text
     assert 'streamscore_api_request_duration_seconds_count{method="GET",route="/ready"} 1.0' in metrics.text
@@ -78,6 +85,19 @@ async def test_ready_is_503_naming_the_dependency_that_is_down(
     assert body["dependencies"]["redis"]["ok"] is False
     assert "Connection" in body["dependencies"]["redis"]["error"]
     assert body["dependencies"]["database"]["ok"] and body["dependencies"]["broker"]["ok"]
+
+
+async def test_random_keys_on_ready_from_one_client_hide_nothing_from_another(api: Api) -> None:
+    def client_from(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=api.app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://api.test")
+
+    async with client_from("10.9.0.1") as guesser, client_from("10.9.0.2") as monitor:
+        for _ in range(125):  # past the 120 failed key lookups per address and minute
+            await guesser.get("/ready", headers={"X-API-Key": "ssk_" + uuid.uuid4().hex + "x" * 11})
+        fresh_key = await api.key_with("read")  # not yet cached: it needs a lookup
+        seen = (await monitor.get("/ready", headers=fresh_key)).json()
+    assert all("latency_ms" in dep and dep["latency_ms"] is not None for dep in seen["dependencies"].values())
 
 
 async def test_every_error_has_the_one_shape(api: Api) -> None:
@@ -218,7 +238,7 @@ async def test_database_down_is_503_not_500(
     app = create_app(settings, engine=inference_engine)
     async with app.router.lifespan_context(app):
         services = app.state.services
-        token = issue_token(services.security.jwt, "reader", "reader")
+        token = issue_token(services.security.jwt, "reader", "reader", 1, "0" * 16)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
             headers = {"Authorization": f"Bearer {token}"}

@@ -19,8 +19,9 @@ from jose import jwt
 from sqlalchemy import delete, event, update
 
 from infra.database import create_engine, create_sessionmaker
-from ingest_api.credentials import API_KEY_PREFIX
+from ingest_api.credentials import API_KEY_PREFIX, hash_password
 from ingest_api.settings import ApiSettings
+from store import users
 from store.tables import User
 from streamscore.embedded import free_port
 from tests.helpers.security import (
@@ -28,6 +29,7 @@ from tests.helpers.security import (
     SecureApp,
     add_key,
     add_user,
+    bound_to,
     close_app,
     login,
     open_app,
@@ -149,9 +151,33 @@ async def test_a_token_follows_its_user_disabled_demoted_deleted(secure: SecureA
     assert deleted.status_code == 401
 
 
+async def test_a_recycled_username_or_a_new_password_voids_older_tokens(
+    secure: SecureApp, unique_id: str
+) -> None:
+    username = f"victor-{unique_id}"
+    await add_user(secure, username, "admin")
+    first = (await login(secure, username)).json()["access_token"]
+    async with secure.services.sessionmaker() as session:  # the admin leaves; a new hire gets the name
+        await session.execute(delete(User).where(User.username == username))
+        await session.commit()
+    await add_user(secure, username, "reader")
+    recycled = await secure.client.get("/read-only", headers={"Authorization": f"Bearer {first}"})
+    second = (await login(secure, username)).json()["access_token"]
+    before = await secure.client.get("/read-only", headers={"Authorization": f"Bearer {second}"})
+    async with secure.services.sessionmaker() as session:
+        await users.update_user(session, username, password_hash=hash_password("another-password"))
+        await session.commit()
+    after = await secure.client.get("/read-only", headers={"Authorization": f"Bearer {second}"})
+
+    assert recycled.status_code == 401  # the old admin's token names another user row
+    assert before.status_code == 200
+    assert after.status_code == 401 and "new password" in after.json()["error"]["message"]
+
+
 async def test_a_token_issued_in_the_future_is_401(secure: SecureApp, unique_id: str) -> None:
     await add_user(secure, f"tess-{unique_id}", "client")
-    future = claims(secure.services.settings, f"tess-{unique_id}", iat=int(time.time()) + 3600)
+    bound = await bound_to(secure, f"tess-{unique_id}")
+    future = claims(secure.services.settings, f"tess-{unique_id}", iat=int(time.time()) + 3600, **bound)
     token = jwt.encode(future, SECRET, algorithm="HS256")
     response = await secure.client.get("/read-only", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
@@ -164,8 +190,9 @@ async def test_a_json_shaped_secret_is_used_as_raw_bytes(database_url: str, redi
     app = await open_app(settings)
     try:
         await add_user(app, "jwk-user", "client")
+        bound = await bound_to(app, "jwk-user")
         signing_input = (f"{b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}."
-                         f"{b64(json.dumps(claims(settings, 'jwk-user')).encode())}")
+                         f"{b64(json.dumps(claims(settings, 'jwk-user', **bound)).encode())}")
 
         def signed(key: bytes) -> str:
             return f"{signing_input}.{b64(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())}"

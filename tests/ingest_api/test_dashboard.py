@@ -112,7 +112,8 @@ def test_stats_follow_the_pipeline(stack: Launched, tmp_path: Path, unique_id: s
         while time.monotonic() < deadline:
             now = _stats(stack)
             stored = now["sink"]["events_out"] - before["sink"]["events_out"]
-            if stored >= 300 and now["scorer"]["rate_in"] > 0:
+            counted = sum(now["segments"].values()) > sum(before["segments"].values())  # within their TTL
+            if stored >= 300 and now["scorer"]["rate_in"] > 0 and counted:
                 break
             time.sleep(0.5)
     assert pump.sent >= 300
@@ -138,12 +139,23 @@ def _number(text: str) -> float:
     return float(text.replace(",", "")) if text not in ("", "–", "—", "unknown") else -1.0
 
 
+def _sign_in(browser: Any, stack: Launched) -> None:
+    """Open the dashboard and paste the key into its form, as a user does."""
+    browser.get(f"{stack.api_url}/dashboard")
+    form = _wait(lambda: browser.find_element("id", "key-form").is_displayed() and
+                 browser.find_element("id", "key-form"), 20, "the key form")
+    browser.find_element("id", "key-input").send_keys(stack.api_key)
+    form.submit()
+    _wait(lambda: _text(browser, "status").startswith("live"), 20, "the page to go live")
+
+
 def test_dashboard_page_shows_live_numbers_that_move(
     stack: Launched, browser: Any, tmp_path: Path, unique_id: str
 ) -> None:
-    browser.get(f"{stack.api_url}/dashboard#key={stack.api_key}")
-    _wait(lambda: _text(browser, "status").startswith("live"), 20, "the page to go live")
-    assert "key=" not in browser.current_url  # the key is taken out of the address bar
+    _sign_in(browser, stack)
+    assert "key" not in browser.current_url
+    stored = browser.execute_script("return JSON.stringify(sessionStorage) + JSON.stringify(localStorage)")
+    assert stack.api_key not in stored  # in the page's memory only
     assert _text(browser, "model-version") == _stats(stack)["model"]["version"]
     assert browser.find_element("id", "gains-line").get_attribute("points").count(",") > 10
 
@@ -169,9 +181,17 @@ def test_dashboard_page_shows_live_numbers_that_move(
     assert sum(segments) > 0
 
 
+def test_a_link_with_the_key_is_not_used_and_the_page_has_a_strict_csp(stack: Launched, browser: Any) -> None:
+    browser.get("about:blank")  # from /dashboard itself, a new fragment would not load the page again
+    browser.get(f"{stack.api_url}/dashboard#key={stack.api_key}")
+    _wait(lambda: "not used" in _text(browser, "key-error"), 20, "the page to refuse the link")
+    assert "key=" not in browser.current_url  # taken out of the address bar and this history entry
+    assert not browser.find_element("id", "board").is_displayed()
+    csp = httpx.get(f"{stack.api_url}/dashboard", timeout=30).headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+
+
 def test_dashboard_asks_for_a_key_and_rejects_a_wrong_one(stack: Launched, browser: Any) -> None:
-    browser.get(f"{stack.api_url}/dashboard")
-    browser.execute_script("sessionStorage.clear()")
     browser.get(f"{stack.api_url}/dashboard")
     form = _wait(lambda: browser.find_element("id", "key-form").is_displayed() and
                  browser.find_element("id", "key-form"), 20, "the key form")
@@ -212,8 +232,7 @@ def test_dashboard_shows_the_live_shadow_comparison_and_the_drifted_features(
     shadow_stack: tuple[Launched, Path], browser: Any, unique_id: str
 ) -> None:
     stack, registry_root = shadow_stack
-    browser.get(f"{stack.api_url}/dashboard#key={stack.api_key}")
-    _wait(lambda: _text(browser, "status").startswith("live"), 20, "the page to go live")
+    _sign_in(browser, stack)
     assert _text(browser, "shadow-state") == "no shadow set"
     assert _text(browser, "drift-state") == "no live traffic yet"
 

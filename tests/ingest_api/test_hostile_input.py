@@ -30,7 +30,7 @@ MIB = 1024 * 1024
 @pytest.fixture
 async def served(api: Api) -> AsyncIterator[Served]:
     """The test's running app behind a real uvicorn server on a free loopback port."""
-    async with serve(api.app, api.settings.max_header_bytes) as running:
+    async with serve(api.app, api.settings) as running:
         yield running
 
 
@@ -275,3 +275,24 @@ async def test_a_sign_in_spray_from_12_addresses_is_refused_and_stalls_nothing(
     finally:
         for client in clients:
             await client.aclose()
+
+
+# --- a client that hangs up mid-body -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/v1/events", "/api/v1/segment"])
+async def test_a_disconnect_mid_body_is_a_4xx_without_a_traceback(
+    served: Served, api: Api, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = (await api.key_with("events", "predict"))["X-API-Key"]
+    _, writer = await asyncio.open_connection(served.host, served.port)
+    writer.write(head("POST", path, f"X-API-Key: {key}", "Content-Type: application/json",
+                      "Content-Length: 4000") + b'[{"customer_id": "c-1", "features": [1, 2')
+    await writer.drain()
+    await asyncio.sleep(0.3)  # authenticated, the route is reading the body
+    writer.close()
+    await asyncio.sleep(0.3)
+    metrics = (await api.client.get("/metrics")).text
+    assert f'route="{path}",status="400"' in metrics, metrics
+    assert f'route="{path}",status="500"' not in metrics
+    assert not [record for record in caplog.records if record.levelno >= 40], caplog.records

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
+import redis.asyncio as redis
+
+from infra.settings import KafkaSettings
+from infra.stats import queue_stats_write
 from ingest_api.scorer_stats import drift_report, shadow_status
 from models.drift import MIN_ROWS, DriftMonitor
+from models.engine import InferenceEngine
 from models.registry import PACKAGE_REGISTRY, Registry
 from models.shadow import ShadowComparison
 from scorer import drift, shadow
+from tests.helpers.api import api_settings, running_api
 from tests.helpers.drift import SHIFTED, shifted_training_rows
+from tests.helpers.stats import MALFORMED_DB, private_db
 
 
 def _drift_fields(monitor: DriftMonitor) -> dict[str, str]:
@@ -42,3 +50,32 @@ def test_shadow_states_follow_the_pointer_and_the_scorers() -> None:
     assert shadow_status("v1", "v2", (waiting, None)).state == "no_live_traffic"
     down = shadow_status("v1", "v2", (None, "scorer stats store unavailable: TimeoutError"))
     assert down.state == "unavailable" and down.reason and down.shadow == "v2" and down.rows == 0
+
+
+async def test_a_malformed_stats_entry_is_reported_unavailable_not_a_500(
+    kafka_settings: KafkaSettings, database_url: str, redis_url: str, inference_engine: InferenceEngine,
+    unique_id: str,
+) -> None:
+    stats_url = private_db(redis_url, MALFORMED_DB)
+    client = redis.from_url(stats_url)
+    key = f"stats:scorer:broken-{unique_id}"
+    broken = {"drift_psi": '{"MOSTYPE": "high"', "drift_window_rows": "inf", "shadow_version": "v-x",
+              "shadow_rows": "nan", "shadow_top3_agreement": "not-a-number", "events_in": "1e999",
+              "updated_at": "yesterday"}
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            queue_stats_write(pipe, key, broken, time.time())
+            await pipe.execute()
+        settings = api_settings(kafka_settings, database_url, stats_url)
+        async with running_api(settings, inference_engine) as api:
+            reader = await api.key_with("read")
+            drift_answer = await api.client.get("/api/v1/models/drift", headers=reader)
+            shadow_answer = await api.client.get("/api/v1/models/shadow", headers=reader)
+            dashboard = await api.client.get("/api/v1/dashboard/stats", headers=reader)
+    finally:
+        await client.delete(key)
+        await client.aclose()
+    assert drift_answer.status_code == 200 and shadow_answer.status_code == 200, drift_answer.text
+    assert dashboard.status_code == 200, dashboard.text
+    assert drift_answer.json()["unavailable_instances"] == [f"broken-{unique_id}"]
+    assert drift_answer.json()["state"] == "no_live_traffic"

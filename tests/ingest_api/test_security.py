@@ -30,6 +30,7 @@ from tests.helpers.security import (
     SecureApp,
     add_key,
     add_user,
+    bound_to,
     close_app,
     login,
     open_app,
@@ -61,6 +62,8 @@ def good_claims(settings: ApiSettings, subject: str, role: str = "client", **cha
         "exp": now + 600,
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
+        "uid": 0,  # no user row: bind to a real one with `**await bound_to(secure, subject)`
+        "stp": "0" * 16,
     }
     for name, value in changes.items():
         if value is None:
@@ -116,7 +119,7 @@ async def test_token_endpoint_issues_a_token_that_authenticates(secure: SecureAp
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == secure.services.settings.jwt_ttl_seconds
     claims = jwt.get_unverified_claims(body["access_token"])
-    assert {"sub", "exp", "iat", "iss", "aud", "role"} <= set(claims)
+    assert {"sub", "exp", "iat", "iss", "aud", "role", "uid", "stp"} <= set(claims)
     headers = {"Authorization": f"Bearer {body['access_token']}"}
     me = await secure.client.get("/api/v1/auth/whoami", headers=headers)
     assert me.json() == {
@@ -188,15 +191,25 @@ async def test_missing_credentials_is_401_with_challenge(secure: SecureApp) -> N
         ("missing aud", {"aud": None}),
         ("missing sub", {"sub": None}),
         ("unknown role", {"role": "superuser"}),
+        ("missing uid", {"uid": None}),
+        ("missing stp", {"stp": None}),
+        ("uid not a number", {"uid": "1"}),
+        ("older than the maximum age", {"iat": int(time.time()) - 86_400 - 10}),
     ],
 )
-async def test_bad_claims_are_rejected(secure: SecureApp, case: str, changes: dict[str, Any]) -> None:
-    claims = good_claims(secure.services.settings, "mallory", **changes)
+async def test_bad_claims_are_rejected(
+    secure: SecureApp, case: str, changes: dict[str, Any], unique_id: str
+) -> None:
+    await add_user(secure, f"mallory-{unique_id}", "client")  # bound to a real user: only `case` is wrong
+    bound = await bound_to(secure, f"mallory-{unique_id}")
+    claims = good_claims(secure.services.settings, f"mallory-{unique_id}", **{**bound, **changes})
     token = jwt.encode(claims, SECRET, algorithm="HS256")
     response = await secure.client.get("/read-only", headers={"Authorization": f"Bearer {token}"})
     assert_unauthorized(response)
     if case == "expired":
         assert response.json()["error"]["message"] == "token expired"
+    if case == "older than the maximum age":
+        assert "too old" in response.json()["error"]["message"]
 
 
 async def test_alg_none_is_rejected(secure: SecureApp) -> None:
@@ -207,11 +220,12 @@ async def test_alg_none_is_rejected(secure: SecureApp) -> None:
 async def test_tampered_signature_and_payload_are_rejected(secure: SecureApp) -> None:
     settings = secure.services.settings
     await add_user(secure, "m", "reader")  # a token is honoured only for an existing, enabled user
-    token = jwt.encode(good_claims(settings, "m", role="reader"), SECRET, algorithm="HS256")
+    bound = await bound_to(secure, "m")
+    token = jwt.encode(good_claims(settings, "m", role="reader", **bound), SECRET, algorithm="HS256")
     header, payload, signature = token.split(".")
     flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
-    escalated = b64(json.dumps(good_claims(settings, "m", role="admin")).encode())
-    wrong_secret = jwt.encode(good_claims(settings, "m"), "x" * 40, algorithm="HS256")
+    escalated = b64(json.dumps(good_claims(settings, "m", role="admin", **bound)).encode())
+    wrong_secret = jwt.encode(good_claims(settings, "m", **bound), "x" * 40, algorithm="HS256")
     for bad in (
         f"{header}.{payload}.{flipped}",
         f"{header}.{escalated}.{signature}",
@@ -239,7 +253,7 @@ async def test_rs256_accepts_its_tokens_and_blocks_algorithm_confusion(
     app = await open_app(settings)
     try:
         await add_user(app, "rs-user", "client")
-        claims = good_claims(settings, "rs-user")
+        claims = good_claims(settings, "rs-user", **await bound_to(app, "rs-user"))
         valid = jwt.encode(claims, private, algorithm="RS256")
         ok = await app.client.get("/read-only", headers={"Authorization": f"Bearer {valid}"})
         assert ok.status_code == 200
@@ -339,6 +353,12 @@ def test_missing_or_short_secret_refuses_to_start() -> None:
     with pytest.raises(SecurityConfigError, match="too short"):
         resolve_jwt_secret(ApiSettings(jwt_secret="x" * 31, dev_mode=False))
     assert resolve_jwt_secret(ApiSettings(jwt_secret="x" * 32)) == "x" * 32
+
+
+def test_a_token_lifetime_past_the_maximum_age_refuses_to_start() -> None:
+    with pytest.raises(SecurityConfigError, match="MAX_AGE"):
+        build_jwt_config(ApiSettings(jwt_secret="x" * 32, jwt_ttl_seconds=7200, jwt_max_age_seconds=3600))
+    assert build_jwt_config(ApiSettings(jwt_secret="x" * 32)).max_age_seconds == 86_400
 
 
 def test_dev_mode_generates_a_secret_and_says_so(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,7 +13,7 @@ from models.engine import InferenceEngine
 from tests.helpers.api import Api, api_settings, running_api
 from tests.helpers.security import PASSWORD, wait_for_fresh_window
 
-PUBLIC_PATHS = {"/health", "/ready", "/metrics", "/asyncapi", "/api/v1/auth/token"}  # public by design
+PUBLIC_PATHS = {"/health", "/ready", "/asyncapi", "/api/v1/auth/token"}  # public by design
 
 
 def concrete(path: str) -> str:

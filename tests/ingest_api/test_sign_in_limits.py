@@ -1,4 +1,4 @@
-"""Sign-in against real Postgres and Redis: budgets before hashing, argon2 on its own pool, no lockout."""
+"""Sign-in against real Postgres and Redis: budgets charged per hash, argon2 on its own pool, no lockout."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.helpers.security import (
     open_app,
     wait_for_fresh_window,
 )
+from tests.helpers.server import serve
 
 
 def settings_for(database_url: str, redis_url: str, **overrides: Any) -> ApiSettings:
@@ -39,6 +40,24 @@ async def limited(
     await wait_for_fresh_window(needed_s=20)
     yield app
     await close_app(app)
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [([], [401, 401, 429]), (["127.0.0.1"], [401, 401, 401])])
+async def test_forwarded_for_is_trusted_only_from_configured_proxies(
+    database_url: str, redis_url: str, unique_id: str, trusted: list[str], expected: list[int]
+) -> None:
+    settings = settings_for(database_url, redis_url, login_per_address_per_minute=2,
+                            forwarded_allow_ips=trusted)
+    secure = await open_app(settings)
+    try:
+        await wait_for_fresh_window(needed_s=10)
+        async with serve(secure.app, settings) as served:  # a real uvicorn with the API's options
+            statuses = [(await served.client.post(
+                "/api/v1/auth/token", data={"username": f"f{i}-{unique_id}", "password": "guess-guess"},
+                headers={"X-Forwarded-For": f"203.0.113.{i}"})).status_code for i in range(3)]
+    finally:
+        await close_app(secure)
+    assert statuses == expected  # untrusted: all three are 127.0.0.1, whatever the header says
 
 
 def client_from(secure: SecureApp, address: str) -> httpx.AsyncClient:
@@ -80,13 +99,71 @@ async def test_a_spray_from_one_address_is_refused_before_hashing(limited: Secur
     assert elsewhere.status_code == 401
 
 
-@pytest.mark.parametrize("limited", [{"login_global_per_minute": 4}], indirect=True)
+@pytest.mark.parametrize("limited", [{"login_global_per_minute": 4, "login_recent_share": 0.0}],
+                         indirect=True)
 async def test_the_process_wide_budget_caps_a_distributed_spray(limited: SecureApp, unique_id: str) -> None:
     statuses = []
     for i in range(5):
         async with client_from(limited, f"10.0.2.{i}") as client:
             statuses.append((await sign_in(client, f"s{i}-{unique_id}", "guess-guess")).status_code)
     assert statuses == [401, 401, 401, 401, 429]
+
+
+@pytest.mark.parametrize("limited", [{"login_global_per_minute": 4, "login_recent_share": 0.0,
+                                      "login_hash_queue": 1, "login_hash_workers": 1}], indirect=True)
+async def test_attempts_refused_before_the_hasher_use_no_budget(limited: SecureApp, unique_id: str) -> None:
+    clients = [client_from(limited, f"10.0.6.{i}") for i in range(12)]
+    try:  # 8 at once: one is hashed, the queue (1) refuses the others before hashing
+        burst = await asyncio.gather(*(sign_in(c, f"b{i}-{unique_id}", "guess-guess")
+                                       for i, c in enumerate(clients[:8])))
+        after = [(await sign_in(c, f"a{i}-{unique_id}", "guess-guess")).status_code
+                 for i, c in enumerate(clients[8:])]
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert sorted(r.status_code for r in burst) == [401] + [429] * 7
+    assert after == [401, 401, 401, 429]  # the budget of 4 was charged once by the burst
+
+
+@pytest.mark.parametrize("limited", [{"login_global_per_minute": 6, "login_recent_share": 0.5}],
+                         indirect=True)
+async def test_a_spray_cannot_lock_out_a_recent_user(limited: SecureApp, unique_id: str) -> None:
+    username = f"regular-{unique_id}"
+    await add_user(limited, username, "client")
+    async with client_from(limited, "10.0.7.1") as home, client_from(limited, "10.0.7.2") as elsewhere:
+        first = await sign_in(home, username)  # 1 of the general 3
+        spray = []
+        for i in range(5):
+            async with client_from(limited, f"10.0.8.{i}") as sprayer:
+                spray.append((await sign_in(sprayer, f"x{i}-{unique_id}", "guess-guess")).status_code)
+        again = await sign_in(home, username)
+        from_elsewhere = await sign_in(elsewhere, username)
+    assert first.status_code == 200 and spray == [401, 401, 429, 429, 429]
+    assert again.status_code == 200, again.text  # the kept share: the spray could not take it
+    assert from_elsewhere.status_code == 429  # recent is per (user, address): a name alone buys nothing
+
+
+async def test_186_sprayed_sign_ins_lock_nobody_out(limited: SecureApp, unique_id: str) -> None:
+    username = f"late-{unique_id}"
+    await add_user(limited, username, "client")
+    sprayers = [client_from(limited, f"10.0.9.{i}") for i in range(6)]
+    try:  # the audit's attack, with the default budgets: 6 addresses x 31 attempts at once
+        spray = await asyncio.gather(*(sign_in(c, f"z{i}-{n}-{unique_id}", "guess-guess")
+                                       for i, c in enumerate(sprayers) for n in range(31)))
+    finally:
+        for client in sprayers:
+            await client.aclose()
+    async with client_from(limited, "10.0.9.200") as user:
+        started = time.perf_counter()
+        own = await sign_in(user, username)
+        while own.status_code == 429 and time.perf_counter() - started < 5:  # the hasher drains the burst
+            await asyncio.sleep(0.2)
+            own = await sign_in(user, username)
+    statuses, waited_s = [r.status_code for r in spray], time.perf_counter() - started
+    print(f"\nSIGN-IN SPRAY 186: {statuses.count(401)} hashed, {statuses.count(429)} refused; a correct "
+          f"password from a new address then got {own.status_code} after {waited_s:.1f} s")
+    assert set(statuses) <= {401, 429}
+    assert own.status_code == 200, own.text
 
 
 @pytest.mark.parametrize("limited", [{"login_hash_queue": 2, "login_hash_workers": 1}], indirect=True)

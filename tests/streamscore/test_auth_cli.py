@@ -133,3 +133,38 @@ async def test_users_create_from_env_and_validation(
         STREAMSCORE_USER_PASSWORD="short",
     )
     assert short.exit_code == 2 and "at least 8" in short.output
+
+
+async def test_users_disable_set_role_and_set_password_without_sql(
+    cli: typer.Typer, database_url: str, secure: SecureApp, unique_id: str
+) -> None:
+    username = f"carol-{unique_id}"
+    created = await invoke(cli, database_url, ["users", "create", username, "--role", "client"],
+                           STREAMSCORE_USER_PASSWORD=PASSWORD)
+    assert created.exit_code == 0, created.output
+    token = (await login(secure, username)).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    demoted = await invoke(cli, database_url, ["users", "set-role", username, "--role", "reader"])
+    after_role = await secure.client.get("/predict-only", headers=headers)
+    disabled = await invoke(cli, database_url, ["users", "disable", username])
+    after_disable = await secure.client.get("/read-only", headers=headers)
+    refused_sign_in = await login(secure, username)
+    enabled = await invoke(cli, database_url, ["users", "enable", username])
+    new_password = "a-new-password-" + unique_id
+    changed = await invoke(cli, database_url, ["users", "set-password", username],
+                           input=f"{new_password}\n{new_password}\n")
+    after_password = await secure.client.get("/read-only", headers=headers)
+    signed_in = await login(secure, username, new_password)
+    unknown = await invoke(cli, database_url, ["users", "disable", f"nobody-{unique_id}"])
+    bad_role = await invoke(cli, database_url, ["users", "set-role", username, "--role", "root"])
+
+    assert demoted.exit_code == 0 and after_role.status_code == 403, demoted.output
+    assert disabled.exit_code == 0 and after_disable.status_code == 401
+    assert refused_sign_in.status_code == 401
+    assert enabled.exit_code == 0 and changed.exit_code == 0, changed.output
+    assert new_password not in changed.output
+    assert after_password.status_code == 401  # issued with the old password
+    assert signed_in.status_code == 200
+    assert unknown.exit_code == 2 and "no user named" in unknown.output
+    assert bad_role.exit_code == 2 and "role must be one of" in bad_role.output
