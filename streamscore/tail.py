@@ -27,7 +27,8 @@ async def tail(bootstrap: str, settings: Any, customer: str | None, limit: int, 
 
     topic = topic_name(settings, topics.PREDICTIONS)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="latest", request_timeout_ms=10_000)
+                                auto_offset_reset="latest", request_timeout_ms=10_000,
+                                isolation_level="read_committed")  # never an aborted prediction
     try:
         await consumer.start()
     except KafkaError as error:
