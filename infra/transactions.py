@@ -55,6 +55,7 @@ class Owned:
     pending: int | None = None  # offset after the settled batches whose output is in the open transaction
     open: bool = False
     began: float = 0.0
+    gap_checked: int | None = None  # `next` when a gap made it read from there again (a gap then is real)
 
 
 def transactional_id(group_id: str, tp: TopicPartition) -> str:
@@ -113,14 +114,31 @@ class PartitionTransactions:
         return sorted(self._owned)
 
     def accept(self, records: Sequence[Any]) -> list[Any]:
-        """The records of owned partitions not handled yet (a seek can fetch some again), in order."""
+        """The records of owned partitions that follow the last one handled, in order.
+
+        A record before it was fetched again after a seek: dropped. One after a gap was fetched from a
+        position older than the last seek (a batch polled meanwhile): dropped, and the partition is read from
+        the next offset again; a gap still there then is real (retention, control records) and accepted.
+        """
         kept = []
         owned = self._owned
+        gaps: list[tuple[TopicPartition, Owned]] = []
         for record in records:
-            state = owned.get(TopicPartition(record.topic, record.partition))
-            if state is not None and record.offset >= state.next:
-                state.next = record.offset + 1
-                kept.append(record)
+            tp = TopicPartition(record.topic, record.partition)
+            state = owned.get(tp)
+            if state is None or record.offset < state.next:
+                continue
+            if record.offset > state.next and state.gap_checked != state.next:
+                if not gaps or gaps[-1][0] != tp:
+                    gaps.append((tp, state))
+                continue
+            state.next = record.offset + 1
+            kept.append(record)
+        consumer = self._consumer()
+        for tp, state in gaps:
+            state.gap_checked = state.next
+            if consumer is not None and tp in consumer.assignment():
+                consumer.seek(tp, state.next)
         return kept
 
     async def producer_for(self, topic: str, partition: int) -> AIOKafkaProducer:
@@ -136,8 +154,8 @@ class PartitionTransactions:
     async def record(self, offsets: dict[TopicPartition, int]) -> None:
         """Offsets of a settled batch: they commit with the transaction that holds its output.
 
-        Capped at the next offset to accept: records dropped while the partition was not owned yet (polled
-        before its producer started) were never scored, and are read again from the committed offset.
+        Capped at the next offset to accept: records dropped (fetched before a seek, after a gap) were never
+        scored, and are read again.
         """
         for tp, offset in offsets.items():
             state = self._owned.get(tp)
@@ -255,8 +273,11 @@ class PartitionTransactions:
         if self._closed:
             return
         new = sorted(partitions - set(self._owned))
-        started = await asyncio.gather(*(self._start(tp) for tp in new), return_exceptions=True)
         consumer = self._consumer()
+        if consumer is not None and new:
+            # Nothing is fetched from where the consumer would start until the fence and the seek are done.
+            consumer.pause(*new)
+        started = await asyncio.gather(*(self._start(tp) for tp in new), return_exceptions=True)
         for tp, producer in zip(new, started, strict=True):
             if isinstance(producer, BaseException):
                 log.error("no transactional producer for the partition; its records wait for a rebalance",
@@ -270,6 +291,7 @@ class PartitionTransactions:
             offset = offset or 0
             if consumer is not None and tp in consumer.assignment():
                 consumer.seek(tp, offset)
+                consumer.resume(tp)
             self._owned[tp] = Owned(producer, committed=offset, next=offset)
 
     async def _start(self, tp: TopicPartition) -> AIOKafkaProducer:

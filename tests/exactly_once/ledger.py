@@ -15,13 +15,16 @@ from schemas import topics
 
 
 async def committed_event_ids(settings: KafkaSettings, expected: set[str], within_s: float,
-                              quiet_s: float = 3.0) -> Counter[str]:
+                              quiet_s: float = 3.0, isolation: str = "read_committed") -> Counter[str]:
     """Read predictions.v1 from the start as downstream teams do (read_committed, no group) until every
-    expected event_id was seen and nothing new came for `quiet_s` (late duplicates), or `within_s` passed."""
+    expected event_id was seen and nothing new came for `quiet_s` (late duplicates), or `within_s` passed.
+
+    With isolation="read_uncommitted" it also counts the records of aborted transactions.
+    """
     consumer = AIOKafkaConsumer(
         topic_name(settings, topics.PREDICTIONS), bootstrap_servers=settings.kafka_bootstrap,
         group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
-        isolation_level="read_committed",
+        isolation_level=isolation,
     )
     await consumer.start()
     seen: Counter[str] = Counter()
@@ -59,3 +62,27 @@ async def group_offsets(settings: KafkaSettings, group: str) -> dict[tuple[str, 
     finally:
         await admin.close()
     return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+
+
+async def output_ahead(settings: KafkaSettings, group: str, grown: int, ahead: int, within_s: float) -> None:
+    """Return once predictions.v1 grew by `grown` records since the call and holds at least `ahead` more
+    records (committed or not) than the group has committed input offsets: output published, input not
+    committed yet, the moment a kill repeats output without transactions."""
+    from aiokafka import TopicPartition
+
+    topic = topic_name(settings, topics.PREDICTIONS)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        start = sum((await consumer.end_offsets(partitions)).values())
+        deadline = time.monotonic() + within_s
+        while True:
+            published = sum((await consumer.end_offsets(partitions)).values())
+            committed = sum((await group_offsets(settings, group)).values())
+            if published >= start + grown and published - committed >= ahead:
+                return
+            assert time.monotonic() < deadline, f"{topic} did not run ahead of {group} within {within_s} s"
+    finally:
+        await consumer.stop()
