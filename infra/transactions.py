@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import InvalidProducerEpoch, KafkaConnectionError, KafkaError, ProducerFenced
+from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 
 from infra.kafka import producer_options
 from infra.pipeline import BatchPipeline
@@ -30,7 +30,6 @@ from infra.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 GUARANTEE_SETTING = "STREAMSCORE_PROCESSING_GUARANTEE"
-FENCED = (ProducerFenced, InvalidProducerEpoch)
 
 
 class TransactionsUnsupported(StartupRefused):
@@ -229,17 +228,15 @@ class PartitionTransactions:
         state.open = False
         try:
             await asyncio.wait_for(state.producer.abort_transaction(), self._timeout_s)
-        except FENCED as error:  # a newer owner took the partition: never take it back from here
-            log.error("fenced: another scorer owns this partition now; rejoining the group",
+        except Exception as error:
+            # Fenced (a newer owner took the partition; the producer is then in a fatal state) or broken.
+            # Never start its producer again from here: that would fence the rightful owner. The group
+            # decides: after the rejoin, an assignment starts a producer and reads the committed offset.
+            log.error("could not abort (fenced: another scorer owns the partition); rejoining the group",
                       extra={"partition": f"{tp.topic}[{tp.partition}]", "error": repr(error)[:300]})
             await self._let_go(tp)
             self._rejoin()
             return
-        except Exception as error:  # the coordinator aborts it after its timeout; start a fresh producer
-            log.warning("abort failed; restarting the partition's producer",
-                        extra={"partition": f"{tp.topic}[{tp.partition}]", "error": repr(error)[:300]})
-            await self._let_go(tp)
-            await self.assigned({tp})
         if self._observer is not None:
             self._observer.aborted()
 

@@ -12,7 +12,7 @@ from infra.settings import KafkaSettings
 from tests.helpers.faults import service_env, service_process
 
 SCORER_START_S = 150.0  # TensorFlow loads in 10-45 s on a loaded 2-core machine, then the group join
-ASSIGNED = re.compile(r"assigned to partitions: \(([^)\n]*)")
+ASSIGNED = re.compile(r"assigned to partitions: (.*)")
 
 
 def scorer_env(kafka: KafkaSettings, redis_url: str, guarantee: str, **extra: str) -> dict[str, str]:

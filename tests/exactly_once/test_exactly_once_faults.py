@@ -128,6 +128,7 @@ async def test_zombie_scorer_frozen_past_its_session_timeout_publishes_nothing_v
         uncommitted = await committed_event_ids(apache_kafka, expected, within_s=30,
                                                 isolation="read_uncommitted")
         zombie_log = zombie.log_path.read_text(errors="replace")
+        heir_log = heir.log_path.read_text(errors="replace")
     finally:
         zombie.kill()
         if heir is not None:
@@ -139,4 +140,5 @@ async def test_zombie_scorer_frozen_past_its_session_timeout_publishes_nothing_v
     assert figures == {"records": sent, "distinct": sent, "lost": 0, "duplicates": 0}
     assert heir_partitions == 2 * apache_kafka.kafka_partitions  # both feature topics moved to the heir
     assert aborted > 0  # the zombie's open transaction reached the log, and stayed invisible
-    assert "fenced" in zombie_log
+    assert "ProducerFenced" in zombie_log  # what it sent after the thaw was refused
+    assert "ProducerFenced" not in heir_log  # and it never took a partition back by starting a producer
