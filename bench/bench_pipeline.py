@@ -305,7 +305,7 @@ class Stack:
 @contextlib.asynccontextmanager
 async def bench_stack(
     partitions: int, log_dir: Path, redis_url: str, keep_db: bool = False, bootstrap: str = "",
-    guarantee: str = "at-least-once",
+    guarantee: str = "at-least-once", broker_pid: int | None = None,
 ) -> AsyncIterator[Stack]:
     """A migrated scratch database and a broker (Tansu, or `bootstrap`) with fresh contract topics;
     torn down afterwards."""
@@ -322,7 +322,7 @@ async def bench_stack(
         kafka_partitions=partitions, kafka_idempotent=broker is None, topic_prefix=f"bench{run}.",
     )
     dsn = ADMIN_URL.set(drivername="postgresql", database=database).render_as_string(hide_password=False)
-    pid = broker.process.pid if broker is not None and broker.process is not None else None
+    pid = broker.process.pid if broker is not None and broker.process is not None else broker_pid
     stack = Stack(run, database, dsn, database_url, settings.kafka_bootstrap, pid, settings, guarantee)
     try:
         await ensure_topics(settings)
@@ -389,8 +389,8 @@ class Throughput:
 async def measure_throughput(stack: Stack, pids: dict[str, int], events: int, already: int) -> Throughput:
     """Produce `events` at full speed; time from the first produce to the last row in Postgres."""
     payloads = feature_payloads(events, seed=2, prefix=stack.customer_prefix)
-    if stack.broker_pid is not None:
-        pids = {**pids, "tansu": stack.broker_pid}
+    if stack.broker_pid is not None:  # bench_peers reads "tansu"
+        pids = {**pids, "kafka" if stack.settings.kafka_idempotent else "tansu": stack.broker_pid}
     pg_pids = await backend_pids(stack.dsn, stack.database)
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     pg_before = sum(cpu_seconds(pid) for pid in pg_pids)
@@ -460,7 +460,7 @@ async def bench_run(args: argparse.Namespace, guarantee: str) -> str:
     log_dir = Path(args.log_dir)
     summary = f"{guarantee:<14}"
     async with bench_stack(args.partitions, log_dir, args.redis_url, args.keep_db, args.bootstrap,
-                           guarantee) as stack:
+                           guarantee, args.broker_pid) as stack:
         print(f"--- {guarantee} on {'Kafka at ' + args.bootstrap if args.bootstrap else 'Tansu'}")
         env = stack.env(args.redis_url)
         for service in ("scorer", "sink"):
@@ -477,8 +477,11 @@ async def bench_run(args: argparse.Namespace, guarantee: str) -> str:
             stored += args.events
             print(result.report("streamscore"))
             cpu = sum(result.cpu_s.values()) / result.events * 1e6
+            broker = result.cpu_s.get("kafka", result.cpu_s.get("tansu"))
+            broker_text = f", broker {broker / result.events * 1e6:.1f} us" if broker is not None else ""
             summary += (f" throughput {result.events / result.elapsed_s:,.0f} events/s, cpu/event "
-                        f"scorer {result.cpu_s['scorer'] / result.events * 1e6:.1f} us, all {cpu:.1f} us;")
+                        f"scorer {result.cpu_s['scorer'] / result.events * 1e6:.1f} us{broker_text}, "
+                        f"all {cpu:.1f} us;")
             stats = await service_stats(args.redis_url, f"bench{stack.run}")
             for key, fields in sorted(stats.items()):
                 batches = int(fields.get("batches", "0")) or 1
@@ -510,6 +513,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=0, help="Then measure latency at this steady rate.")
     parser.add_argument("--seconds", type=float, default=20.0, help="Length of the latency run.")
     parser.add_argument("--bootstrap", default="", help="An existing broker (Apache Kafka), not a Tansu.")
+    parser.add_argument("--broker-pid", type=int, default=None,
+                        help="With --bootstrap: the broker's pid, to count its CPU per event too.")
     parser.add_argument("--guarantee", choices=["at-least-once", "exactly-once", "both"],
                         default="at-least-once", help="The scorer's STREAMSCORE_PROCESSING_GUARANTEE.")
     return parser.parse_args()
