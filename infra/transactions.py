@@ -217,7 +217,7 @@ class PartitionTransactions:
             await self._abort(tp)
         starts: dict[TopicPartition, int] = {}
         for tp, state in self._owned.items():
-            state.pending, state.next = None, state.committed
+            state.pending, state.next, state.gap_checked = None, state.committed, None
             starts[tp] = state.committed
         return starts
 

@@ -40,6 +40,6 @@ class ScorerSettings(ConsumerSettings):
         "and offsets commit in one Kafka transaction (needs a broker with transactions; read_committed).",
     )
     checkpoint_interval_ms: int = Field(
-        default=100, ge=1,
+        default=50, ge=1,
         description="exactly-once: how often the open transactions commit (adds up to this to the latency).",
     )
