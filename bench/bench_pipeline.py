@@ -8,8 +8,13 @@ events to customer-features.v1 and measures events/s from the first produce to t
 Postgres. Target: >= 25,000 events/s. With --rate, then sends events at that steady rate and reports the
 latency from send to `predictions.stored_at` (p99 target <= 300 ms at 2,000 events/s).
 
+--bootstrap runs on an existing broker (Apache Kafka) instead of a Tansu of its own; --guarantee both runs
+the scorer at least once and then exactly once (transactions: Apache Kafka only), each on fresh topics and a
+fresh database, and prints the two side by side.
+
     .venv/bin/python bench/bench_pipeline.py --events 200000
     .venv/bin/python bench/bench_pipeline.py --events 0 --rate 2000 --seconds 20
+    .venv/bin/python bench/bench_pipeline.py --bootstrap 127.0.0.1:9092 --guarantee both --rate 2000
 """
 
 from __future__ import annotations
@@ -267,8 +272,10 @@ class Stack:
     database: str
     dsn: str
     database_url: str
-    broker: TansuBroker | KafkaCluster
+    bootstrap: str
+    broker_pid: int | None  # the broker of the run's own (its CPU counts); None on an existing broker
     settings: KafkaSettings
+    guarantee: str = "at-least-once"
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -285,9 +292,10 @@ class Stack:
         """The STREAMSCORE_* environment of the services of this run."""
         return {
             **os.environ,
-            "STREAMSCORE_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            "STREAMSCORE_KAFKA_BOOTSTRAP": self.bootstrap,
             "STREAMSCORE_KAFKA_PARTITIONS": str(self.settings.kafka_partitions),
             "STREAMSCORE_KAFKA_IDEMPOTENT": str(self.settings.kafka_idempotent).lower(),
+            "STREAMSCORE_PROCESSING_GUARANTEE": self.guarantee,
             "STREAMSCORE_TOPIC_PREFIX": self.settings.topic_prefix,
             "STREAMSCORE_DATABASE_URL": self.database_url,
             "STREAMSCORE_REDIS_URL": redis_url,
@@ -298,9 +306,11 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def bench_stack(
-    partitions: int, log_dir: Path, redis_url: str, keep_db: bool = False, broker_kind: str = "tansu"
+    partitions: int, log_dir: Path, redis_url: str, keep_db: bool = False, broker_kind: str = "tansu",
+    bootstrap: str = "", guarantee: str = "at-least-once", broker_pid: int | None = None,
 ) -> AsyncIterator[Stack]:
-    """A migrated scratch database and a broker with the contract topics; torn down afterwards."""
+    """A migrated scratch database and a broker (Tansu, one Apache Kafka node, or an existing one at
+    `bootstrap`) with fresh contract topics; torn down afterwards."""
     run = uuid.uuid4().hex[:8]
     database = f"ss_bench_{run}"
     admin = await asyncpg.connect(ADMIN_DSN)
@@ -308,23 +318,29 @@ async def bench_stack(
     await admin.close()
     database_url = ADMIN_URL.set(database=database).render_as_string(hide_password=False)
     await asyncio.to_thread(upgrade_head, database_url)
-    broker: TansuBroker | KafkaCluster
-    if broker_kind == "kafka":  # data in a temp dir, removed at the end
+    broker: TansuBroker | KafkaCluster | None = None
+    if bootstrap:
+        pass
+    elif broker_kind == "kafka":  # data in a temp dir, removed at the end
         broker = await asyncio.to_thread(KafkaCluster(nodes=1).start)
     else:
         broker = TansuBroker(log_path=log_dir / f"tansu-{run}.log").start()
     settings = KafkaSettings(
-        kafka_bootstrap=broker.bootstrap, kafka_partitions=partitions,
-        kafka_idempotent=broker_kind == "kafka", topic_prefix=f"bench{run}.",
+        kafka_bootstrap=bootstrap if broker is None else broker.bootstrap, kafka_partitions=partitions,
+        kafka_idempotent=bootstrap != "" or broker_kind == "kafka", topic_prefix=f"bench{run}.",
     )
     dsn = ADMIN_URL.set(drivername="postgresql", database=database).render_as_string(hide_password=False)
-    stack = Stack(run, database, dsn, database_url, broker, settings)
+    node = broker.members[0] if isinstance(broker, KafkaCluster) else broker
+    process = node.process if node is not None else None
+    pid = process.pid if process is not None else broker_pid
+    stack = Stack(run, database, dsn, database_url, settings.kafka_bootstrap, pid, settings, guarantee)
     try:
         await ensure_topics(settings)
         yield stack
     finally:
         stop_processes(stack.processes)
-        broker.stop()
+        if broker is not None:
+            broker.stop()
         await drop_cached(redis_url, stack.customer_prefix)
         if not keep_db:
             admin = await asyncpg.connect(ADMIN_DSN)
@@ -383,15 +399,14 @@ class Throughput:
 async def measure_throughput(stack: Stack, pids: dict[str, int], events: int, already: int) -> Throughput:
     """Produce `events` at full speed; time from the first produce to the last row in Postgres."""
     payloads = feature_payloads(events, seed=2, prefix=stack.customer_prefix)
-    broker = stack.broker.members[0] if isinstance(stack.broker, KafkaCluster) else stack.broker
-    if broker.process is not None:
-        pids = {**pids, "broker": broker.process.pid}
+    if stack.broker_pid is not None:
+        pids = {**pids, "broker": stack.broker_pid}
     pg_pids = await backend_pids(stack.dsn, stack.database)
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     pg_before = sum(cpu_seconds(pid) for pid in pg_pids)
     started = time.perf_counter()
     memory = MemoryTrace({name: pids[name] for name in ("scorer", "sink")}, already, events)
-    produce = asyncio.create_task(produce_fast(stack.broker.bootstrap, stack.topic, payloads))
+    produce = asyncio.create_task(produce_fast(stack.bootstrap, stack.topic, payloads))
     finished = await wait_rows(stack.dsn, already + events, 1800, stack.processes, memory.poll)
     produce_s = await produce
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
@@ -407,7 +422,7 @@ async def measure_latency(
     """Produce at a steady `rate` events/s for `seconds`; (p50, p99, max) ms from send to `stored_at`."""
     total = int(rate * seconds)
     payloads = feature_payloads(total, seed=3, prefix=stack.customer_prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap, acks="all", linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=0)
     await producer.start()
     sent: dict[str, float] = {}
     tick = 0.01
@@ -441,14 +456,27 @@ async def measure_latency(
 
 
 async def main(args: argparse.Namespace) -> None:
-    """Run one bench: throughput, then (with --rate) latency at a steady rate."""
+    """Run the bench once per processing guarantee asked for, and print each run's figures side by side."""
+    guarantees = ["at-least-once", "exactly-once"] if args.guarantee == "both" else [args.guarantee]
+    summaries = [await bench_run(args, guarantee) for guarantee in guarantees]
+    if len(summaries) > 1:
+        print("\nside by side:")
+        for summary in summaries:
+            print(summary)
+
+
+async def bench_run(args: argparse.Namespace, guarantee: str) -> str:
+    """One bench: throughput, then (with --rate) latency at a steady rate; a one-line summary."""
     log_dir = Path(args.log_dir)
-    async with bench_stack(args.partitions, log_dir, args.redis_url, args.keep_db, args.broker) as stack:
+    summary = f"{guarantee:<14}"
+    async with bench_stack(args.partitions, log_dir, args.redis_url, args.keep_db, args.broker,
+                           args.bootstrap, guarantee, args.broker_pid) as stack:
+        print(f"--- {guarantee} on {'Kafka at ' + args.bootstrap if args.bootstrap else args.broker}")
         env = stack.env(args.redis_url)
         for service in ("scorer", "sink"):
             stack.processes.append(start_service(service, env, log_dir / f"{service}-{stack.run}.log"))
         warmup = feature_payloads(args.warmup, seed=1, prefix=stack.customer_prefix)
-        await produce_fast(stack.broker.bootstrap, stack.topic, warmup)
+        await produce_fast(stack.bootstrap, stack.topic, warmup)
         await wait_rows(stack.dsn, len(warmup), 120, stack.processes)
         print(f"services ready (warm-up of {len(warmup)} events stored)")
         pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid,
@@ -458,6 +486,12 @@ async def main(args: argparse.Namespace) -> None:
             result = await measure_throughput(stack, pids, args.events, stored)
             stored += args.events
             print(result.report("streamscore"))
+            cpu = sum(result.cpu_s.values()) / result.events * 1e6
+            broker = result.cpu_s.get("broker")
+            broker_text = f", broker {broker / result.events * 1e6:.1f} us" if broker is not None else ""
+            summary += (f" throughput {result.events / result.elapsed_s:,.0f} events/s, cpu/event "
+                        f"scorer {result.cpu_s['scorer'] / result.events * 1e6:.1f} us{broker_text}, "
+                        f"all {cpu:.1f} us;")
             stats = await service_stats(args.redis_url, f"bench{stack.run}")
             for key, fields in sorted(stats.items()):
                 batches = int(fields.get("batches", "0")) or 1
@@ -470,6 +504,8 @@ async def main(args: argparse.Namespace) -> None:
             p50, p99, worst = await measure_latency(stack, args.rate, args.seconds, stored)
             print(f"streamscore: latency at {args.rate}/s sent->stored p50 {p50:.0f} ms p99 {p99:.0f} ms "
                   f"max {worst:.0f} ms (target p99 <= 300)")
+            summary += f" at {args.rate}/s sent->stored p50 {p50:.0f} ms p99 {p99:.0f} ms max {worst:.0f} ms"
+    return summary
 
 
 def parse_args() -> argparse.Namespace:
@@ -488,6 +524,11 @@ def parse_args() -> argparse.Namespace:
                         help="kafka: one Apache Kafka node from Maven jars (needs java and mvn).")
     parser.add_argument("--rate", type=int, default=0, help="Then measure latency at this steady rate.")
     parser.add_argument("--seconds", type=float, default=20.0, help="Length of the latency run.")
+    parser.add_argument("--bootstrap", default="", help="An existing broker (Apache Kafka), not a Tansu.")
+    parser.add_argument("--broker-pid", type=int, default=None,
+                        help="With --bootstrap: the broker's pid, to count its CPU per event too.")
+    parser.add_argument("--guarantee", choices=["at-least-once", "exactly-once", "both"],
+                        default="at-least-once", help="The scorer's STREAMSCORE_PROCESSING_GUARANTEE.")
     return parser.parse_args()
 
 

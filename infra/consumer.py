@@ -27,6 +27,7 @@ from infra.pipeline import BatchPipeline, Finish
 from infra.process import cancel_tasks, serve
 from infra.settings import ConsumerSettings
 from infra.stats import PipelineStats, publish_stats_forever, track_lag_forever
+from infra.transactions import PartitionTransactions
 from schemas.topics import ConsumerContract
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,12 @@ def build_consumer_app(
     on_start: Hook,
     on_stop: Hook,
     stats_redis_url: str | None,
+    transactions: PartitionTransactions | None = None,
 ) -> FastStream:
-    """A FastStream app with one batch subscriber (one group, one poll per batch) for all of spec.topics."""
+    """A FastStream app with one batch subscriber (one group, one poll per batch) for all of spec.topics.
+
+    With `transactions` (exactly-once), offsets commit in its transactions instead of by the consumer.
+    """
     broker = build_broker(settings, spec.service)
     pipeline = BatchPipeline(settings.pipeline_depth, lambda: subscriber.consumer,
                              settings.settle_timeout_seconds)
@@ -108,7 +113,11 @@ def build_consumer_app(
         ack_policy=AckPolicy.MANUAL,
         listener=pipeline.listener(),
         decoder=raw_values,
+        # Only committed output of a transactional producer (and everything of a plain one).
+        isolation_level="read_committed",
     )
+    if transactions is not None:
+        transactions.bind(pipeline, lambda: subscriber.consumer)
 
     @subscriber
     async def consume_batch(values: list[bytes], message: KafkaMessage) -> None:
@@ -117,6 +126,8 @@ def build_consumer_app(
         await pipeline.handle(records, lambda: handle(records, broker.publish))
 
     async def start() -> None:
+        if transactions is not None:
+            await transactions.probe()  # refuses a broker without transactions, before anything else
         await ensure_topics(settings)
         if settings.kafka_idempotent and not await resolve_idempotence(settings):
             # Once per process, before any producer starts: on_start's (via producer_options) and the
@@ -132,6 +143,8 @@ def build_consumer_app(
             on_restart=lambda: rewind(pipeline, subscriber.consumer, settings.settle_timeout_seconds),
         )
         runtime.tasks.append(asyncio.create_task(guard.run_forever()))
+        if transactions is not None:
+            runtime.tasks.append(asyncio.create_task(transactions.checkpoint_forever()))
         # Start-up objects (TensorFlow's above all) live forever: keep them out of every collection.
         gc.freeze()
         # A batch keeps thousands of young objects alive at once (records, decoded structs, rows). At 700

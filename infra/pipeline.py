@@ -12,6 +12,11 @@ or a handler fails, no later batch commits; once every batch has settled the pip
 to the first uncommitted offset of every fetched batch, without waiting for another poll, so nothing is lost
 and what follows is replayed (at least once; the sink stores once).
 
+With `transactions` set (exactly-once), a settled batch's offsets are recorded into the open transactions
+instead of committed by the consumer; a checkpoint `paused()` the pipeline (no handler starts, every handled
+batch settled) commits them, and a rewind first aborts the open transactions and goes back to the offsets
+they started from. The rebalance listener commits (or aborts) before partitions go, and hands new ones over.
+
 Nothing waits on the broker without a bound: an offset commit, and the wait for batches to settle before
 partitions are revoked or the consumer stops, give up after `settle_timeout_s`. A commit that gives up
 fails the pipeline (and rewinds); unsettled batches at a revoke or a stop stay uncommitted and are replayed
@@ -22,10 +27,11 @@ pipeline instead of ending its task, so no later batch waits on a task that no l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
@@ -33,6 +39,30 @@ log = logging.getLogger(__name__)
 
 Finish = Callable[[], Awaitable[Any]]
 """A stage of what is left of a batch; it returns the next stage (a Finish) or None when the batch is done."""
+
+
+class Transactional(Protocol):
+    """Exactly-once offsets (infra/transactions.py): recorded into transactions, not the consumer's commit."""
+
+    async def record(self, offsets: dict[TopicPartition, int]) -> None:
+        """A settled batch's offsets, to commit with the transaction that holds its output."""
+        ...
+
+    async def abort(self) -> dict[TopicPartition, int]:
+        """Abort every open transaction; the offset each owned partition must be read from again."""
+        ...
+
+    async def revoked(self, partitions: set[TopicPartition], settled: bool) -> None:
+        """Commit (when settled, else abort) and let go of these partitions."""
+        ...
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        """Take these partitions over (fence their previous owner) and seek them to the committed offsets."""
+        ...
+
+    async def close(self, settled: bool) -> None:
+        """Commit what settled (else abort), and close."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +111,21 @@ class BatchPipeline:
         self._recovery: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # set while no handler is inside its work
         self._idle.set()
+        self.transactions: Transactional | None = None  # exactly-once: set before the consumer starts
+        self._open = asyncio.Event()  # cleared while paused: no handler starts its work
+        self._open.set()
+        self._pause = asyncio.Lock()  # one checkpoint, revoke or abort at a time
+        self._closed = False
 
     async def handle(self, records: Sequence[Any], work: Callable[[], Awaitable[Finish | None]]) -> None:
         """Run `work` on a polled batch now and settle what it returns in order; rewinds after a failure."""
         span = Span.of(records)
         self._fetched.append(span)  # from now on a rewind covers it
         await self._slots.acquire()
+        await self._open.wait()  # returns at once unless a checkpoint or a revoke is running
+        if self._closed:  # exactly-once, stopping: the producers are gone; the next owner reads it
+            self._slots.release()
+            return
         if self._failure is not None:
             self._slots.release()
             await self.recovered()  # this batch is fetched again after the rewind
@@ -128,6 +167,10 @@ class BatchPipeline:
         if not await self.drain(self._settle_timeout_s):
             log.warning("stopping with unsettled batches; they are not committed and will be replayed",
                         extra={"batches": sum(not item.done.done() for item in self._unsettled)})
+        if self.transactions is not None:
+            self._closed = True
+            async with self.paused() as settled:
+                await self.transactions.close(settled)
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
@@ -155,6 +198,29 @@ class BatchPipeline:
         self._stages.clear()
         self._commits = asyncio.Queue()
         self._failure = None
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[bool]:
+        """Hold new batches back; yields whether every handled batch settled (else the pipeline failed)."""
+        async with self._pause:
+            self._open.clear()
+            try:
+                yield await self._quiet()
+            finally:
+                self._open.set()
+
+    async def _quiet(self) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), self._settle_timeout_s)
+        except TimeoutError:
+            self._fail(TimeoutError(f"a batch was still being handled after {self._settle_timeout_s} s"))
+            return False
+        await self.settle()
+        return self._failure is None
+
+    def fail(self, error: BaseException) -> None:
+        """Fail the pipeline from outside (a transaction did not commit): it rewinds once settled."""
+        self._fail(error)
 
     @property
     def in_flight(self) -> int:
@@ -226,6 +292,9 @@ class BatchPipeline:
             self._recovery = asyncio.create_task(self._recover())
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.transactions is not None:
+            await self.transactions.record(offsets)
+            return
         consumer = self._consumer()
         if consumer is not None and offsets:
             await asyncio.wait_for(consumer.commit(offsets), self._settle_timeout_s)
@@ -240,19 +309,23 @@ class BatchPipeline:
         await self._idle.wait()
         await self.drain()
         await self._stop_tasks()
+        starts: dict[TopicPartition, int] = {}
+        if self.transactions is not None:  # their output must not commit: read them again from the start
+            async with self._pause:
+                starts = await self.transactions.abort()
         # No await from here on: a batch handed to handle() meanwhile is either in the rewind or handled
         # after it, never dropped (seen failed) and then forgotten unrewound.
-        self._rewind(self._fetched)
+        self._rewind(self._fetched, starts)
         self._forget()
         self._recovery = None
 
-    def _rewind(self, spans: Sequence[Span]) -> None:
-        """Seek each partition to the first offset any of the spans holds for it."""
+    def _rewind(self, spans: Sequence[Span], starts: dict[TopicPartition, int] | None = None) -> None:
+        """Seek each partition to the first offset any of the spans (or `starts`) holds for it."""
         consumer = self._consumer()
         if consumer is None:
             return
         assigned = consumer.assignment()
-        first: dict[TopicPartition, int] = {}
+        first: dict[TopicPartition, int] = dict(starts or {})
         for span in spans:
             for tp, offset in span.first.items():
                 first[tp] = min(offset, first.get(tp, offset))
@@ -269,7 +342,14 @@ class _SettleOnRevoke(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         """Let every handled batch commit while this consumer still owns its partitions (bounded)."""
-        await self._pipeline.settle()
+        transactions = self._pipeline.transactions
+        if transactions is None:
+            await self._pipeline.settle()
+            return
+        async with self._pipeline.paused() as settled:
+            await transactions.revoked(set(revoked), settled)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        """Nothing to do: positions come from the committed offsets."""
+        """At least once: nothing (positions come from the committed offsets). Exactly once: take over."""
+        if self._pipeline.transactions is not None:
+            await self._pipeline.transactions.assigned(set(assigned))

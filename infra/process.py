@@ -15,6 +15,11 @@ from infra.logging import configure_logging
 
 log = logging.getLogger(__name__)
 
+class StartupRefused(RuntimeError):
+    """The service cannot run as configured: `serve` logs the one line that says why and exits non-zero."""
+
+
+REFUSED_EXIT_CODE = 2
 SHUTDOWN_STEP_SECONDS = 15.0
 """Longest wait for one shutdown step: a client stuck in its close must not wedge the process's exit."""
 
@@ -26,7 +31,11 @@ def serve(app: FastStream, *, service: str, log_level: str, metrics_port: int) -
         start_http_server(metrics_port)
     # uvloop: cheaper socket writes and callbacks than the default loop for every Kafka/Postgres hop.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(app.run())
+        try:
+            runner.run(app.run())
+        except StartupRefused as error:
+            log.error(str(error))
+            raise SystemExit(REFUSED_EXIT_CODE) from None
 
 
 async def cancel_tasks(tasks: list[asyncio.Task[Any]], seconds: float = SHUTDOWN_STEP_SECONDS) -> None:

@@ -128,6 +128,8 @@ class EndOffsets:
             consumer = self._consumer = AIOKafkaConsumer(
                 **self._connection, group_id=None, enable_auto_commit=False,
                 fetch_max_wait_ms=50,
+                # The end a read_committed consumer can reach (the last stable offset), as the services read.
+                isolation_level="read_committed",
             )
             await consumer.start()
         listed: dict[TopicPartition, int] = await consumer.end_offsets(partitions)

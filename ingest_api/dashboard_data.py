@@ -52,6 +52,8 @@ class RoleStats(BaseModel):
     p99_ms: float = Field(default=0.0, description="Highest instance p99.")
     rate_in: float = Field(default=0.0, description="events_in per second, from successive samples.")
     rate_out: float = Field(default=0.0, description="events_out per second, from successive samples.")
+    guarantee: str = Field(default="", description="Scorer: its STREAMSCORE_PROCESSING_GUARANTEE "
+                           "(at-least-once, exactly-once; `mixed` when instances differ).")
 
 
 class InstanceStats(BaseModel):
@@ -153,6 +155,8 @@ async def pipeline_stats(
             total.p50_ms, total.p99_ms = max(total.p50_ms, p50), max(total.p99_ms, p99)
             total.rate_in += sample.rate_in
             total.rate_out += sample.rate_out
+            if guarantee := fields.get("processing_guarantee", ""):
+                total.guarantee = guarantee if total.guarantee in ("", guarantee) else "mixed"
             instances.append(InstanceStats(
                 role=role, instance=name.split(":", 2)[-1], p50_ms=p50, p99_ms=p99,
                 rate_in=sample.rate_in, rate_out=sample.rate_out, age_s=max(0.0, now - updated_at),

@@ -24,9 +24,17 @@ from infra.consumer import runtime_of as consumer_runtime
 from infra.kafka import producer_options
 from infra.kafka_connection import connection_options
 from infra.pipeline import Finish
+from infra.transactions import PartitionTransactions, TransactionObserver
 from schemas import topics
 from scorer import drift, metrics, shadow
-from scorer.handlers import BrokerSender, ProducerSender, ScorerRuntime, inference_executor, score_batch
+from scorer.handlers import (
+    BrokerSender,
+    KeyedSender,
+    ProducerSender,
+    ScorerRuntime,
+    inference_executor,
+    score_batch,
+)
 from scorer.settings import ScorerSettings
 
 if TYPE_CHECKING:
@@ -50,16 +58,20 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
     shadow.attach(runtime)
     drift.attach(runtime)
     producer: AIOKafkaProducer | None = None
+    transactions = exactly_once(settings, runtime)
 
     async def handle(records: Sequence[Any], publish: Publish) -> Finish:
+        if transactions is not None:  # only owned partitions, each record once
+            records = transactions.accept(records)
         return await score_batch(runtime, records)
 
     async def start() -> None:
         nonlocal producer
         runtime.executor = inference_executor()
-        producer = AIOKafkaProducer(**connection_options(settings), **producer_options(settings))
-        await producer.start()
-        runtime.sender = ProducerSender(producer)
+        if transactions is None:
+            producer = AIOKafkaProducer(**connection_options(settings), **producer_options(settings))
+            await producer.start()
+            runtime.sender = ProducerSender(producer)
         if runtime.engine is None:
             from models.engine import InferenceEngine
 
@@ -81,11 +93,30 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
             runtime.executor = None
 
     app = build_consumer_app(
-        settings, SPEC, runtime, handle, on_start=start, on_stop=stop, stats_redis_url=settings.redis_url
+        settings, SPEC, runtime, handle, on_start=start, on_stop=stop, stats_redis_url=settings.redis_url,
+        transactions=transactions,
     )
     # Until start-up brings the aiokafka producer (and under TestKafkaBroker) output goes through the broker.
     runtime.sender = BrokerSender(broker_of(app).publish)
     return app
+
+
+def exactly_once(settings: ScorerSettings, runtime: ScorerRuntime) -> PartitionTransactions | None:
+    """In exactly-once mode, the per-partition transactions and the route of each batch's output into them."""
+    runtime.stats.providers.append(lambda: {"processing_guarantee": settings.processing_guarantee})
+    if settings.processing_guarantee != "exactly-once":
+        return None
+    transactions = PartitionTransactions(
+        settings, settings.topic_prefix + SPEC.contract.group, settings.checkpoint_interval_ms / 1000.0,
+        settings.settle_timeout_seconds,
+        TransactionObserver(metrics.transaction_committed, metrics.transaction_aborted),
+    )
+
+    async def route(topic: str, partition: int) -> KeyedSender:
+        return ProducerSender(await transactions.producer_for(topic, partition))
+
+    runtime.route = route
+    return transactions
 
 
 def runtime_of(app: FastStream) -> ScorerRuntime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,7 +25,7 @@ from schemas import topics
 from schemas.messages import DeadLetter
 from schemas.wire import dead_letter
 from scorer import drift, metrics, shadow
-from scorer.partitioning import partitions_for_keys
+from scorer.partitioning import by_origin, partitions_for_keys
 from scorer.reasons import with_reasons
 from scorer.scoring import Scored, SourceRecord, assemble, decode_records, rows_of, score_matrix
 from scorer.settings import ScorerSettings
@@ -43,6 +43,10 @@ class KeyedSender(Protocol):
     ) -> list[tuple[Any, list[int]]]:
         """Queue every message; (ack to await, indices of the messages it covers) pairs."""
         ...
+
+
+Route = Callable[[str, int], Awaitable[KeyedSender]]
+"""Exactly-once: the sender of one input partition (topic, partition), inside its open transaction."""
 
 
 def failed(error: BaseException) -> asyncio.Future[Any]:
@@ -115,6 +119,7 @@ class ScorerRuntime(ConsumerRuntime):
     engine: InferenceEngine | None = None
     executor: ThreadPoolExecutor | None = None
     sender: KeyedSender | None = None  # set by build_app: the broker's publish, then the aiokafka producer
+    route: Route | None = None  # exactly-once: output goes to the transaction of its input partition
     shadow: ShadowComparison = field(default_factory=ShadowComparison)  # scorer/shadow.py
     drift: DriftMonitor = field(default_factory=DriftMonitor)  # scorer/drift.py
 
@@ -190,10 +195,28 @@ async def publish_scored(
         for (key, value), origin in zip(scored.predictions, origins, strict=True)
     ]
     outgoing += [letter_message(runtime, key, letter) for key, letter in scored.dead_letters]
+    if runtime.route is not None:
+        return await publish_routed(runtime, runtime.route, scored, outgoing)
     queued = await enqueue(sender.send, outgoing)
 
     async def acknowledged() -> None:
         await settle_scored(runtime, sender, scored, outgoing, queued)
+
+    return acknowledged
+
+
+async def publish_routed(
+    runtime: ScorerRuntime, route: Route, scored: Scored, outgoing: list[Outgoing]
+) -> Finish:
+    """Exactly-once: queue each input partition's output in its own transaction."""
+    routed: list[tuple[KeyedSender, list[Outgoing], Pending]] = []
+    for (topic, partition), group in by_origin(outgoing, lambda message: message.origin).items():
+        sender = await route(topic, partition)
+        routed.append((sender, group, await enqueue(sender.send, group)))
+
+    async def acknowledged() -> None:
+        for sender, group, queued in routed:
+            await settle_scored(runtime, sender, scored, group, queued)
 
     return acknowledged
 

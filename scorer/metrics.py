@@ -16,6 +16,14 @@ INFERENCE_SECONDS = Histogram(
     "One engine.score call on a micro-batch.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+TRANSACTIONS = Counter(
+    "scorer_transactions_total", "Exactly-once transactions, by outcome (committed, aborted).", ["outcome"]
+)
+TRANSACTION_SECONDS = Histogram(
+    "scorer_transaction_seconds",
+    "From a transaction's begin to its commit (the checkpoint interval bounds most of it).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 CONSUMER_LAG = Gauge(
     "scorer_consumer_lag",
     "Records not yet consumed: the partition's real end offset (infra.stats.EndOffsets) minus the position.",
@@ -26,3 +34,14 @@ CONSUMER_LAG = Gauge(
 def set_lag(partition: TopicPartition, lag: int) -> None:
     """Record the lag of one partition."""
     CONSUMER_LAG.labels(partition.topic, str(partition.partition)).set(lag)
+
+
+def transaction_committed(seconds: float) -> None:
+    """Count one committed transaction and its duration."""
+    TRANSACTIONS.labels("committed").inc()
+    TRANSACTION_SECONDS.observe(seconds)
+
+
+def transaction_aborted() -> None:
+    """Count one aborted transaction."""
+    TRANSACTIONS.labels("aborted").inc()

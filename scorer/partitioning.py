@@ -1,9 +1,10 @@
-"""Kafka's default keyed partitioner (murmur2), vectorised over a whole micro-batch of keys with NumPy."""
+"""Micro-batch partitions: Kafka's keyed partitioner (murmur2, vectorised); grouping by input partition."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,3 +57,12 @@ def partitions_for_keys(keys: Sequence[bytes], partitions: Sequence[int]) -> lis
     ordered = sorted(partitions)
     picks = (murmur2(keys) & np.uint32(0x7FFFFFFF)) % np.uint32(len(ordered))
     return [ordered[i] for i in picks.tolist()]
+
+
+def by_origin(items: Sequence[Any], origin: Callable[[Any], Any]) -> dict[tuple[str, int], list[Any]]:
+    """Items grouped by the input partition (topic, partition) of their origin, in order."""
+    groups: dict[tuple[str, int], list[Any]] = {}
+    for item in items:
+        source = origin(item)
+        groups.setdefault((source.topic, source.partition), []).append(item)
+    return groups

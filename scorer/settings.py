@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -31,4 +33,13 @@ class ScorerSettings(ConsumerSettings):
     )
     shadow_scoring: bool = Field(
         default=True, description="Also score with the registry's shadow version, when one is set."
+    )
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        default="at-least-once",
+        description="exactly-once: each input partition's predictions, shadow predictions, dead letters "
+        "and offsets commit in one Kafka transaction (needs a broker with transactions; read_committed).",
+    )
+    checkpoint_interval_ms: int = Field(
+        default=50, ge=1,
+        description="exactly-once: how often the open transactions commit (adds up to this to the latency).",
     )

@@ -20,6 +20,7 @@ from infra.kafka import topic_name
 from models.shadow import PairedRows, ShadowComparison, pair_batches, pair_records
 from schemas import topics
 from schemas.wire import EventIds, SourceRecord, prediction_json, utc_now
+from scorer.partitioning import by_origin
 from scorer.scoring import rows_of, score_matrix, valid_rows
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class ShadowOutput:
 
     messages: list[tuple[bytes, bytes]]
     paired: PairedRows
+    origins: list[SourceRecord]  # the consumed record of each message (exactly-once routes by it)
 
 
 @dataclass(frozen=True)
@@ -72,16 +74,16 @@ def shadow_work(
     result = score_matrix(ShadowScorer(engine), matrix)
     shadow = rows_of(result)
     scored_at = utc_now()
-    messages = [
-        (event.customer_id.encode(), prediction_json(event, row, scored_at))
-        for (_, event), row in zip(valid, shadow, strict=True)
-        if isinstance(row, dict)
-    ]
+    kept = [(record, event, row) for (record, event), row in zip(valid, shadow, strict=True)
+            if isinstance(row, dict)]
+    messages = [(event.customer_id.encode(), prediction_json(event, row, scored_at))
+                for _, event, row in kept]
+    origins = [record for record, _, _ in kept]
     if isinstance(active, list) or isinstance(result, list):  # a row-by-row fallback: pair the records
-        return ShadowOutput(messages, pair_records(rows_of(active), shadow))
+        return ShadowOutput(messages, pair_records(rows_of(active), shadow), origins)
     # Whole batches on both sides (the normal case): no second pass over the active records.
     ok = np.array([isinstance(row, dict) for row in shadow], dtype=bool) & valid_rows(active)
-    return ShadowOutput(messages, pair_batches(active, result, ok))
+    return ShadowOutput(messages, pair_batches(active, result, ok), origins)
 
 
 async def shadow_batch(
@@ -106,7 +108,15 @@ async def shadow_batch(
         sender = runtime.sender
         if sender is None:
             raise RuntimeError("scorer has no sender yet")
-        pending = await sender.send(topic_name(runtime.settings, topics.PREDICTIONS_SHADOW), output.messages)
+        topic = topic_name(runtime.settings, topics.PREDICTIONS_SHADOW)
+        if runtime.route is None:
+            pending = await sender.send(topic, output.messages)
+        else:  # exactly-once: into the transaction of each message's input partition
+            pending = []
+            pairs = list(zip(output.origins, output.messages, strict=True))
+            for (source, partition), group in by_origin(pairs, lambda pair: pair[0]).items():
+                routed = await runtime.route(source, partition)
+                pending += await routed.send(topic, [message for _, message in group])
         futures = [ack for ack, _ in pending if isinstance(ack, asyncio.Future)]
         if futures:
             await asyncio.gather(*futures)

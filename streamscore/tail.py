@@ -32,7 +32,8 @@ async def tail(settings: Any, customer: str | None, limit: int, raw: bool) -> No
     topic = topic_name(settings, topics.PREDICTIONS)
     bootstrap = settings.kafka_bootstrap
     consumer = AIOKafkaConsumer(**connection_options(settings), group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="latest", request_timeout_ms=10_000)
+                                auto_offset_reset="latest", request_timeout_ms=10_000,
+                                isolation_level="read_committed")  # never an aborted prediction
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries' lines; failures are ours to say
     try:
         await consumer.start()

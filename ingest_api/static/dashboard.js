@@ -80,7 +80,8 @@ function render(stats) {
   $("p99").textContent = ms(scorer.p99_ms);
   $("sink-p99").textContent = ms(sink.p99_ms);
   $("dlq").textContent = fmt(scorer.dlq + sink.dlq);
-  $("instances").textContent = `${scorer.instances} scorer · ${sink.instances} sink instance(s)`;
+  const mode = scorer.guarantee ? ` (${scorer.guarantee})` : "";
+  $("instances").textContent = `${scorer.instances} scorer${mode} · ${sink.instances} sink instance(s)`;
   push(rates.in, scorer.rate_in);
   push(rates.out, sink.rate_out);
   spark($("spark-in"), rates.in, "#4cc2ff");
