@@ -114,29 +114,35 @@ def train(
             thresholds=thresholds,
             progress=lambda stage, n: bar.update(task, advance=n, description=stage),
         )
-    from models.cv import SCALING, markdown
     from models.registry import Registry
 
-    manifest = Registry(output).manifest(version)
-    metrics, prop = manifest["metrics"], manifest["propensity"]
+    typer.echo(train_summary(Registry(output).manifest(version), activate))
+
+
+def train_summary(manifest: dict[str, Any], activate: bool = True) -> str:
+    """What `train` prints: the propensity choice, the nested-CV table, the gate's verdict, the metrics."""
+    from models.cv import SCALING, markdown
+
+    version, metrics, prop = manifest["version"], manifest["metrics"], manifest["propensity"]
     pm, rec = metrics["propensity"], metrics["recommender"]["dqn"]
     nested, gate = prop["nested_cv"], prop["gate"]
-    typer.echo(
-        f"propensity: {prop['config']} (one-standard-error rule; "
-        f"Platt a, b = {prop['platt'][0]:.3f}, {prop['platt'][1]:.3f})"
-    )
-    typer.echo("nested grouped CV (outer folds):")
-    typer.echo(markdown(nested["summary"], {}))
-    typer.echo(SCALING)
     active = activate and gate["passed"]
-    typer.echo(f"gate: {'passed' if gate['passed'] else 'not passed'}: {gate['reason']}")
+    lines = [
+        f"propensity: {prop['config']} (one-standard-error rule; "
+        f"Platt a, b = {prop['platt'][0]:.3f}, {prop['platt'][1]:.3f})",
+        "nested grouped CV (outer folds):",
+        markdown(nested["summary"], {}),
+        SCALING,
+        f"gate: {'passed' if gate['passed'] else 'not passed'}: {gate['reason']}",
+    ]
     if not active:
-        typer.echo(f"version {version} kept inactive" + ("" if activate else " (--no-activate)"))
-    typer.echo(
+        lines.append(f"version {version} kept inactive" + ("" if activate else " (--no-activate)"))
+    lines.append(
         f"version {version}{' (active)' if active else ''}: validation AUC {pm['auc']:.3f}, "
         f"top-20% buyers {pm['top20_buyers']}/{pm['buyers']}, HR@3 {rec['hr3']:.3f} "
         f"(outside top-3 {rec['hr3_outside_top3']:.3f}), value Spearman {metrics['value']['spearman']:.3f}"
     )
+    return "\n".join(lines)
 
 
 def predict(

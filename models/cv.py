@@ -179,11 +179,11 @@ def markdown(
     reference: str | None = None,
 ) -> str:
     """The summary as a markdown table (paired differences to `reference` when given)."""
+    versus = f" vs {reference}: buyers diff ± spread |" if reference else ""
     lines = [
         "| procedure | outer AUC ± spread | top-20 % recall | buyers of 238 in the top 800 of 4,000: "
-        "estimate ± spread (one-set sd) | ECE | vs "
-        f"{reference or '—'}: buyers diff ± spread | chosen in the outer folds |",
-        "|---|---|---|---|---|---|---|",
+        f"estimate ± spread (one-set sd) | ECE |{versus} chosen in the outer folds |",
+        "|---|---|---|---|---|" + ("---|" if reference else "") + "---|",
     ]
     for name, s in table.items():
         diff = "—"
@@ -194,7 +194,7 @@ def markdown(
         lines.append(
             f"| {name} | {s['auc']:.3f} ± {s['auc_spread']:.3f} | {s['top20_recall']:.3f} | "
             f"{s['coil_top20']:.1f} ± {s['coil_top20_spread']:.1f} ({s['coil_top20_one_set_sd']:.1f}) | "
-            f"{s['ece']:.4f} | {diff} | {chosen} |"
+            f"{s['ece']:.4f} |" + (f" {diff} |" if reference else "") + f" {chosen} |"
         )
     return "\n".join(lines)
 

@@ -256,3 +256,8 @@ def test_gate_keeps_a_version_that_does_not_beat_the_active_one_inactive(registr
     assert c["gate"]["passed"] is False and "not comparable" in c["gate"]["reason"]
     assert a["nested_cv"]["summary"]["selected"]["outer_folds"] == 5
     assert 0.0 <= a["nested_cv"]["summary"]["selected"]["ece"] <= 1.0
+    from models.cli import train_summary
+
+    printed = train_summary(reg.manifest("b"))
+    assert "gate: not passed" in printed and "version b kept inactive" in printed
+    assert "| selected |" in printed and "| active (a) |" in printed
