@@ -78,9 +78,15 @@ def train(
     ),
     segment_high: float = typer.Option(67.0, help="Value score at or above which the label is high."),
     segment_medium: float = typer.Option(34.0, help="Value score at or above which the label is medium."),
-    activate: bool = typer.Option(True, help="Point `active` at the new version."),
+    activate: bool = typer.Option(
+        True,
+        help="Point `active` at the new version if it passes the propensity gate (never with --no-activate).",
+    ),
+    cv_repeats: int = typer.Option(
+        2, help="Repeats of the outer 5-fold nested CV of the propensity procedure."
+    ),
 ) -> None:
-    """Train the DQN recommender and XGBoost models and write a new registry version."""
+    """Train the models, estimate the propensity procedure by nested grouped CV, gate, write a new version."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from models import train as training
@@ -104,18 +110,39 @@ def train(
             dqn_overrides=overrides,
             final_fit=final_fit,
             activate=activate,
+            cv_repeats=cv_repeats,
             thresholds=thresholds,
             progress=lambda stage, n: bar.update(task, advance=n, description=stage),
         )
     from models.registry import Registry
 
-    metrics = Registry(output).manifest(version)["metrics"]
+    typer.echo(train_summary(Registry(output).manifest(version), activate))
+
+
+def train_summary(manifest: dict[str, Any], activate: bool = True) -> str:
+    """What `train` prints: the propensity choice, the nested-CV table, the gate's verdict, the metrics."""
+    from models.cv import SCALING, markdown
+
+    version, metrics, prop = manifest["version"], manifest["metrics"], manifest["propensity"]
     pm, rec = metrics["propensity"], metrics["recommender"]["dqn"]
-    typer.echo(
-        f"version {version}{' (active)' if activate else ''}: AUC {pm['auc']:.3f}, "
+    nested, gate = prop["nested_cv"], prop["gate"]
+    active = activate and gate["passed"]
+    lines = [
+        f"propensity: {prop['config']} (one-standard-error rule; "
+        f"Platt a, b = {prop['platt'][0]:.3f}, {prop['platt'][1]:.3f})",
+        "nested grouped CV (outer folds):",
+        markdown(nested["summary"], {}),
+        SCALING,
+        f"gate: {'passed' if gate['passed'] else 'not passed'}: {gate['reason']}",
+    ]
+    if not active:
+        lines.append(f"version {version} kept inactive" + ("" if activate else " (--no-activate)"))
+    lines.append(
+        f"version {version}{' (active)' if active else ''}: validation AUC {pm['auc']:.3f}, "
         f"top-20% buyers {pm['top20_buyers']}/{pm['buyers']}, HR@3 {rec['hr3']:.3f} "
         f"(outside top-3 {rec['hr3_outside_top3']:.3f}), value Spearman {metrics['value']['spearman']:.3f}"
     )
+    return "\n".join(lines)
 
 
 def predict(

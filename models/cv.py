@@ -1,4 +1,10 @@
-"""Repeated stratified k-fold CV of caravan-propensity candidates (AUC, buyers in the top 20 %)."""
+"""Nested, grouped cross-validation of the caravan-propensity procedure: the one protocol.
+
+Outer loop: grouped (identical feature vectors never split), buyer-stratified k-fold, repeated. Inside each
+outer training set the whole procedure runs (models/selection.py): features, binning, regularisation and model
+family chosen by an inner grouped CV with the one-standard-error rule, then Platt calibration on the inner
+out-of-fold scores. The outer test fold is touched once, to score what the procedure produced.
+"""
 
 from __future__ import annotations
 
@@ -8,231 +14,204 @@ from typing import Any
 
 import numpy as np
 
-from models.evaluate import COIL_EVAL_BUYERS, auc, top_fraction_buyers
+from models import candidates as K
+from models.evaluate import COIL_EVAL_BUYERS, COIL_EVAL_ROWS, auc, top_fraction_buyers
+from models.folds import grouped_folds, twin_groups
 
-# Figures of the run that chose the served model (docs/models.md, "Propensity: repeated cross-validation").
-CV_REPORT: dict[str, Any] = {
-    "command": "python -m models.cv --data train.csv --repeats 20 --folds 5 --seed 0 (run as --seed 0 and "
-    "--seed 10 chunks of 10 repeats, combined with --merge)",
-    "protocol": "repeated stratified 5-fold CV on train.csv, 20 repeats; C by inner 5-fold CV on the training"
-    " folds only; feature sets fixed a priori; top 20 % of each held-out fold, scaled to CoIL as found/fold "
-    "buyers x 238; mean +- std over repeats of the 5-fold means; diff = paired per-repeat difference",
-    "baseline": {
-        "name": "xgb_baseline_3seeds (depth 2, mcw 1, 327 rounds, 3 seeds)",
-        "auc": [0.7656, 0.0036],
-        "top20_coil": [128.3, 2.4],
-    },
-    "served": {"name": "lr_small8", "auc": [0.7702, 0.0021], "top20_coil": [135.1, 2.4]},
-    "served_minus_baseline_top20_coil": [6.9, 3.2],
-    "single_fold_std_top20_coil": 13.0,
+OUTER_FOLDS, OUTER_REPEATS, OUTER_SEED = 5, 2, 0  # outer folds depend on the data only, not on --seed
+ECE_BINS = 10
+SELECTED = "selected"
+PROCEDURES: dict[str, tuple[str, ...]] = {  # name -> families the 1-SE rule may choose from
+    SELECTED: K.FAMILIES,
+    "nb": ("nb",),
+    "lr_linear": ("lr_linear",),
+    "lr_binned": ("lr_binned",),
+    "xgb": ("xgb",),
+    "ensemble_lr_xgb": ("ensemble",),
 }
-
-Predictor = Callable[[np.ndarray], np.ndarray]
-FitFn = Callable[[np.ndarray, np.ndarray, int], Predictor]  # (x_train, y_train, seed) -> predict(x)
-
-
-def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
-    """Disjoint sorted test-index arrays covering all rows; each class dealt round-robin after a shuffle."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in range(folds)]
-    offset = 0
-    for label in np.unique(y):
-        rows = rng.permutation(np.flatnonzero(y == label))
-        slot = (np.arange(len(rows)) + offset) % folds
-        for f in range(folds):
-            parts[f].append(rows[slot == f])
-        offset += len(rows)
-    return [np.sort(np.concatenate(p)) for p in parts]
+LEGACY = {  # procedures of versions trained before this protocol, re-run on the same folds for the gate
+    "lr_small8": "L2 logistic on the 8 a-priori terms, C by inner CV (v20261201-231012)",
+    "xgb_3seeds": "XGBoost depth 2, 327 rounds, 3 seeds (v20261122-110138)",
+}
+FoldResult = dict[str, Any]
 
 
-def inner_best(
-    x: np.ndarray,
-    y: np.ndarray,
-    grid: Sequence[Any],
-    fit: Callable[[np.ndarray, np.ndarray, Any], Predictor],
-    seed: int,
-    folds: int = 5,
-) -> Any:
-    """Grid value with the best mean AUC over an inner stratified k-fold of (x, y) only; the value if one."""
-    if len(grid) == 1:
-        return grid[0]
-    test_sets = stratified_folds(y, folds, seed + 104_729)
-    scores = []
-    for value in grid:
-        aucs = []
-        for test in test_sets:
-            train = np.setdiff1d(np.arange(len(y)), test)
-            aucs.append(auc(y[test], fit(x[train], y[train], value)(x[test])))
-        scores.append(float(np.mean(aucs)))
-    return grid[int(np.argmax(scores))]
+def ece(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error over equal-count bins of the predicted probability."""
+    order = np.argsort(p, kind="stable")
+    return float(sum(len(b) * abs(p[b].mean() - y[b].mean()) for b in np.array_split(order, bins)) / len(y))
 
 
-def fold_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """AUC, buyers in the fold's top 20 %, the fold's buyers, and the found share scaled to CoIL's 238."""
+def fold_scores(y: np.ndarray, p: np.ndarray) -> FoldResult:
+    """AUC, buyers in the fold's top 20 %, the fold's buyers, recall scaled to CoIL's 238 buyers, ECE."""
     found, buyers = top_fraction_buyers(y, p), int((y > 0).sum())
-    return {"auc": auc(y, p), "top20": found, "buyers": buyers, "coil": found / buyers * COIL_EVAL_BUYERS}
+    return {
+        "auc": auc(y, p),
+        "top20": found,
+        "buyers": buyers,
+        "rows": len(y),
+        "coil": found / buyers * COIL_EVAL_BUYERS,
+        "ece": ece(y, p),
+    }
 
 
-def run_cv(
-    x: np.ndarray,
-    y: np.ndarray,
-    candidates: Mapping[str, FitFn],
-    folds: int = 5,
-    repeats: int = 10,
-    seed: int = 0,
+def legacy_fit(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit a pre-protocol version's procedure; returns its predict function (uncalibrated, as served)."""
+    from models import boosting
+    from models import propensity as P
+
+    if name == "lr_small8":
+        return P.fit_default(x, y, seed).predict
+    params = {**boosting.PROPENSITY_BASE, "max_depth": 2, "min_child_weight": 1, "nthread": 1}
+    choice = boosting.PropensityChoice(params=params, rounds=327, cv_auc=float("nan"), grid=[])
+    boosters = boosting.fit_propensity(x, y, choice, [seed, seed + 1, seed + 2])
+    return lambda z: boosting.predict_propensity(boosters, z)
+
+
+def outer_cv(
+    matrix: np.ndarray,
+    procedures: Sequence[str] = tuple(PROCEDURES),
+    legacy: Sequence[str] = (),
+    folds: int = OUTER_FOLDS,
+    repeats: int = OUTER_REPEATS,
+    seed: int = OUTER_SEED,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, list[list[dict[str, float]]]]:
-    """Scores per candidate, per repeat, per fold; every candidate sees the same folds (paired comparison).
+) -> dict[str, list[FoldResult]]:
+    """Outer-fold results per procedure; every procedure sees the same folds (differences are paired)."""
+    from models import selection as S
+    from models.data import TARGET_INDEX
 
-    Repeat r uses folds and fit seeds from seed + r only, so --seed 0 --repeats 10 plus --seed 10 --repeats 10
-    equals --seed 0 --repeats 20.
-    """
-    out: dict[str, list[list[dict[str, float]]]] = {name: [] for name in candidates}
+    y = matrix[:, TARGET_INDEX]
+    groups = twin_groups(matrix)
+    out: dict[str, list[FoldResult]] = {name: [] for name in [*procedures, *legacy]}
     for r in range(repeats):
-        for name in candidates:
-            out[name].append([])
-        for f, test in enumerate(stratified_folds(y, folds, seed + r)):
+        for f, test in enumerate(grouped_folds(y, groups, folds, seed + r)):
             train = np.setdiff1d(np.arange(len(y)), test)
-            for name, fit in candidates.items():
-                started = time.perf_counter()
-                predict = fit(x[train], y[train], 1000 * (seed + r) + f)  # chunks of repeats combine exactly
-                out[name][r].append(
-                    {**fold_scores(y[test], predict(x[test])), "seconds": time.perf_counter() - started}
+            fit_seed = 1000 * (seed + r) + f
+            started = time.perf_counter()
+            inner = S.inner_cv(matrix[train], y[train], groups[train], fit_seed)
+            inner_seconds = time.perf_counter() - started
+            cache: dict[str, K.Fitted] = {}
+            for name in procedures:
+                began = time.perf_counter()
+                proc = S.choose_and_fit(inner, PROCEDURES[name], matrix[train], y[train], fit_seed, cache)
+                out[name].append(
+                    {
+                        **fold_scores(y[test], proc.predict(matrix[test])),
+                        "repeat": seed + r,
+                        "fold": f,
+                        "chosen": proc.report["chosen"],
+                        "seconds": time.perf_counter() - began,
+                    }
                 )
-        if progress:
-            progress(f"repeat {r + 1}/{repeats} done")
+            for name in legacy:
+                began = time.perf_counter()
+                predict = legacy_fit(name, matrix[train], y[train], fit_seed)
+                out[name].append(
+                    {
+                        **fold_scores(y[test], predict(matrix[test])),
+                        "repeat": seed + r,
+                        "fold": f,
+                        "chosen": name,
+                        "seconds": time.perf_counter() - began,
+                    }
+                )
+            if progress:
+                progress(f"outer fold {r * folds + f + 1}/{repeats * folds} (inner CV {inner_seconds:.0f} s)")
     return out
 
 
-def summarise(
-    results: Mapping[str, list[list[dict[str, float]]]], baseline: str
-) -> dict[str, dict[str, float]]:
-    """Per candidate: mean/std over repeats of fold-mean AUC and of the fold-mean CoIL-scaled top-20 % buyers.
+def spread(values: np.ndarray, folds: int, repeats: int) -> float:
+    """Standard error of a mean over repeated k-fold results, Nadeau-Bengio corrected.
 
-    Also the std of single folds (what one ~1,165-customer test set scatters by) and the paired difference to
-    the baseline over repeats (mean, std).
+    Outer folds share training rows, so the naive s/sqrt(n) is too small; the correction adds the
+    test/train ratio 1/(k-1) to 1/n.
     """
+    if len(values) < 2:
+        return float("nan")
+    return float(np.std(values, ddof=1) * np.sqrt(1.0 / len(values) + 1.0 / (folds - 1)))
 
-    def per_repeat(name: str, key: str) -> np.ndarray:
-        return np.array([np.mean([f[key] for f in rep]) for rep in results[name]])
 
-    base = per_repeat(baseline, "coil")
-    table: dict[str, dict[str, float]] = {}
-    for name, reps in results.items():
-        a, c = per_repeat(name, "auc"), per_repeat(name, "coil")
-        found = np.array([sum(f["top20"] for f in rep) for rep in reps])
-        single = np.array([f["coil"] for rep in reps for f in rep])
-        diff = c - base
+def summarise(results: Mapping[str, list[FoldResult]], folds: int = OUTER_FOLDS) -> dict[str, dict[str, Any]]:
+    """Per procedure: outer means with spread, the figure for one 4,000-customer set, ECE, choices."""
+    table: dict[str, dict[str, Any]] = {}
+    for name, rows in results.items():
+        repeats = len({row["repeat"] for row in rows})
+        a = np.array([row["auc"] for row in rows])
+        recall = np.array([row["top20"] / row["buyers"] for row in rows])
+        fold_buyers = float(np.mean([row["buyers"] for row in rows]))
+        chosen: dict[str, int] = {}
+        for row in rows:
+            chosen[row["chosen"]] = chosen.get(row["chosen"], 0) + 1
         table[name] = {
-            "auc_mean": float(a.mean()),
-            "auc_std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
-            "top20_found_mean": float(found.mean()),
-            "coil_mean": float(c.mean()),
-            "coil_std": float(c.std(ddof=1)) if len(c) > 1 else 0.0,
-            "coil_fold_std": float(single.std(ddof=1)) if len(single) > 1 else 0.0,
-            "diff_mean": float(diff.mean()),
-            "diff_std": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
-            "fit_seconds": float(np.mean([f["seconds"] for rep in reps for f in rep])),
-            "repeats": len(reps),
+            "auc": round(float(a.mean()), 4),
+            "auc_spread": round(spread(a, folds, repeats), 4),
+            "top20_recall": round(float(recall.mean()), 4),
+            "coil_top20": round(float(recall.mean() * COIL_EVAL_BUYERS), 1),
+            "coil_top20_spread": round(spread(recall, folds, repeats) * COIL_EVAL_BUYERS, 1),
+            # One set of 238 buyers scatters like a fold times sqrt(fold buyers / 238) (binomial scaling).
+            "coil_top20_one_set_sd": round(
+                float(recall.std(ddof=1) * np.sqrt(fold_buyers / COIL_EVAL_BUYERS)) * COIL_EVAL_BUYERS, 1
+            ),
+            "ece": round(float(np.mean([row["ece"] for row in rows])), 4),
+            "chosen": chosen,
+            "outer_folds": len(rows),
+            "fit_seconds_per_fold": round(float(np.mean([row["seconds"] for row in rows])), 2),
         }
     return table
 
 
-def markdown(table: Mapping[str, Mapping[str, float]], baseline: str) -> str:
-    """The summary as a markdown table."""
+def paired(results: Mapping[str, list[FoldResult]], a: str, b: str, key: str) -> tuple[float, float]:
+    """Mean and Nadeau-Bengio spread of the per-fold difference a - b ("coil" or "auc")."""
+
+    def by_fold(name: str) -> dict[tuple[int, int], float]:
+        return {(row["repeat"], row["fold"]): float(row[key]) for row in results[name]}
+
+    left, right = by_fold(a), by_fold(b)
+    diff = np.array([left[k] - right[k] for k in sorted(left) if k in right])
+    repeats = len({k[0] for k in left})
+    return float(diff.mean()), spread(diff, len(diff) // max(1, repeats), repeats)
+
+
+def markdown(
+    table: Mapping[str, Mapping[str, Any]],
+    results: Mapping[str, list[FoldResult]],
+    reference: str | None = None,
+) -> str:
+    """The summary as a markdown table (paired differences to `reference` when given)."""
+    versus = f" vs {reference}: buyers diff ± spread |" if reference else ""
     lines = [
-        "| candidate | AUC mean ± std | top-20 % buyers found (of all) | scaled to CoIL 238: mean ± std "
-        "(single-fold std) | vs baseline: diff ± std | fit s/fold |",
-        "|---|---|---|---|---|---|",
+        "| procedure | outer AUC ± spread | top-20 % recall | buyers of 238 in the top 800 of 4,000: "
+        f"estimate ± spread (one-set sd) | ECE |{versus} chosen in the outer folds |",
+        "|---|---|---|---|---|" + ("---|" if reference else "") + "---|",
     ]
     for name, s in table.items():
-        diff = "—" if name == baseline else f"{s['diff_mean']:+.1f} ± {s['diff_std']:.1f}"
+        diff = "—"
+        if reference and name != reference and reference in results:
+            d, sp = paired(results, name, reference, "coil")
+            diff = f"{d:+.1f} ± {sp:.1f}"
+        chosen = ", ".join(f"{k} ×{v}" for k, v in sorted(s["chosen"].items(), key=lambda kv: -kv[1]))
         lines.append(
-            f"| {name} | {s['auc_mean']:.4f} ± {s['auc_std']:.4f} | {s['top20_found_mean']:.1f} | "
-            f"{s['coil_mean']:.1f} ± {s['coil_std']:.1f} ({s['coil_fold_std']:.1f}) | {diff} | "
-            f"{s['fit_seconds']:.2f} |"
+            f"| {name} | {s['auc']:.3f} ± {s['auc_spread']:.3f} | {s['top20_recall']:.3f} | "
+            f"{s['coil_top20']:.1f} ± {s['coil_top20_spread']:.1f} ({s['coil_top20_one_set_sd']:.1f}) | "
+            f"{s['ece']:.4f} |" + (f" {diff} |" if reference else "") + f" {chosen} |"
         )
     return "\n".join(lines)
 
 
-def _xgb(seeds: int, nested: bool = False) -> FitFn:
-    """Baseline XGBoost: the registry's parameters (depth 2, mcw 1, 327 rounds) or the full nested grid."""
-    from models import boosting
-
-    def fit(x: np.ndarray, y: np.ndarray, seed: int) -> Predictor:
-        if nested:
-            choice = boosting.select_propensity(x, y, seed)
-        else:
-            params = {**boosting.PROPENSITY_BASE, "max_depth": 2, "min_child_weight": 1, "nthread": 1}
-            choice = boosting.PropensityChoice(params=params, rounds=327, cv_auc=float("nan"), grid=[])
-        boosters = boosting.fit_propensity(x, y, choice, [seed + i for i in range(seeds)])
-        return lambda z: boosting.predict_propensity(boosters, z)
-
-    return fit
-
-
-def _logistic(terms: Sequence[dict[str, Any]], c_grid: Sequence[float] | None = None) -> FitFn:
-    """L2 logistic regression on the given terms, C by inner CV on the training folds only."""
-    from models import propensity as P
-
-    grid = tuple(c_grid) if c_grid is not None else P.C_GRID
-    return lambda x, y, seed: P.fit_logistic(x, y, terms, grid, seed).predict
-
-
-def _naive_bayes(columns: Sequence[str]) -> FitFn:
-    """Categorical naive Bayes (Laplace 1) on a priori chosen columns."""
-    from models import propensity as P
-
-    return lambda x, y, seed: P.fit_naive_bayes(x, y, columns).predict
-
-
-def _rank_blend(a: FitFn, b: FitFn) -> FitFn:
-    """Sum of the two models' ranks."""
-    from scipy.stats import rankdata
-
-    def fit(x: np.ndarray, y: np.ndarray, seed: int) -> Predictor:
-        pa, pb = a(x, y, seed), b(x, y, seed)
-        return lambda z: np.asarray(rankdata(pa(z)) + rankdata(pb(z)), dtype=np.float64)
-
-    return fit
-
-
-def candidates() -> dict[str, FitFn]:
-    """Every compared candidate by name; the first is the baseline."""
-    from models import propensity as P
-    from schemas.features import FEATURE_NAMES, TARGET_INDEX
-
-    t = P.term
-    all_linear = [t(n, "linear") for n in FEATURE_NAMES[:TARGET_INDEX] if n not in ("MOSTYPE", "MOSHOOFD")]
-    all_linear.append(t("MOSHOOFD", "onehot", list(range(1, 11))))
-    selected17 = [
-        *P.DEFAULT_TERMS,
-        t("MOPLLAAG", "linear"),
-        t("MINKGEM", "linear"),
-        t("MHKOOP", "linear"),
-        t("MRELGE", "linear"),
-        t("MAUT1", "linear"),
-        t("PBROM", "steps", [1]),
-        t("PBYSTAND", "steps", [1]),
-        t("MINKM30", "linear"),
-        t("MOSHOOFD", "onehot", list(range(1, 11))),
-    ]
-    nb_columns = ["PPERSAUT", "APERSAUT", "MKOOPKLA", "PWAPART", "PBRAND", "MOPLHOOG", "ALEVEN", "MOSHOOFD"]
-    return {
-        "xgb_baseline_3seeds": _xgb(3),
-        "xgb_1seed": _xgb(1),
-        "lr_selected17": _logistic(selected17),
-        "lr_selected17_C0.01_fixed": _logistic(selected17, [0.01]),
-        "lr_selected17+MOSTYPE_onehot": _logistic([*selected17, t("MOSTYPE", "onehot", list(range(1, 42)))]),
-        "lr_small8 (served)": _logistic(P.DEFAULT_TERMS),
-        "lr_all85_linear": _logistic(all_linear),
-        "naive_bayes8": _naive_bayes(nb_columns),
-        "blend_lr_selected17+xgb_1seed": _rank_blend(_logistic(selected17), _xgb(1)),
-    }
+SCALING = (
+    f"Scaling: the estimate for a {COIL_EVAL_ROWS:,}-customer set with {COIL_EVAL_BUYERS} buyers is the mean "
+    f"outer-fold recall in the top 20 % times {COIL_EVAL_BUYERS}. It assumes that set's buyers are ranked "
+    "like the training customers' (same population, base rate about 6 %); a shifted population is not "
+    "covered. "
+    "'spread' is the Nadeau-Bengio standard error of the mean over the outer folds; 'one-set sd' is how much "
+    f"a single {COIL_EVAL_ROWS:,}-customer set scatters around the estimate (fold sd × sqrt(fold buyers / "
+    f"{COIL_EVAL_BUYERS})), so expect a single evaluation within about ± 2 one-set sd."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: python -m models.cv [--data CSV] [--repeats 20] [--folds 5] [--nested-baseline] [--only a,b]."""
+    """CLI: python -m models.cv [--data CSV] [--repeats 2] [--only a,b] [--legacy lr_small8] [--json F]."""
     import argparse
     import json
 
@@ -240,39 +219,32 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=None)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--nested-baseline", action="store_true", help="add the full nested XGBoost grid (slow)"
-    )
-    parser.add_argument("--only", default=None, help="comma-separated candidate names (baseline always kept)")
+    parser.add_argument("--repeats", type=int, default=OUTER_REPEATS)
+    parser.add_argument("--folds", type=int, default=OUTER_FOLDS)
+    parser.add_argument("--seed", type=int, default=OUTER_SEED)
+    parser.add_argument("--only", default=None, help="comma-separated procedures (default: all)")
+    parser.add_argument("--legacy", default="lr_small8", help="comma-separated legacy procedures, or ''")
     parser.add_argument("--json", default=None, help="write per-fold results here")
     parser.add_argument("--merge", nargs="+", default=None, help="only print the table of these --json files")
     args = parser.parse_args(argv)
     if args.merge:
-        merged: dict[str, list[list[dict[str, float]]]] = {}
+        results: dict[str, list[FoldResult]] = {}
         for name in args.merge:
             with open(name, encoding="utf-8") as handle:
-                for key, reps in json.load(handle).items():
-                    merged.setdefault(key, []).extend(reps)
-        first = next(iter(merged))
-        print(markdown(summarise(merged, first), first))
-        return
-    matrix = D.load_matrix(D.resolve_data_path(args.data))
-    y = matrix[:, D.TARGET_INDEX]
-    pool = candidates()
-    if args.nested_baseline:
-        pool = {**pool, "xgb_baseline_nested_grid": _xgb(3, nested=True)}
-    baseline = next(iter(pool))
-    if args.only:
-        keep = {baseline, *args.only.split(",")}
-        pool = {k: v for k, v in pool.items() if k in keep}
-    results = run_cv(matrix, y, pool, args.folds, args.repeats, args.seed, progress=print)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(results, handle)
-    print(markdown(summarise(results, baseline), baseline))
+                for key, rows in json.load(handle).items():
+                    results.setdefault(key, []).extend(rows)
+    else:
+        matrix = D.load_matrix(D.resolve_data_path(args.data))
+        procedures = args.only.split(",") if args.only else list(PROCEDURES)
+        legacy = [n for n in args.legacy.split(",") if n]
+        results = outer_cv(matrix, procedures, legacy, args.folds, args.repeats, args.seed, progress=print)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                json.dump(results, handle)
+    reference = next((n for n in ("lr_small8", "xgb_3seeds") if n in results), None)
+    print(markdown(summarise(results, args.folds), results, reference))
+    print()
+    print(SCALING)
 
 
 if __name__ == "__main__":

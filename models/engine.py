@@ -15,6 +15,7 @@ import numpy as np
 
 from models import boosting, dqn, dqn_serving, reasons, tree_shap
 from models import propensity as prop
+from models import served_propensity as served
 from models.data import PROPENSITY_COLUMNS, VALUE_COLUMNS
 from models.registry import Registry
 from schemas.features import FEATURE_COUNT, PRODUCTS
@@ -69,7 +70,7 @@ class ModelBundle:
     q_weights: list[tuple[np.ndarray, np.ndarray]]
     q_network: dqn_serving.ServingNetwork
     calibrator: dict[str, list[float]]
-    propensity: prop.AdditivePropensity | list[Any]  # additive logistic (JSON) or old XGBoost seed ensemble
+    propensity: served.ServedPropensity | list[Any]  # additive or boosted (JSON [+UBJ]), or old seed ensemble
     value: Any
     value_grid: np.ndarray
     high_min: float
@@ -139,7 +140,7 @@ class ModelBundle:
 
     def predict_propensity(self, features: np.ndarray) -> np.ndarray:
         """P(caravan) per row of an (n, 86) matrix, whichever kind of propensity model the version has."""
-        if isinstance(self.propensity, prop.AdditivePropensity):
+        if isinstance(self.propensity, prop.AdditivePropensity | served.BoostedPropensity):
             return self.propensity.predict(features)
         return boosting.predict_propensity(self.propensity, features)
 
@@ -147,16 +148,18 @@ class ModelBundle:
         """(n, 85) logit contributions per feature (reason codes); XGBoost versions use pred_contribs."""
         if isinstance(self.propensity, prop.AdditivePropensity):
             return self.propensity.contributions(features)
+        if isinstance(self.propensity, served.BoostedPropensity):
+            return _boosted_contributions(self.propensity, features, self.propensity_shap)
         x = np.asarray(features)[:, list(PROPENSITY_COLUMNS)]
         if self.propensity_shap is not None:
             return np.asarray(np.mean([table.contributions(x) for table in self.propensity_shap], axis=0))
         return np.asarray(np.mean([_tree_contributions(b, x) for b in self.propensity], axis=0))
 
 
-def _load_propensity(directory: Path, artifact: str | list[str]) -> prop.AdditivePropensity | list[Any]:
-    """A JSON additive model (current) or a list of XGBoost .ubj boosters (versions before it)."""
+def _load_propensity(directory: Path, artifact: str | list[str]) -> served.ServedPropensity | list[Any]:
+    """A JSON additive or boosted model (current) or a list of XGBoost .ubj boosters (older versions)."""
     if isinstance(artifact, str):
-        return prop.load(directory / artifact)
+        return served.load(directory, artifact)
     return [boosting.load(directory / name) for name in artifact]
 
 
@@ -170,14 +173,33 @@ def _shap_table(booster: Any) -> tree_shap.ShapTable | None:
 
 
 def _ensemble_shap_tables(
-    propensity: prop.AdditivePropensity | list[Any],
+    propensity: served.ServedPropensity | list[Any],
 ) -> list[tree_shap.ShapTable] | None:
     """A table per booster of an XGBoost propensity ensemble; None if additive or a tree is too large."""
     if isinstance(propensity, prop.AdditivePropensity):
         return None
+    if isinstance(propensity, served.BoostedPropensity):
+        table = _shap_table(propensity.booster)
+        return [table] if table is not None else None
     tables = [_shap_table(booster) for booster in propensity]
     fitted = [table for table in tables if table is not None]
     return fitted if len(fitted) == len(tables) else None
+
+
+def _boosted_contributions(
+    model: served.BoostedPropensity, features: np.ndarray, shap: list[tree_shap.ShapTable] | None
+) -> np.ndarray:
+    """(n, 85) reason-code contributions of a boosted model in calibrated-logit units.
+
+    XGBoost: the booster's TreeSHAP times the Platt slope (exact for the calibrated logit). Ensemble: its
+    logistic member's terms times the slope; a rank average has no exact additive attribution.
+    """
+    x = np.asarray(features)
+    if model.family == "ensemble" and model.additive is not None:
+        return model.platt[0] * model.additive.contributions(x)
+    columns = x[:, list(PROPENSITY_COLUMNS)]
+    tree = shap[0].contributions(columns) if shap else _tree_contributions(model.booster, columns)
+    return np.asarray(model.platt[0] * tree)
 
 
 def _score_bundle(bundle: ModelBundle, features: np.ndarray) -> ScoreBatch:

@@ -96,18 +96,25 @@ def train(
     final_fit: str = "all",
     activate: bool = True,
     version: str | None = None,
+    cv_repeats: int | None = None,
     thresholds: dict[str, float] | None = None,
     progress: Progress | None = None,
 ) -> str:
-    """Train every model, validate on a stratified split, write registry/<version>/, maybe activate."""
+    """Train every model, validate, write registry/<version>/; activate it only if the propensity gate passes.
+
+    The propensity model comes from the nested-CV selection procedure (models/selection.py); its nested
+    estimate is compared with the active version's on the same outer folds (models/gate.py).
+    """
     configure_runtime()
     import keras
     import sklearn
     import tensorflow as tf
     import xgboost as xgb
 
-    from models import boosting, dqn, propensity
+    from models import boosting, cv, dqn, gate, selection
+    from models import served_propensity as served
     from models.evaluate import propensity_metrics, spearman
+    from models.folds import twin_groups
 
     tick: Progress = progress or (lambda _stage, _n: None)
     started = time.perf_counter()
@@ -119,9 +126,18 @@ def train(
     midpoints = D.band_midpoints(path.with_name("lookups.json"))
     premium = D.annual_premium(matrix, midpoints)
     tr, va = D.stratified_split(y, VALIDATION_FRACTION, seed)
+    groups = twin_groups(matrix)
+    registry = Registry(registry_dir)
     tick("data", 1)
 
-    prop_model = propensity.fit_default(matrix[tr], y[tr], seed)
+    nested = gate.nested_and_gate(
+        matrix,
+        registry,
+        cv_repeats or cv.OUTER_REPEATS,
+        progress=lambda _message: tick("nested cv", 0),
+    )
+    procedure = selection.select_and_fit(matrix[tr], y[tr], groups[tr], seed)
+    prop_model = served.from_procedure(procedure)
     tick("propensity", 1)
     p_train = prop_model.predict(matrix[tr])
     threshold = float(np.quantile(p_train, 0.8))
@@ -152,18 +168,18 @@ def train(
     tick("recommender", 1)
 
     if final_fit == "all":
-        prop_model = propensity.fit_default(matrix, y, seed)
+        procedure = selection.select_and_fit(matrix, y, groups, seed)
+        prop_model = served.from_procedure(procedure)
         threshold = float(np.quantile(prop_model.predict(matrix), 0.8))
         value_model = boosting.fit_value(matrix, premium, seed)
         grid = boosting.quantile_grid(boosting.predict_value(value_model, matrix))
 
-    registry = Registry(registry_dir)
     name = version or new_version_name()
     staging = registry.root / f".staging-{name}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     q_model.save(staging / "dqn.keras")
-    propensity.save(prop_model, staging / PROPENSITY_ARTIFACT)
+    served.save(prop_model, staging, PROPENSITY_ARTIFACT)
     boosting.save(value_model, staging / "value.ubj")
     (staging / "value_grid.json").write_text(json.dumps([round(float(v), 6) for v in grid]), encoding="utf-8")
     (staging / "dqn_calibration.json").write_text(json.dumps(calibrator), encoding="utf-8")
@@ -183,7 +199,7 @@ def train(
         final_fit,
         config,
         dqn_stats,
-        prop_model,
+        {**_propensity_block(prop_model, procedure.report), **nested},
         {**DEFAULT_THRESHOLDS, **(thresholds or {}), "propensity_decision": threshold},
         metrics,
         calibrator,
@@ -204,9 +220,31 @@ def train(
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
-    if activate:
+    passed = bool(nested["gate"]["passed"])
+    if activate and passed:
         registry.activate(name)
     return name
+
+
+def _propensity_block(model: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's description of the shipped propensity model and how it was chosen."""
+    from models import propensity, served_propensity
+
+    additive = isinstance(model, propensity.AdditivePropensity)
+    block: dict[str, Any] = {
+        "kind": "additive_logistic" if additive else "boosted",
+        "format": propensity.FORMAT if additive else served_propensity.FORMAT,
+        "family": model.info["family"],
+        "config": model.info["config"],
+        "calibration": "Platt (sigmoid of a * score + b) fitted on the inner out-of-fold scores"
+        + ("; folded into the coefficients" if additive else ""),
+        "platt": model.info["platt"],
+        "selection": report,
+        "selection_rule": "one-standard-error rule on inner grouped 5-fold AUC, toward the simpler model",
+    }
+    if additive:
+        block["terms"] = [f"{t['name']}:{t['kind']}" for t in model.terms]
+    return block
 
 
 def _manifest(
@@ -219,7 +257,7 @@ def _manifest(
     final_fit: str,
     config: Any,
     dqn_stats: dict[str, Any],
-    prop_model: Any,
+    propensity_block: dict[str, Any],
     thresholds: dict[str, float],
     metrics: dict[str, Any],
     calibrator: dict[str, Any],
@@ -228,7 +266,7 @@ def _manifest(
     subsample: int | None,
 ) -> dict[str, Any]:
     """Assemble manifest.json."""
-    from models import boosting, cv, dqn, propensity
+    from models import boosting, dqn
     from schemas.features import FEATURE_NAMES, FEATURE_RANGES, PRODUCTS
 
     return {
@@ -287,15 +325,7 @@ def _manifest(
             else "one random owned product per sampled customer",
             "calibration_knots": len(calibrator["x"]),
         },
-        "propensity": {
-            "kind": "additive_logistic",
-            "format": propensity.FORMAT,
-            "terms": [f"{t['name']}:{t['kind']}" for t in prop_model.terms],
-            "C": prop_model.info["C"],
-            "C_grid": list(propensity.C_GRID),
-            "C_rule": "inner 5-fold stratified CV AUC on the fitted rows only",
-            "model_selection": cv.CV_REPORT,
-        },
+        "propensity": propensity_block,
         "value": {
             "params": {k: v for k, v in boosting.VALUE_PARAMS.items() if k != "nthread"},
             "rounds": boosting.VALUE_ROUNDS,

@@ -37,6 +37,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
             dqn_overrides=TINY_DQN,
             version=version,
             activate=version == "a",
+            cv_repeats=1,
         )
     return root
 
@@ -238,3 +239,25 @@ def test_engine_serves_the_json_propensity_model_with_reason_codes(registry: Pat
     contrib = engine._bundle.propensity_contributions(rows)
     p = model.predict(rows)
     np.testing.assert_allclose(contrib.sum(axis=1), np.log(p / (1 - p)) - model.base_logit, atol=1e-9)
+
+
+def test_gate_keeps_a_version_that_does_not_beat_the_active_one_inactive(registry: Path) -> None:
+    from models.registry import Registry
+
+    reg = Registry(registry)
+    a, b, c = (reg.manifest(v)["propensity"] for v in ("a", "b", "c"))
+    assert a["gate"] == {"passed": True, "reason": "no active version"}
+    # b: the same rows as the active a, so the same outer folds and figures: no gain, so not activated.
+    assert b["nested_cv"]["key"] == a["nested_cv"]["key"]
+    assert [f["coil"] for f in b["nested_cv"]["folds"]] == [f["coil"] for f in a["nested_cv"]["folds"]]
+    assert b["gate"]["passed"] is False and b["gate"]["against"] == "a" and b["gate"]["diff"] == 0.0
+    # c: another 500-row subsample, so other outer folds: not comparable, kept inactive.
+    assert c["nested_cv"]["key"] != a["nested_cv"]["key"]
+    assert c["gate"]["passed"] is False and "not comparable" in c["gate"]["reason"]
+    assert a["nested_cv"]["summary"]["selected"]["outer_folds"] == 5
+    assert 0.0 <= a["nested_cv"]["summary"]["selected"]["ece"] <= 1.0
+    from models.cli import train_summary
+
+    printed = train_summary(reg.manifest("b"))
+    assert "gate: not passed" in printed and "version b kept inactive" in printed
+    assert "| selected |" in printed and "| active (a) |" in printed

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import cv
 from models import propensity as P
 from models.data import TARGET_INDEX, resolve_data_path
 
@@ -83,30 +82,14 @@ def test_target_is_never_an_input() -> None:
         P.term("CARAVAN", "linear")
 
 
-def test_folds_are_stratified_disjoint_and_cover_every_row() -> None:
+def test_legacy_folds_are_stratified_disjoint_and_cover_every_row() -> None:
     y = np.r_[np.ones(37, dtype=np.int64), np.zeros(463, dtype=np.int64)]
     np.random.default_rng(1).shuffle(y)
-    folds = cv.stratified_folds(y, 5, seed=3)
+    folds = P.stratified_folds(y, 5, seed=3)
     joined = np.concatenate(folds)
     assert len(joined) == len(y) and len(np.unique(joined)) == len(y)
     assert {int(y[f].sum()) for f in folds} <= {7, 8}
     assert {len(f) for f in folds} == {100}
     assert not all(
-        np.array_equal(a, b) for a, b in zip(folds, cv.stratified_folds(y, 5, seed=4), strict=True)
+        np.array_equal(a, b) for a, b in zip(folds, P.stratified_folds(y, 5, seed=4), strict=True)
     )
-
-
-def test_run_cv_pairs_candidates_on_the_same_folds() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 10, size=(400, 86))
-    y = (rng.random(400) < 0.1 + 0.05 * (x[:, 46] > 5)).astype(np.int64)
-    pool = {
-        "base": lambda xt, yt, s: lambda z: z[:, 46].astype(float),
-        "noise": lambda xt, yt, s: lambda z: -z[:, 0],
-    }
-    results = cv.run_cv(x, y, pool, folds=4, repeats=3, seed=0)
-    assert [len(r) for r in results["base"]] == [4, 4, 4]
-    assert [f["buyers"] for f in results["base"][1]] == [f["buyers"] for f in results["noise"][1]]
-    table = cv.summarise(results, "base")
-    assert table["base"]["diff_mean"] == 0.0 and table["base"]["repeats"] == 3
-    assert "| noise |" in cv.markdown(table, "base")
