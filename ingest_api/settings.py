@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from infra.settings import DatabaseSettings, KafkaSettings, RedisSettings
@@ -83,7 +83,7 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
         description="Proxies whose X-Forwarded-For / X-Forwarded-Proto are trusted; none by default "
         "(the client address is the TCP peer).",
     )
-    metrics_token: str | None = Field(
+    metrics_token: SecretStr | None = Field(
         default=None, description="Bearer token a Prometheus scraper sends to GET /metrics (or use an API "
         "key with scope `read`).",
     )

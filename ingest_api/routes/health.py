@@ -129,7 +129,8 @@ async def _metrics_reader(
 ) -> None:
     """The scraper's token (STREAMSCORE_METRICS_TOKEN, as a bearer token), or any principal with `read`."""
     token = services.settings.metrics_token
-    if token and bearer is not None and hmac.compare_digest(bearer.encode(), token.encode()):
+    secret = token.get_secret_value() if token is not None else ""
+    if secret and bearer is not None and hmac.compare_digest(bearer.encode(), secret.encode()):
         return
     await authorize(services, bearer, api_key, "read", client_address(request.scope),
                     request.scope.setdefault("state", {}))

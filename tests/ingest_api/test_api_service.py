@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from infra.settings import KafkaSettings
 from ingest_api.errors import ApiError
@@ -40,7 +41,8 @@ API_ROUTES = [
 
 async def test_health_and_ready_need_no_credentials_and_metrics_a_token_or_read(api: Api) -> None:
     anonymous = {"X-API-Key": ""}
-    api.settings.metrics_token = "scraper-" + "t" * 32
+    token = "scraper-" + "t" * 32
+    api.settings.metrics_token = SecretStr(token)
 
     health = await api.client.get("/health", headers=anonymous)
     ready = await api.client.get("/ready", headers=anonymous)
@@ -48,7 +50,7 @@ async def test_health_and_ready_need_no_credentials_and_metrics_a_token_or_read(
     refused = await api.client.get("/metrics", headers=anonymous)
     wrong_token = await api.client.get("/metrics", headers={**anonymous, "Authorization": "Bearer nope"})
     no_read = await api.client.get("/metrics", headers=await api.key_with("events"))
-    scraper = {**anonymous, "Authorization": f"Bearer {api.settings.metrics_token}"}
+    scraper = {**anonymous, "Authorization": f"Bearer {token}"}
     metrics = await api.client.get("/metrics", headers=scraper)
     with_read = await api.client.get("/metrics", headers=await api.key_with("read"))
 
