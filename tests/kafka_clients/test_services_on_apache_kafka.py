@@ -43,6 +43,10 @@ def three_address_list(live: str) -> str:
     return f"{first},{live.split(',')[0]},{last}"
 
 
+PUBLIC_BOOTSTRAP = "kafka-1.example:9096,kafka-2.example:9096,kafka-3.example:9096"
+"""What /asyncapi publishes (STREAMSCORE_PUBLIC_KAFKA_BOOTSTRAP): never the internal list."""
+
+
 def secured_env(kafka: SecuredKafka, **overrides: str) -> dict[str, str]:
     """STREAMSCORE_ variables for the SASL_SSL listener (overrides: KAFKA_SASL_PASSWORD=… and so on)."""
     env = {
@@ -65,6 +69,7 @@ def listed_stack(request: pytest.FixtureRequest, postgres_admin_url: str, redis_
         kafka: SecuredKafka = request.getfixturevalue("secured_kafka")
         live, env, password = kafka.bootstrap, secured_env(kafka), kafka.password
     home = tmp_path_factory.mktemp(f"listed-{request.param}")
+    env = {**env, "STREAMSCORE_PUBLIC_KAFKA_BOOTSTRAP": PUBLIC_BOOTSTRAP}
     with launched_stack(three_address_list(live), postgres_admin_url, redis_url, home, env) as running:
         yield running, password
 
@@ -102,7 +107,7 @@ def test_events_go_through_every_service_on_a_three_address_list(
     assert sorted(str(p.event_id) for p in printed) == sorted(event_ids)
     stored = _stored(stack.database_url, event_ids)
     assert stored == set(event_ids)
-    assert [server["host"] for server in servers.values()] == stack.bootstrap.split(",")
+    assert [server["host"] for server in servers.values()] == PUBLIC_BOOTSTRAP.split(",")
     assert ready.status_code == 200, ready.text
     logs = service_logs(stack) + errors.text
     assert "Traceback" not in logs and "consumer lag unknown" not in logs
