@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
-from infra.kafka import ensure_topics
+from infra.kafka import INCARNATION_TOPIC, ensure_topics
 from infra.settings import KafkaSettings
 from schemas import topics
 from streamscore.kafka_server import KafkaCluster
 from tests.helpers.api_stream import ApiProcess, ApiStream, ReadinessProbe, start_api
-from tests.helpers.cluster import StoredRows, busiest_leader, wait_in_sync
+from tests.helpers.cluster import StoredRows, busiest_leader, describe_topics, wait_in_sync
 from tests.helpers.engines import Broker, broker_settings
 from tests.helpers.faults import (
     SCORER_START_S,
@@ -62,19 +62,24 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]]
     logs: Path
 
+    def lines(self, name: str) -> list[str]:
+        """One service's log lines."""
+        return (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
+
     def error_lines(self) -> dict[str, int]:
         """Per service, the log lines at level error (each a JSON object)."""
-        return {name: sum('"level": "error"' in line or '"level":"error"' in line
-                          for line in (self.logs / f"{name}.log").read_text(errors="replace").splitlines())
-                for name in self.processes}
+        return {name: sum('"level":"error"' in line for line in self.lines(name)) for name in self.processes}
+
+    def lines_with(self, text: str) -> int:
+        """Log lines of every service that contain `text`."""
+        return sum(text in line for name in self.processes for line in self.lines(name))
 
     def alive(self) -> dict[str, bool]:
         return {name: process.poll() is None for name, process in self.processes.items()}
 
-    def tails(self, lines: int = 25) -> str:
-        return "\n".join(f"--- {name}.log\n" + "\n".join(
-            (self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
-            for name in self.processes)
+    def tails(self, last: int = 25) -> str:
+        """The last lines of every service's log."""
+        return "\n".join(f"--- {name}.log\n" + "\n".join(self.lines(name)[-last:]) for name in self.processes)
 
 
 @contextlib.asynccontextmanager
@@ -127,8 +132,17 @@ async def stream_through(stack: Stack, prefix: str, fault: Fault, after_s: float
                "rows": await count(stack.database_url, "predictions"),
                "answers": dict(stream.answers), **rows.recovery(fault_at), **about,
                "ready_since_fault": ready.since(fault_at), "unready": ready.unready[:3],
+               "replicas": await replicas(stack.settings),
+               "topics_recreated": stack.lines_with("broker lost topics"),
                "error_lines": stack.error_lines(), "alive": stack.alive()}
     return stream, figures
+
+
+async def replicas(settings: KafkaSettings) -> dict[str, list[int]]:
+    """Per topic of the test (the topic guard's marker too), the replica counts of its partitions."""
+    prefix = settings.topic_prefix
+    return {t["topic"].removeprefix(prefix): sorted({len(p["replicas"]) for p in t["partitions"]})
+            for t in await describe_topics(settings) if t["topic"].startswith(prefix)}
 
 
 def assert_exactly_once(stream: ApiStream, figures: dict[str, Any]) -> None:
@@ -140,6 +154,9 @@ def assert_exactly_once(stream: ApiStream, figures: dict[str, Any]) -> None:
     assert figures["rows"] == figures["sent"], figures  # nothing stored that was not posted
     assert all(figures["alive"].values()), figures
     assert set(figures["ready_since_fault"]) == {200}, figures
+    # Every topic, the guard's marker too, was created with RF 3, and the guard recreated none of them.
+    assert INCARNATION_TOPIC in figures["replicas"] and all(r == [3] for r in figures["replicas"].values())
+    assert figures["topics_recreated"] == 0, figures
 
 
 async def test_leader_of_the_busiest_partitions_sigkilled_and_restarted(
