@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from infra.connection_state import ConnectionState
 from infra.kafka_connection import connection_options
@@ -59,6 +61,37 @@ async def ensure_topics(settings: KafkaSettings, names: tuple[str, ...] = topics
             log.info("created topics", extra={"topics": [t.name for t in missing]})
     finally:
         await admin.close()
+
+
+async def any_broker_answers(client: AIOKafkaClient) -> int:
+    """Ask every broker the client knows for metadata at once; how many brokers the first answer lists.
+    Raises the last error when none answers.
+
+    Asked on connections that carry no produce requests (aiokafka's coordination group; a producer uses it
+    only for InitProducerId): a broker answers one connection's requests in turn, and an acks=all produce
+    waiting for a follower that just died (until the controller fences it, seconds) held a metadata request
+    on the producer's connections back that long, while the other brokers served.
+    """
+    nodes = [broker.nodeId for broker in client.cluster.brokers()]
+    if not nodes:
+        raise ConnectionError("no broker known yet")
+    asks = [asyncio.ensure_future(client.send(node, MetadataRequest([]), group=ConnectionGroup.COORDINATION))
+            for node in nodes]
+    error: BaseException = ConnectionError("the broker returned no brokers")
+    try:
+        for answered in asyncio.as_completed(asks):
+            try:
+                response = await answered
+            except Exception as failure:  # a broker down: another may answer
+                error = failure
+                continue
+            if response.brokers:
+                return len(response.brokers)
+        raise error
+    finally:
+        for ask in asks:
+            ask.cancel()
+        await asyncio.gather(*asks, return_exceptions=True)
 
 
 INCARNATION_TOPIC = "_streamscore.incarnation"

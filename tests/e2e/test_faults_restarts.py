@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,10 @@ from schemas import topics
 from sink.app import build_app as build_sink
 from streamscore.private_postgres import PrivatePostgres
 from tests.helpers.faults import (
+    SCORER_START_S,
     Stopwatch,
     Stream,
+    exactly_once,
     keyed,
     report,
     service_env,
@@ -29,13 +30,12 @@ from tests.helpers.faults import (
     settled_cache_mismatches,
     sigkill,
     started,
-    stored_ids,
+    stored_at_least,
 )
 from tests.helpers.pipeline import (
     committed_offsets,
     count,
     encoded,
-    fetch,
     make_events,
     prediction,
     produce,
@@ -44,27 +44,6 @@ from tests.helpers.pipeline import (
 )
 
 pytestmark = pytest.mark.slow
-
-SCORER_START_S = 150.0  # TensorFlow loads in 10-45 s on a loaded 2-core machine, then a ~5 s group join
-
-
-def stored_at_least(database_url: str, floor: int) -> Callable[[], Awaitable[bool]]:
-    """A wait_for predicate: the predictions table holds at least `floor` rows."""
-
-    async def predicate() -> bool:
-        return await count(database_url, "predictions") >= floor
-
-    return predicate
-
-
-async def exactly_once(database_url: str, ids: list[str]) -> dict[str, int]:
-    """Stored, lost and duplicated of these event ids (one customer per event: a re-insert counts twice)."""
-    stored = len(await stored_ids(database_url, ids))
-    rows = await fetch(database_url, "SELECT coalesce(sum(predictions_count), 0) AS n FROM customers")
-    counted = rows[0]["n"]
-    return {"sent": len(ids), "stored": stored, "lost": len(ids) - stored,
-            "duplicated": int(counted) - stored,
-            "dead_lettered": await count(database_url, "dead_letters")}
 
 
 async def test_scorer_sigkilled_twice_mid_stream_stores_every_event_once(

@@ -42,10 +42,11 @@ class Broker:
     idempotent: bool  # grants producer ids: idempotent producers and transactions
 
 
-def broker_settings(broker: Broker) -> KafkaSettings:
+def broker_settings(broker: Broker, replication_factor: int = 1) -> KafkaSettings:
     """Settings on this broker with a per-test topic prefix, so each test has its own topics and groups."""
     return KafkaSettings(kafka_bootstrap=broker.bootstrap, kafka_partitions=3,
-                         kafka_idempotent=broker.idempotent, topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
+                         kafka_replication_factor=replication_factor, kafka_idempotent=broker.idempotent,
+                         topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
 
 
 def engine_missing(reason: str) -> NoReturn:

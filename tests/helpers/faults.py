@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,9 @@ from infra.settings import KafkaSettings
 from schemas.messages import FeatureEvent
 from streamscore.embedded import TansuBroker, free_port, port_open, redis_server_binary, wait_for_port
 from tests.helpers.cache import cached_prediction
-from tests.helpers.pipeline import fetch
+from tests.helpers.pipeline import count, fetch
+
+SCORER_START_S = 150.0  # TensorFlow loads in 10-45 s on a loaded 2-core machine, then a ~5 s group join
 
 
 @dataclass
@@ -84,6 +86,7 @@ def service_env(kafka: KafkaSettings, database_url: str, redis_url: str, **extra
         "STREAMSCORE_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
         "STREAMSCORE_KAFKA_PARTITIONS": str(kafka.kafka_partitions),
         "STREAMSCORE_KAFKA_IDEMPOTENT": str(kafka.kafka_idempotent).lower(),
+        "STREAMSCORE_KAFKA_REPLICATION_FACTOR": str(kafka.kafka_replication_factor),
         "STREAMSCORE_TOPIC_PREFIX": kafka.topic_prefix,
         "STREAMSCORE_DATABASE_URL": database_url,
         "STREAMSCORE_REDIS_URL": redis_url,
@@ -91,11 +94,14 @@ def service_env(kafka: KafkaSettings, database_url: str, redis_url: str, **extra
     return {**env, **{f"STREAMSCORE_{key.upper()}": value for key, value in extra.items()}}
 
 
-def service_process(service: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`streamscore <service>` as a child process with the given STREAMSCORE_ settings, logging to a file."""
+def service_process(
+    service: str, env: dict[str, str], log_path: Path, *args: str
+) -> subprocess.Popen[bytes]:
+    """`streamscore <service> [args]` as a child process with the given STREAMSCORE_ settings, logging to a
+    file."""
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-c", "from streamscore.cli import main; main()", service],
+            [sys.executable, "-c", "from streamscore.cli import main; main()", service, *args],
             env={**os.environ, **env},
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -166,6 +172,25 @@ async def settled_cache_mismatches(
         if stale == 0 or time.monotonic() >= deadline:
             return stale
         await asyncio.sleep(0.1)
+
+
+def stored_at_least(database_url: str, floor: int) -> Callable[[], Awaitable[bool]]:
+    """A wait_for predicate: the predictions table holds at least `floor` rows."""
+
+    async def predicate() -> bool:
+        return await count(database_url, "predictions") >= floor
+
+    return predicate
+
+
+async def exactly_once(database_url: str, ids: list[str]) -> dict[str, int]:
+    """Stored, lost and duplicated of these event ids (one customer per event: a re-insert counts twice)."""
+    stored = len(await stored_ids(database_url, ids))
+    rows = await fetch(database_url, "SELECT coalesce(sum(predictions_count), 0) AS n FROM customers")
+    counted = rows[0]["n"]
+    return {"sent": len(ids), "stored": stored, "lost": len(ids) - stored,
+            "duplicated": int(counted) - stored,
+            "dead_lettered": await count(database_url, "dead_letters")}
 
 
 async def stored_ids(database_url: str, ids: list[str]) -> set[str]:
