@@ -165,6 +165,9 @@ async def consumer_lag(consumer: AIOKafkaConsumer | None, probe: EndOffsets) -> 
     return lag
 
 
+STATS_CLOSE_TIMEOUT_S = 2.0
+
+
 async def publish_stats_forever(
     redis_url: str, key: str, stats: PipelineStats, interval_s: float = 1.0
 ) -> None:
@@ -185,7 +188,9 @@ async def publish_stats_forever(
                 failing = True
             await asyncio.sleep(interval_s)
     finally:
-        await client.aclose()
+        # Bounded: a connection cut mid-command by the cancellation must not hold up the service's stop.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.aclose(), STATS_CLOSE_TIMEOUT_S)
 
 
 async def track_lag_forever(

@@ -95,8 +95,8 @@ async def test_stats_hash_is_written_with_ttl_and_a_dead_redis_is_survived(
     for task in writers:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
-    client = redis.from_url(redis_url, decode_responses=True)
+            await asyncio.wait_for(task, 10)  # a writer's stop is bounded too
+    client = redis.from_url(redis_url, decode_responses=True, socket_timeout=10)
     try:
         fields = await client.hgetall(key)
         ttl = await client.ttl(key)
