@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -64,10 +65,17 @@ async def group_offsets(settings: KafkaSettings, group: str) -> dict[tuple[str, 
     return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
 
 
-async def output_ahead(settings: KafkaSettings, group: str, grown: int, ahead: int, within_s: float) -> None:
-    """Return once predictions.v1 grew by `grown` records since the call and holds at least `ahead` more
-    records (committed or not) than the group has committed input offsets: output published, input not
-    committed yet, the moment a kill repeats output without transactions."""
+async def output_ahead(settings: KafkaSettings, group: str, grown: int, ahead: int, within_s: float,
+                       freeze: Callable[[], None], thaw: Callable[[], None]) -> None:
+    """Return, with the scorer frozen, once predictions.v1 grew by `grown` records since the call and holds
+    at least `ahead` more records (committed or not) than the group has committed input offsets: output
+    published, input not committed yet, the moment a kill repeats output without transactions.
+
+    Each look is taken with the scorer frozen (SIGSTOP, then a pause for what it had already sent to land),
+    so the state seen is the state the kill meets: on a quiet host the commit follows the output within
+    milliseconds, and a look at a running scorer was stale by the time the kill landed (0 duplicates at
+    least once, in CI).
+    """
     from aiokafka import TopicPartition
 
     topic = topic_name(settings, topics.PREDICTIONS)
@@ -79,10 +87,21 @@ async def output_ahead(settings: KafkaSettings, group: str, grown: int, ahead: i
         start = sum((await consumer.end_offsets(partitions)).values())
         deadline = time.monotonic() + within_s
         while True:
+            assert time.monotonic() < deadline, f"{topic} did not run ahead of {group} within {within_s} s"
+            if sum((await consumer.end_offsets(partitions)).values()) < start + grown:
+                await asyncio.sleep(0.05)
+                continue
+            freeze()
+            await asyncio.sleep(LANDING_S)
             published = sum((await consumer.end_offsets(partitions)).values())
             committed = sum((await group_offsets(settings, group)).values())
-            if published >= start + grown and published - committed >= ahead:
+            if published - committed >= ahead:
                 return
-            assert time.monotonic() < deadline, f"{topic} did not run ahead of {group} within {within_s} s"
+            thaw()
+            await asyncio.sleep(0.05)
     finally:
         await consumer.stop()
+
+
+LANDING_S = 0.3
+"""After a SIGSTOP: time for requests the scorer had already written to its sockets to reach the broker."""

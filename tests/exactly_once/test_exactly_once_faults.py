@@ -45,8 +45,9 @@ async def test_scorer_sigkilled_three_times_mid_stream(
     kills: list[tuple[float, int]] = []  # (seconds, events sent) at each SIGKILL
     try:
         for _ in range(3):
-            await output_ahead(apache_kafka, group, KILL_AFTER_OUTPUT, ahead=50, within_s=SCORER_START_S)
-            scorer.kill()
+            await output_ahead(apache_kafka, group, KILL_AFTER_OUTPUT, ahead=50, within_s=SCORER_START_S,
+                               freeze=scorer.freeze, thaw=scorer.thaw)
+            scorer.kill()  # frozen: it meets exactly the state output_ahead saw
             kills.append((clock(), stream.sent))
             scorer = Scorer(env, tmp_path / "scorer.log")
         await stream.finished()
