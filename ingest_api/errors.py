@@ -9,7 +9,7 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
@@ -174,6 +174,8 @@ async def _request_validation(request: Request, exc: Exception) -> Response:
     errors = exc.errors()
     if len(errors) == 1 and (plain := _body_problem(request, errors[0], exc.body)) is not None:
         return error_response(422, f"body {plain}", details=[ErrorDetail(field="body", message=plain)])
+    if (plain := _form_problem(request, errors)) is not None:
+        return error_response(422, f"body {plain}", details=[ErrorDetail(field="body", message=plain)])
     error = validation_error(exc)
     return error_response(422, error.message, details=error.details)
 
@@ -198,6 +200,20 @@ def _body_problem(request: Request, error: Any, body: Any) -> str | None:
         got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
         return f"must be a JSON object sent with Content-Type: application/json; got {got}"
     return None
+
+
+def _form_problem(request: Request, errors: Sequence[Any]) -> str | None:
+    """JSON sent to a route that reads a form (the OAuth2 sign-in): say so, not `username Field required`."""
+    content_type = (request.headers.get("content-type") or "").lower()
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    if "json" not in content_type or body_field is None or not isinstance(body_field.field_info, params.Form):
+        return None
+    if not all(error.get("type") == "missing" and tuple(error.get("loc", ()))[:1] == ("body",)
+               for error in errors):
+        return None
+    names = "&".join(f"{error['loc'][-1]}=…" for error in errors)
+    return (f"must be a form (Content-Type: application/x-www-form-urlencoded: {names}), "
+            f"not {content_type.split(';')[0]}")
 
 
 async def _dependency_down(request: Request, exc: Exception) -> Response:

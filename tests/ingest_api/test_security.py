@@ -411,3 +411,16 @@ async def test_concurrent_requests_with_a_new_key_share_one_lookup(
         assert calls == 1
     finally:
         await close_app(app)
+
+
+async def test_json_sent_to_the_form_sign_in_is_told_it_wants_a_form(
+    secure: SecureApp, unique_id: str
+) -> None:
+    await add_user(secure, f"dora-{unique_id}", "client")
+    sent = await secure.client.post("/api/v1/auth/token",
+                                    json={"username": f"dora-{unique_id}", "password": "whatever-pw"})
+    assert sent.status_code == 422, sent.text
+    message = sent.json()["error"]["message"]
+    assert "must be a form" in message and "application/x-www-form-urlencoded" in message
+    assert "username=…&password=…" in message and "not application/json" in message
+    assert "Field required" not in message
