@@ -6,7 +6,7 @@ inside the body-limit and metrics middlewares and serves that one route directly
 semantics, in the same order as the FastAPI route:
 
 1. authentication, rate limiting and the `predict` scope from the headers, before any body byte is
-   read (`ingest_api.auth_deps.authorize`: 401/429/403);
+   read (`ingest_api.auth.dependencies.authorize`: 401/429/403);
 2. body read and JSON-decoded (a body that is not a JSON object is handed to the normal route,
    replayed, so the answer to anything unusual is exactly FastAPI's);
 3. body validation with `ScoreRequest` (422 naming the field, via `ingest_api.errors`);
@@ -28,10 +28,10 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ingest_api.auth_deps import authorize, client_address, credentials_from_headers
+from ingest_api.auth.dependencies import authorize, client_address, credentials_from_headers
+from ingest_api.auth.principals import Principal
 from ingest_api.bodies import ScoreRequest
 from ingest_api.errors import ApiError, error_response, validation_error
-from ingest_api.principals import Principal
 from ingest_api.routes.scoring import PREDICT_SINGLE_PATH, predict_payload
 
 if TYPE_CHECKING:

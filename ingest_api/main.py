@@ -23,25 +23,17 @@ from infra.kafka_connection import connection_options
 from infra.kafka_diagnosis import preflight
 from infra.logging import configure_logging
 from infra.process import bounded, cancel_tasks
+from ingest_api.auth import routes as auth
+from ingest_api.batch import routes as batch
 from ingest_api.batching import DirectScorer, DynamicBatcher
+from ingest_api.console import dashboard, docs, drift, registry, shadow
 from ingest_api.deps import Services, build_redis
 from ingest_api.errors import error_response, install_error_handlers
 from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.hardening import SecurityHeadersMiddleware
 from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
-from ingest_api.routes import (
-    batch,
-    dashboard,
-    docs,
-    drift,
-    events,
-    health,
-    predictions,
-    registry,
-    scoring,
-    shadow,
-)
+from ingest_api.routes import events, health, predictions, scoring
 from ingest_api.settings import ApiSettings
 from schemas import topics
 
@@ -147,7 +139,7 @@ def _registry_dir(settings: ApiSettings) -> Path | None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Build every client of this process, publish them on app.state, and close them on shutdown."""
-    from ingest_api.auth_deps import build_security
+    from ingest_api.auth.dependencies import build_security
     from models.engine import InferenceEngine
 
     settings: ApiSettings = app.state.settings
@@ -211,8 +203,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
 
     Pass `engine` to share an already loaded InferenceEngine (tests, in-process pipelines).
     """
-    from ingest_api.auth_first import AuthBeforeBodyMiddleware
-    from ingest_api.routes import auth
+    from ingest_api.auth.middleware import AuthBeforeBodyMiddleware
 
     settings = settings or ApiSettings()
     app = FastAPI(
@@ -222,7 +213,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        docs_url=None,  # served offline by ingest_api.routes.docs
+        docs_url=None,  # served offline by ingest_api.console.docs
         redoc_url=None,
         # Metrics are Prometheus (ingest_api.metrics); FastAPI's OpenTelemetry hooks would cost per request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -231,7 +222,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     app.state.preloaded_engine = engine
     app.state.metrics = ApiMetrics(cache_s=settings.metrics_cache_s)
     install_error_handlers(app)
-    # Innermost: no body is read before the headers authenticate (ingest_api.auth_first).
+    # Innermost: no body is read before the headers authenticate (ingest_api.auth.middleware).
     app.add_middleware(AuthBeforeBodyMiddleware, fastapi_app=app, exempt=frozenset({auth.TOKEN_PATH}))
     # Then the hot scoring route skips routing and dependency solving, inside the body limit,
     # CORS and metrics (ingest_api.fast_path).

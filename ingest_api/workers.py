@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from infra.logging import configure_logging
+from ingest_api.auth.tokens import dev_key_env
 from ingest_api.settings import ApiSettings
-from ingest_api.tokens import dev_key_env
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.jobs import FINAL_STATUSES, JobStatus
@@ -64,6 +64,11 @@ async def create_batch_job(session: AsyncSession, task_id: UUID, filename: str |
 async def get_batch_job(session: AsyncSession, task_id: UUID) -> BatchJob | None:
     """The job, or None."""
     return await session.get(BatchJob, task_id, populate_existing=True)
+
+
+async def recent_batch_jobs(session: AsyncSession, limit: int) -> Sequence[BatchJob]:
+    """The last `limit` jobs, newest first (by creation time)."""
+    return (await session.scalars(select(BatchJob).order_by(BatchJob.created_at.desc()).limit(limit))).all()
 
 
 async def record_upload_counts(

@@ -10,12 +10,13 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import DEAD_LETTER_PAYLOAD_MAX, DeadLetter, Prediction
 from store.copying import copy_records
 from store.tables import Prediction as PredictionTable
+from store.tables import Segment
 
 MODEL_VERSION_MAX = 64
 """Width of predictions.model_version / segments.model_version."""
@@ -251,6 +252,19 @@ async def latest_prediction(session: AsyncSession, customer_id: str) -> Predicti
         .limit(1)
     )
     return result.scalar_one_or_none()
+
+
+async def recent_predictions(session: AsyncSession, limit: int) -> Sequence[PredictionTable]:
+    """The last `limit` stored predictions, newest first (by row id)."""
+    return (await session.scalars(
+        select(PredictionTable).order_by(PredictionTable.id.desc()).limit(limit))).all()
+
+
+async def segment_counts(session: AsyncSession, version: str) -> dict[str, int]:
+    """Customers per segment label of one model version (scans every segment of the version)."""
+    rows = await session.execute(
+        select(Segment.label, func.count()).where(Segment.model_version == version).group_by(Segment.label))
+    return {label: int(n) for label, n in rows.all()}
 
 
 async def batch_predictions_page(

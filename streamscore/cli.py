@@ -17,7 +17,7 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach each package's commands; heavy imports stay inside the commands themselves."""
-    from ingest_api.cli import register as register_credentials
+    from ingest_api.auth.cli import register as register_credentials
     from models.cli import register as register_models
     from streamscore.doctor import register as register_doctor
     from streamscore.ops import register as register_ops

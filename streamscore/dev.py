@@ -216,7 +216,7 @@ async def admin_key(database_url: str, kept: str = "") -> str:
     """`kept` (from .streamscore/api-key) while the database accepts it as admin, else a new admin key."""
     from infra.database import create_engine, create_sessionmaker
     from infra.settings import DatabaseSettings
-    from ingest_api.credentials import create_api_key, hash_api_key
+    from ingest_api.auth.credentials import create_api_key, hash_api_key
     from store.users import use_active_key
 
     engine = create_engine(DatabaseSettings(database_url=database_url, database_pool_size=1))

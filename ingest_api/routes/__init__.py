@@ -1,0 +1,1 @@
+"""The ingest routes: events, scoring, predictions, health."""

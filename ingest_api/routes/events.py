@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, status
 from pydantic import TypeAdapter, ValidationError
 
 from infra.kafka import topic_name
-from ingest_api.auth_deps import EventsPrincipal
+from ingest_api.auth.dependencies import EventsPrincipal
 from ingest_api.bodies import EventIn, EventsAccepted
 from ingest_api.deps import ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses, validation_error

@@ -13,7 +13,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import text
 
 from infra.kafka import any_broker_answers
-from ingest_api.auth_deps import api_key_scheme, authenticate, authorize, client_address, oauth2_scheme
+from ingest_api.auth.dependencies import (
+    api_key_scheme,
+    authenticate,
+    authorize,
+    client_address,
+    oauth2_scheme,
+)
 from ingest_api.bodies import DependencyStatus, Liveness, Readiness
 from ingest_api.deps import Services, ServicesDep
 

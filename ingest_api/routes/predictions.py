@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from ingest_api.auth_deps import ReadPrincipal
+from ingest_api.auth.dependencies import ReadPrincipal
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 from schemas.messages import CUSTOMER_ID_PATTERN, Prediction

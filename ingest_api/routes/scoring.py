@@ -10,12 +10,12 @@ from uuid import uuid4
 from fastapi import APIRouter, Response
 
 from infra.kafka import topic_name
-from ingest_api.auth_deps import PredictPrincipal
+from ingest_api.auth.dependencies import PredictPrincipal
+from ingest_api.auth.principals import Principal
 from ingest_api.batching import ReasonCodesFailed
 from ingest_api.bodies import ScoreRequest, SegmentOut, SegmentRequest
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, error_responses
-from ingest_api.principals import Principal
 from ingest_api.routes.predictions import latest_prediction
 from schemas import topics, wire
 from schemas.messages import Prediction

@@ -7,7 +7,7 @@ import time
 import redis.asyncio as redis
 
 from infra.stats import queue_stats_write
-from ingest_api.dashboard_data import RateTracker, pipeline_stats
+from ingest_api.console.data import RateTracker, pipeline_stats
 
 
 def scorer_hash(guarantee: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from sqlalchemy import insert
 from infra.kafka import topic_name
 from infra.kafka_connection import connection_options
 from infra.settings import KafkaSettings
-from ingest_api.credentials import create_api_key
+from ingest_api.auth.credentials import create_api_key
 from ingest_api.deps import Services
 from ingest_api.main import create_app
 from ingest_api.settings import ApiSettings

@@ -12,18 +12,18 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from infra.database import create_engine, create_sessionmaker
-from ingest_api.auth_deps import (
+from ingest_api.auth import routes as auth
+from ingest_api.auth.credentials import create_api_key, create_user, password_stamp
+from ingest_api.auth.dependencies import (
     AdminPrincipal,
     PredictPrincipal,
     ReadPrincipal,
     SecurityState,
     build_security,
 )
-from ingest_api.credentials import create_api_key, create_user, password_stamp
+from ingest_api.auth.rate_limit import WINDOW_SECONDS
 from ingest_api.deps import Services
 from ingest_api.errors import install_error_handlers
-from ingest_api.rate_limit import WINDOW_SECONDS
-from ingest_api.routes import auth
 from ingest_api.settings import ApiSettings
 from store import users
 

@@ -11,9 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from infra.settings import KafkaSettings
+from ingest_api.auth.tokens import issue_token
 from ingest_api.errors import ApiError
 from ingest_api.main import create_app
-from ingest_api.tokens import issue_token
 from models.engine import InferenceEngine
 from models.registry import Registry
 from streamscore.embedded import free_port

@@ -17,8 +17,8 @@ import pytest
 
 from infra.settings import KafkaSettings
 from ingest_api import workers
+from ingest_api.auth.tokens import dev_key_env
 from ingest_api.settings import ApiSettings
-from ingest_api.tokens import dev_key_env
 from schemas.features import FEATURE_RANGES
 from streamscore.dev import admin_key
 from streamscore.embedded import free_port

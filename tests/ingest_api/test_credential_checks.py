@@ -19,7 +19,7 @@ from jose import jwt
 from sqlalchemy import delete, event, update
 
 from infra.database import create_engine, create_sessionmaker
-from ingest_api.credentials import API_KEY_PREFIX, hash_password
+from ingest_api.auth.credentials import API_KEY_PREFIX, hash_password
 from ingest_api.settings import ApiSettings
 from store import users
 from store.tables import User

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import redis
 
-from ingest_api.dashboard_data import RateTracker
+from ingest_api.console.data import RateTracker
 from models.engine import InferenceEngine
 from tests.helpers.browser import browser_session
 from tests.helpers.browser import wait_until as _wait

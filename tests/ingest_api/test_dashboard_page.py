@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ingest_api.dashboard_data import model_summary
+from ingest_api.console.model_metrics import model_summary
+from ingest_api.console.scorer_stats import StatsRead, drift_report, shadow_status
 from ingest_api.main import create_app
-from ingest_api.scorer_stats import StatsRead, drift_report, shadow_status
 from ingest_api.settings import ApiSettings
 from tests.helpers.browser import browser_session, wait_until
 from tests.helpers.served import served_without_lifespan

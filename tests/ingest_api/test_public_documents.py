@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from ingest_api.console import docs
 from ingest_api.main import create_app
-from ingest_api.routes import docs
 from ingest_api.settings import ApiSettings
 
 INTERNAL = "kafka-internal.corp.example:9092"

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from ingest_api.rate_limit import WINDOW_SECONDS, RateLimiter
+from ingest_api.auth.rate_limit import WINDOW_SECONDS, RateLimiter
 from ingest_api.settings import ApiSettings
 from tests.helpers.security import SECRET, SecureApp, add_key, close_app, open_app, wait_for_fresh_window
 
@@ -98,7 +98,7 @@ async def test_redis_down_fails_open_to_local_limit(namespace: str, caplog: pyte
     dead = Redis.from_url(DEAD_REDIS_URL, socket_connect_timeout=0.2)
     limiter = RateLimiter(dead, 5, namespace=namespace, sync_interval_s=0, retry_after_failure_s=0)
     try:
-        with caplog.at_level(logging.WARNING, logger="ingest_api.rate_limit"):
+        with caplog.at_level(logging.WARNING, logger="ingest_api.auth.rate_limit"):
             outcomes = [(await limiter.hit("p")).allowed for _ in range(7)]
         # Requests keep flowing, and this process still enforces the limit on its own traffic.
         assert outcomes == [True] * 5 + [False] * 2
@@ -136,7 +136,7 @@ async def test_unsynced_hits_reach_redis_when_it_returns(
         for _ in range(4):
             assert (await limiter.hit("p")).allowed
         limiter.redis = redis
-        with caplog.at_level(logging.WARNING, logger="ingest_api.rate_limit"):
+        with caplog.at_level(logging.WARNING, logger="ingest_api.auth.rate_limit"):
             assert (await limiter.hit("p")).allowed
         assert limiter.redis_healthy
         assert any("Redis is back" in r.getMessage() for r in caplog.records)

@@ -10,7 +10,7 @@ import redis.asyncio as redis
 
 from infra.settings import KafkaSettings
 from infra.stats import queue_stats_write
-from ingest_api.scorer_stats import drift_report, shadow_status
+from ingest_api.console.scorer_stats import drift_report, shadow_status
 from models.drift import MIN_ROWS, DriftMonitor
 from models.engine import InferenceEngine
 from models.registry import PACKAGE_REGISTRY, Registry

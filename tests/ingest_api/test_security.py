@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 from sqlalchemy import update
 
-from ingest_api.credentials import create_api_key
+from ingest_api.auth.credentials import create_api_key
+from ingest_api.auth.tokens import SecurityConfigError, build_jwt_config, resolve_jwt_secret
 from ingest_api.settings import ApiSettings
-from ingest_api.tokens import SecurityConfigError, build_jwt_config, resolve_jwt_secret
 from store import users
 from store.tables import User
 from tests.helpers.security import (
@@ -362,7 +362,7 @@ def test_a_token_lifetime_past_the_maximum_age_refuses_to_start() -> None:
 
 
 def test_dev_mode_generates_a_secret_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ingest_api.tokens"):
+    with caplog.at_level(logging.WARNING, logger="ingest_api.auth.tokens"):
         first = resolve_jwt_secret(ApiSettings(jwt_secret=None, dev_mode=True))
         second = resolve_jwt_secret(ApiSettings(jwt_secret="short", dev_mode=True))
     assert len(first.encode()) >= 32 and first != second

@@ -8,7 +8,7 @@ import uuid
 import httpx
 
 from infra.settings import KafkaSettings
-from ingest_api.credentials import create_user
+from ingest_api.auth.credentials import create_user
 from models.engine import InferenceEngine
 from tests.helpers.api import Api, api_settings, running_api
 from tests.helpers.security import PASSWORD, wait_for_fresh_window

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from ingest_api.cli import register
+from ingest_api.auth.cli import register
 from ingest_api.settings import ApiSettings
 from tests.helpers.security import PASSWORD, SECRET, SecureApp, close_app, login, open_app
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest_api.credentials import create_api_key
+from ingest_api.auth.credentials import create_api_key
 from store.users import use_active_key
 from streamscore.dev import admin_key
 from streamscore.embedded import free_port
@@ -75,7 +75,7 @@ async def test_dev_reuses_its_admin_key_while_the_database_accepts_it(database_u
     assert await admin_key(database_url, first) == first
     from infra.database import create_engine, create_sessionmaker
     from infra.settings import DatabaseSettings
-    from ingest_api.credentials import hash_api_key
+    from ingest_api.auth.credentials import hash_api_key
 
     engine = create_engine(DatabaseSettings(database_url=database_url))
     async with create_sessionmaker(engine)() as session:

@@ -7,12 +7,12 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 
-from ingest_api import dashboard_data, scorer_stats
-from ingest_api.auth_deps import ReadPrincipal
-from ingest_api.dashboard_data import DashboardStats, RateTracker, SegmentCounts
+from ingest_api.auth.dependencies import ReadPrincipal
+from ingest_api.console import data, scorer_stats
+from ingest_api.console.data import DashboardStats, RateTracker, SegmentCounts
 from ingest_api.deps import RedisDep, ServicesDep, SessionDep
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 PAGE_CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
             "form-action 'self'")
@@ -52,7 +52,7 @@ async def dashboard_stats(
     settings, version = services.settings, services.engine.model_version
     read = await scorer_stats.read_scorer_stats(services)  # one read for both panels
     shadow, drift = await scorer_stats.current_shadow(services, read), scorer_stats.drift_report(read)
-    return await dashboard_data.dashboard_stats(session, redis, _tracker(request), settings.model_registry,
+    return await data.dashboard_stats(session, redis, _tracker(request), settings.model_registry,
                                                 version, shadow, drift,
                                                 _counts(request, settings.dashboard_counts_ttl_s))
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from ingest_api.asyncapi_page import render_asyncapi
+from ingest_api.console.asyncapi_page import render_asyncapi
 from ingest_api.settings import ApiSettings
 
 ASSETS_PATH = "/docs/assets"

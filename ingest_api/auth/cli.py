@@ -65,7 +65,7 @@ def create_key(
     """Create a key and print it ONCE, alone on the last line (only its hash is stored)."""
     from sqlalchemy.exc import IntegrityError
 
-    from ingest_api.credentials import create_api_key
+    from ingest_api.auth.credentials import create_api_key
 
     wanted = [scope.strip() for scope in scopes.split(",") if scope.strip()]
     try:
@@ -124,7 +124,7 @@ def create_user_command(
     """Create a user with an argon2-hashed password."""
     from sqlalchemy.exc import IntegrityError
 
-    from ingest_api.credentials import create_user
+    from ingest_api.auth.credentials import create_user
 
     try:
         _run_in_session(lambda session: create_user(session, username, password, role))
@@ -162,7 +162,7 @@ def set_role(
     role: Annotated[str, typer.Option("--role", help="admin | client | reader")],
 ) -> None:
     """Change a user's role; it applies to their current tokens too."""
-    from ingest_api.principals import ROLE_SCOPES
+    from ingest_api.auth.principals import ROLE_SCOPES
 
     if role not in ROLE_SCOPES:
         raise _fail(f"role must be one of {', '.join(ROLE_SCOPES)}")
@@ -175,7 +175,7 @@ def set_password(
     password: Annotated[str, PASSWORD_OPTION] = "",
 ) -> None:
     """Set a new password (argon2); every token issued with the old one stops working."""
-    from ingest_api.credentials import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password
+    from ingest_api.auth.credentials import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password
 
     if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
         raise _fail(f"password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters")

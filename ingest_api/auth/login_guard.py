@@ -19,8 +19,8 @@ import hashlib
 
 from redis.asyncio import Redis
 
-from ingest_api.principals import TtlCache
-from ingest_api.rate_limit import RateLimiter
+from ingest_api.auth.principals import TtlCache
+from ingest_api.auth.rate_limit import RateLimiter
 from ingest_api.settings import ApiSettings
 
 ALL = "all"

@@ -3,12 +3,12 @@
 - `X-API-Key`: verified keys are cached for `key_cache_ttl_s` (5 s), so a revoked key stops working
   within that TTL; unknown well-formed keys are cached as refusals for the same short time and cost
   one indexed SELECT, never a write. An address whose keys keep failing gets 429 before any lookup.
-- Bearer JWTs (`ingest_api.tokens`): a verified token string is cached until min(exp, 60 s); the user
+- Bearer JWTs (`ingest_api.auth.tokens`): a verified token string is cached until min(exp, 60 s); the user
   it names is then checked (the same row id and password stamp, enabled, current role) through a
   cache of `key_cache_ttl_s`.
 - Through a database outage a key or user verified within `auth_outage_grace_s` keeps working, with
   a warning; anything not seen in that time gets the outage's 503.
-- Every authenticated request then passes the per-principal rate limiter (`ingest_api.rate_limit`).
+- Every authenticated request then passes the per-principal rate limiter (`ingest_api.auth.rate_limit`).
 """
 
 from __future__ import annotations
@@ -26,19 +26,19 @@ from fastapi.security.utils import get_authorization_scheme_param
 from redis.asyncio import Redis
 
 from infra.database import DATABASE_DOWN
-from ingest_api.credentials import (
+from ingest_api.auth.credentials import (
     PasswordHasher,
     hash_api_key,
     is_well_formed_key,
     password_stamp,
     username_problem,
 )
+from ingest_api.auth.login_guard import LoginGuard
+from ingest_api.auth.principals import ROLE_SCOPES, Principal, Scope, TtlCache
+from ingest_api.auth.rate_limit import RateLimiter
+from ingest_api.auth.tokens import InvalidToken, JwtConfig, TokenClaims, build_jwt_config, decode_token
 from ingest_api.deps import Services, ServicesDep
-from ingest_api.login_guard import LoginGuard
-from ingest_api.principals import ROLE_SCOPES, Principal, Scope, TtlCache
-from ingest_api.rate_limit import RateLimiter
 from ingest_api.settings import ApiSettings
-from ingest_api.tokens import InvalidToken, JwtConfig, TokenClaims, build_jwt_config, decode_token
 from store import users
 
 log = logging.getLogger(__name__)

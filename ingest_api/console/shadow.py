@@ -8,11 +8,11 @@ import logging
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingest_api import scorer_stats
-from ingest_api.auth_deps import AdminPrincipal, ReadPrincipal
+from ingest_api.auth.dependencies import AdminPrincipal, ReadPrincipal
+from ingest_api.console import scorer_stats
+from ingest_api.console.scorer_stats import ShadowStatus
 from ingest_api.deps import ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
-from ingest_api.scorer_stats import ShadowStatus
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/models", tags=["models"])

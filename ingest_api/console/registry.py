@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter
 from fastapi import Path as PathParam
 
-from ingest_api.auth_deps import AdminPrincipal, ReadPrincipal
+from ingest_api.auth.dependencies import AdminPrincipal, ReadPrincipal
 from ingest_api.bodies import ModelActivated, ModelMetrics, ModelVersions
+from ingest_api.console.model_metrics import metrics_from_manifest
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 from models.registry import Registry
@@ -30,36 +31,6 @@ def registry_of(services: Services) -> Registry:
         return registry
     root = services.settings.model_registry
     return Registry(Path(root) if root else None)
-
-
-def _number(block: dict[str, Any], *keys: str) -> float | None:
-    for key in keys:
-        value = block.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
-def metrics_from_manifest(version: str, manifest: dict[str, Any]) -> ModelMetrics:
-    """Pick the headline validation metrics out of a manifest's `metrics` block."""
-    metrics = manifest.get("metrics") or {}
-    propensity = metrics.get("propensity") or {}
-    recommender = metrics.get("recommender") or {}
-    dqn: dict[str, Any] = recommender["dqn"] if isinstance(recommender.get("dqn"), dict) else recommender
-    value = metrics.get("value") or {}
-    return ModelMetrics(
-        model_version=version,
-        accuracy=_number(propensity, "accuracy"),
-        precision=_number(propensity, "precision"),
-        recall=_number(propensity, "recall"),
-        f1=_number(propensity, "f1"),
-        auc=_number(propensity, "auc"),
-        top20_buyers=_number(propensity, "top20_buyers"),
-        top20_recall=_number(propensity, "top20_recall"),
-        hr_at_3=_number(dqn, "hr3", "hr_at_3"),
-        spearman=_number(value, "spearman"),
-        details=metrics,
-    )
 
 
 @router.get(

@@ -20,7 +20,7 @@ from jose import jwk, jwt
 from jose.backends.base import Key
 from jose.exceptions import JOSEError
 
-from ingest_api.principals import ROLE_SCOPES
+from ingest_api.auth.principals import ROLE_SCOPES
 from ingest_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)

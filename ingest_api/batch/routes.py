@@ -14,8 +14,10 @@ from fastapi import APIRouter, Header, Request, status
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from ingest_api.auth_deps import BatchPrincipal, ReadPrincipal, get_security
-from ingest_api.batch_upload import (
+from ingest_api.auth.dependencies import BatchPrincipal, ReadPrincipal, get_security
+from ingest_api.batch.csv_rows import MultipartFileReader, UploadFormatError
+from ingest_api.batch.downloads import DownloadSlots, SlotResponse, charged
+from ingest_api.batch.service import (
     BatchUpload,
     InvalidHeader,
     InvalidUpload,
@@ -27,9 +29,7 @@ from ingest_api.batch_upload import (
     UploadError,
 )
 from ingest_api.bodies import BatchAccepted, BatchStatus, RowError
-from ingest_api.csv_rows import MultipartFileReader, UploadFormatError
 from ingest_api.deps import Services, ServicesDep, SessionDep
-from ingest_api.downloads import DownloadSlots, SlotResponse, charged
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 from store import batch_jobs
 from store import predictions as stored
@@ -178,7 +178,7 @@ async def batch_results(
 ) -> StreamingResponse:
     """Stream the stored predictions."""
     await _job_or_404(session, task_id)
-    subject = f"{principal.kind}:{principal.subject}"  # the rate limiter's key (ingest_api.auth_deps)
+    subject = f"{principal.kind}:{principal.subject}"  # the rate limiter's key (ingest_api.auth.dependencies)
     csv_wanted = "text/csv" in accept.lower()
     lines = _csv_lines(services, task_id) if csv_wanted else _json_lines(services, task_id)
     content = charged(lines, get_security(services).limiter, subject)

@@ -2,7 +2,7 @@
 
 FastAPI reads and parses a route's JSON body before it runs the route's dependencies, so an anonymous
 16 MiB body used to be parsed before its 401. This middleware wraps `receive`: the first attempt to
-read the body authenticates from the headers (`ingest_api.auth_deps.authenticate`) and raises the
+read the body authenticates from the headers (`ingest_api.auth.dependencies.authenticate`) and raises the
 401/429 instead of reading. The principal is kept in the request's scope state, so the route's own
 dependency then only rate-limits and checks the scope. Sign-in is exempt: its body is the credential.
 """
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ingest_api.auth_deps import PRINCIPAL, authenticate, client_address, credentials_from_headers
+from ingest_api.auth.dependencies import PRINCIPAL, authenticate, client_address, credentials_from_headers
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ingest_api.scorer_stats import (
+from ingest_api.console.model_metrics import model_summary
+from ingest_api.console.scorer_stats import (
     READ_BUDGET_SECONDS,
     SCORER_STATS_PREFIX,
     DriftReport,
@@ -25,15 +21,13 @@ from ingest_api.scorer_stats import (
     number,
     read_hashes,
 )
-from models.evaluate import top_fraction_count
 from schemas.wire import iso_utc
-from store.tables import BatchJob, Prediction, Segment
+from store import batch_jobs, predictions
 
 log = logging.getLogger(__name__)
 
 STATS_KEY_PREFIXES = {"scorer": SCORER_STATS_PREFIX, "sink": "stats:sink:"}
 COUNTERS = ("events_in", "events_out", "dlq", "batches", "lag", "in_flight")
-GAINS_POINTS = 50
 
 
 class RoleStats(BaseModel):
@@ -166,53 +160,6 @@ async def pipeline_stats(
     return roles, instances
 
 
-@functools.lru_cache(maxsize=8)
-def gains_curve(validation_path: Path, mtime: float) -> list[dict[str, float]]:
-    """Cumulative gains and lift of the propensity model on its validation split, ~50 points."""
-    data = json.loads(validation_path.read_text(encoding="utf-8"))["propensity"]
-    y, p = np.asarray(data["y"], dtype=float), np.asarray(data["p"], dtype=float)
-    if len(y) == 0 or y.sum() == 0:
-        return []
-    found = np.cumsum(y[np.argsort(-p, kind="stable")]) / y.sum()
-    share = np.arange(1, len(y) + 1) / len(y)
-    picks = np.linspace(0, len(y) - 1, min(GAINS_POINTS, len(y))).astype(int)
-    # The exact top-20 % point, so the curve and the model's "buyers in top 20 %" give one figure.
-    picks = np.unique(np.append(picks, max(0, top_fraction_count(len(y)) - 1)))
-    return [{"share": round(float(share[i]), 4), "gains": round(float(found[i]), 4),
-             "lift": round(float(found[i] / share[i]), 3)} for i in picks]
-
-
-def model_summary(registry_root: str | None, version: str) -> dict[str, Any]:
-    """Headline validation metrics and the gains/lift curve of a registry version."""
-    from models.registry import Registry
-
-    registry = Registry(Path(registry_root) if registry_root else None)
-    manifest = registry.manifest(version)
-    metrics = manifest.get("metrics", {})
-    propensity = metrics.get("propensity", {})
-    recommender = metrics.get("recommender", {})
-    headline = {
-        "auc": propensity.get("auc"),
-        "precision": propensity.get("precision"),
-        "recall": propensity.get("recall"),
-        "f1": propensity.get("f1"),
-        "accuracy": propensity.get("accuracy"),
-        "top20_recall": propensity.get("top20_recall"),
-        "hr3_dqn": (recommender.get("dqn") or {}).get("hr3"),
-        "hr3_popularity": (recommender.get("popularity") or {}).get("hr3"),
-        "value_spearman": (metrics.get("value") or {}).get("spearman"),
-    }
-    gains: list[dict[str, float]] = propensity.get("gains") or []  # preferred when the manifest carries it
-    if not gains:
-        name = (manifest.get("artifacts") or {}).get("validation")
-        path = registry.path(version) / name if name else None
-        if path is not None and path.is_file():
-            gains = gains_curve(path, path.stat().st_mtime)
-    return {"version": version, "created_at": manifest.get("created_at"), "versions": registry.versions(),
-            "metrics": {k: v for k, v in headline.items() if v is not None}, "gains": gains,
-            "validation_rows": propensity.get("rows"), "validation_buyers": propensity.get("buyers")}
-
-
 def _iso(value: Any) -> Any:
     """ISO 8601 with `Z` for UTC, as the API writes timestamps everywhere."""
     return iso_utc(value) if isinstance(value, datetime) else value
@@ -231,9 +178,7 @@ class SegmentCounts:
         cached = self._cached
         if cached is not None and cached[0] == version and time.monotonic() - cached[1] < self.ttl_s:
             return cached[2]
-        query = select(Segment.label, func.count()).where(Segment.model_version == version)
-        rows = await session.execute(query.group_by(Segment.label))
-        counts = {"high": 0, "medium": 0, "low": 0} | {label: int(n) for label, n in rows.all()}
+        counts = {"high": 0, "medium": 0, "low": 0} | await predictions.segment_counts(session, version)
         self._cached = (version, time.monotonic(), counts)
         return counts
 
@@ -253,8 +198,8 @@ async def dashboard_stats(
     except (OSError, KeyError, ValueError) as error:
         model = {"version": version, "metrics": {}, "gains": [], "error": str(error)}
     segments = await counts.get(session, version)
-    predictions = (await session.scalars(select(Prediction).order_by(Prediction.id.desc()).limit(20))).all()
-    batches = (await session.scalars(select(BatchJob).order_by(BatchJob.created_at.desc()).limit(10))).all()
+    recent = await predictions.recent_predictions(session, 20)
+    batches = await batch_jobs.recent_batch_jobs(session, 10)
     return DashboardStats(
         generated_at=time.time(),
         shadow=shadow,
@@ -269,7 +214,7 @@ async def dashboard_stats(
              "source": p.source, "propensity": p.propensity, "segment": p.segment_label,
              "segment_score": p.segment_score, "top": (p.recommendations or [{}])[0],
              "scored_at": _iso(p.scored_at)}
-            for p in predictions
+            for p in recent
         ],
         batches=[
             {"task_id": str(b.task_id), "status": b.status, "filename": b.filename,

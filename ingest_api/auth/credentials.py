@@ -26,7 +26,7 @@ from typing import NamedTuple
 from pwdlib import PasswordHash
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ingest_api.principals import ROLE_SCOPES, SCOPES
+from ingest_api.auth.principals import ROLE_SCOPES, SCOPES
 from store import users
 
 MIN_PASSWORD_CHARS = 8

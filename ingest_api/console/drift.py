@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ingest_api import scorer_stats
-from ingest_api.auth_deps import ReadPrincipal
+from ingest_api.auth.dependencies import ReadPrincipal
+from ingest_api.console import scorer_stats
+from ingest_api.console.scorer_stats import DriftReport
 from ingest_api.deps import ServicesDep
 from ingest_api.errors import AUTH_ERRORS, error_responses
-from ingest_api.scorer_stats import DriftReport
 from models.drift import PSI_FLAG
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])

@@ -1,7 +1,7 @@
 """The CSV upload service: parse the stream, create the job once the header is good, publish rows.
 
 It raises `UploadError`s (domain errors with a stable code and the job's failure reason), never HTTP
-statuses; `ingest_api.routes.batch` maps them to answers.
+statuses; `ingest_api.batch.routes` maps them to answers.
 """
 
 from __future__ import annotations
@@ -15,9 +15,15 @@ from uuid import uuid4
 
 from infra.database import DATABASE_DOWN
 from infra.kafka import topic_name
+from ingest_api.batch.csv_rows import (
+    CsvHeaderError,
+    CsvRowParser,
+    MultipartFileReader,
+    ParsedRows,
+    TooManyRows,
+)
+from ingest_api.batch.csv_rows import UploadFormatError as CsvFormatError
 from ingest_api.bodies import BatchAccepted
-from ingest_api.csv_rows import CsvHeaderError, CsvRowParser, MultipartFileReader, ParsedRows, TooManyRows
-from ingest_api.csv_rows import UploadFormatError as CsvFormatError
 from ingest_api.deps import Services
 from ingest_api.publisher import AckedPublisher
 from schemas import topics

@@ -15,8 +15,8 @@ from typing import Any
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ingest_api.auth_deps import too_many
-from ingest_api.rate_limit import RateLimiter
+from ingest_api.auth.dependencies import too_many
+from ingest_api.auth.rate_limit import RateLimiter
 
 
 class DownloadSlots:

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from ingest_api.auth_deps import CHALLENGE, AnyPrincipal, client_address, get_security, too_many
-from ingest_api.credentials import MAX_PASSWORD_CHARS, HasherBusy, authenticate_user, username_problem
+from ingest_api.auth.credentials import MAX_PASSWORD_CHARS, HasherBusy, authenticate_user, username_problem
+from ingest_api.auth.dependencies import CHALLENGE, AnyPrincipal, client_address, get_security, too_many
+from ingest_api.auth.tokens import issue_token
 from ingest_api.deps import ServicesDep, SessionDep
 from ingest_api.errors import ApiError, ErrorDetail
-from ingest_api.tokens import issue_token
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 TOKEN_PATH = "/api/v1/auth/token"

@@ -1,0 +1,1 @@
+"""Authentication and authorisation: credentials, tokens, budgets, the middleware, the auth routes."""

@@ -1,0 +1,1 @@
+"""The operator console: dashboard, registry, shadow and drift routes, scorer stats, docs and AsyncAPI."""
