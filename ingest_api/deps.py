@@ -18,7 +18,6 @@ from ingest_api.settings import ApiSettings
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
 
-    from ingest_api.auth.dependencies import SecurityState
     from ingest_api.batching import DirectScorer, DynamicBatcher
     from ingest_api.metrics import ApiMetrics
     from ingest_api.publisher import BackgroundPublisher
@@ -35,7 +34,6 @@ class Services:
     redis: Redis
     producer: AIOKafkaProducer
     engine: InferenceEngine
-    security: SecurityState | None = None  # ingest_api.auth.dependencies.build_security
     sync_scorer: DirectScorer | DynamicBatcher | None = None  # set by the lifespan (ingest_api.main)
     background: BackgroundPublisher | None = None  # set by the lifespan (ingest_api.main)
     metrics: ApiMetrics | None = None  # set by create_app (ingest_api.main)

@@ -5,15 +5,14 @@ objects, response validation) cost about half of the API's CPU per sync predicti
 inside the body-limit and metrics middlewares and serves that one route directly with the same
 semantics, in the same order as the FastAPI route:
 
-1. authentication, rate limiting and the `predict` scope from the headers, before any body byte is
-   read (`ingest_api.auth.dependencies.authorize`: 401/429/403);
+1. the principal the auth middleware stored, rate-limited, holding the `predict` scope, before any
+   body byte is read (`ingest_api.auth.dependencies.authorize`: 401/429/403);
 2. body read and JSON-decoded (a body that is not a JSON object is handed to the normal route,
    replayed, so the answer to anything unusual is exactly FastAPI's);
 3. body validation with `ScoreRequest` (422 naming the field, via `ingest_api.errors`);
 4. the route handler itself (`ingest_api.routes.scoring.predict_payload`).
 
-The route stays registered with FastAPI, so the OpenAPI document is unchanged; requests fall through
-to it when dependency overrides are installed (tests) or the app state is not ready.
+The route stays registered with FastAPI, so the OpenAPI document is unchanged.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ingest_api.auth.dependencies import authorize, client_address, credentials_from_headers
+from ingest_api.auth.dependencies import authorize
 from ingest_api.auth.principals import Principal
 from ingest_api.bodies import ScoreRequest
 from ingest_api.errors import ApiError, error_response, validation_error
@@ -59,8 +58,6 @@ class FastPathMiddleware:
             scope["type"] != "http"
             or scope["path"] != PREDICT_SINGLE_PATH
             or scope["method"] != "POST"
-            or self.fastapi_app.dependency_overrides
-            or getattr(self.fastapi_app.state, "services", None) is None
         ):
             await self.app(scope, receive, send)
             return
@@ -73,11 +70,9 @@ class FastPathMiddleware:
             self._route = _find_route(self.fastapi_app)
         scope["route"] = self._route  # the metrics middleware labels by the route template
         services: Services = self.fastapi_app.state.services
-        bearer, api_key = credentials_from_headers(scope["headers"])
         try:
             # Before the body: an anonymous caller never gets a byte of it read or parsed.
-            principal = await authorize(services, bearer, api_key, "predict", client_address(scope),
-                                        scope.setdefault("state", {}))
+            principal = await authorize(self.fastapi_app.state.security, scope["state"], "predict")
             body = await _read_body(receive)
         except Exception as error:  # 401/429/403, or the body limit counted while reading (413)
             await _send_response(await self._error_response(scope, error), scope, receive, send)

@@ -139,7 +139,7 @@ def _registry_dir(settings: ApiSettings) -> Path | None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Build every client of this process, publish them on app.state, and close them on shutdown."""
-    from ingest_api.auth.dependencies import build_security
+    from ingest_api.auth.state import build_security
     from models.engine import InferenceEngine
 
     settings: ApiSettings = app.state.settings
@@ -148,6 +148,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(bounded(db_engine.dispose, "postgres pool"))
         redis = build_redis(settings)
         stack.push_async_callback(bounded(redis.aclose, "redis client"))
+        sessionmaker = create_sessionmaker(db_engine)
+        # Before any connection: bad security settings stop start-up at once.
+        security = build_security(settings, redis, sessionmaker, key_cache_ttl_s=settings.key_cache_ttl_s)
+        stack.callback(security.close)
+        app.state.security = security
         await ensure_topics(settings)
         idempotent = await resolve_idempotence(settings)
         producer = AIOKafkaProducer(**connection_options(settings),
@@ -161,11 +166,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services(
             settings=settings,
             db_engine=db_engine,
-            sessionmaker=create_sessionmaker(db_engine),
+            sessionmaker=sessionmaker,
             redis=redis,
             producer=producer,
             engine=engine,
-            security=build_security(settings, redis, key_cache_ttl_s=settings.key_cache_ttl_s),
             metrics=metrics,
             topics=topic_guard,
         )
@@ -186,8 +190,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
         guard = asyncio.create_task(topic_guard.run_forever(), name="topic-guard")
         stack.push_async_callback(cancel_tasks, [watcher, guard])
-        assert services.security is not None
-        stack.callback(services.security.close)
         app.state.services = services
         # TensorFlow/Keras leave millions of long-lived objects; without freezing them every full
         # collection walks them all and stalls requests for hundreds of milliseconds (the p99).
@@ -203,7 +205,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
 
     Pass `engine` to share an already loaded InferenceEngine (tests, in-process pipelines).
     """
-    from ingest_api.auth.middleware import AuthBeforeBodyMiddleware
+    from ingest_api.auth.middleware import AuthMiddleware
 
     settings = settings or ApiSettings()
     app = FastAPI(
@@ -222,11 +224,12 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     app.state.preloaded_engine = engine
     app.state.metrics = ApiMetrics(cache_s=settings.metrics_cache_s)
     install_error_handlers(app)
-    # Innermost: no body is read before the headers authenticate (ingest_api.auth.middleware).
-    app.add_middleware(AuthBeforeBodyMiddleware, fastapi_app=app, exempt=frozenset({auth.TOKEN_PATH}))
-    # Then the hot scoring route skips routing and dependency solving, inside the body limit,
-    # CORS and metrics (ingest_api.fast_path).
+    # Innermost: the hot scoring route skips routing and dependency solving (ingest_api.fast_path).
     app.add_middleware(FastPathMiddleware, fastapi_app=app)
+    # Around it, inside the body limit, CORS and metrics: every request is authenticated from its
+    # headers, once, before any body byte is read (ingest_api.auth.middleware).
+    app.add_middleware(AuthMiddleware, fastapi_app=app, exempt=frozenset({auth.TOKEN_PATH}),
+                       background=frozenset({health.READY_PATH}))
     app.add_middleware(
         BodyLimitMiddleware, json_limit=settings.max_json_bytes, upload_limit=settings.batch_max_bytes,
         small_limit=settings.max_score_json_bytes,

@@ -24,12 +24,16 @@ class Principal(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     subject: str
-    kind: Literal["user", "api_key"]
+    kind: Literal["user", "api_key", "anonymous"]
     scopes: frozenset[str]
 
     def allows(self, scope: str) -> bool:
         """True if this principal holds `scope` (the admin scope grants everything)."""
         return scope in self.scopes or "admin" in self.scopes
+
+
+ANONYMOUS = Principal(subject="anonymous", kind="anonymous", scopes=frozenset())
+"""A request that sent no credentials: it holds no scope."""
 
 
 class TtlCache(Generic[V]):

@@ -8,14 +8,15 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
+from ingest_api.auth.authenticate import CHALLENGE, client_address, too_many
 from ingest_api.auth.credentials import MAX_PASSWORD_CHARS, HasherBusy, authenticate_user, username_problem
-from ingest_api.auth.dependencies import CHALLENGE, AnyPrincipal, client_address, get_security, too_many
-from ingest_api.auth.tokens import issue_token
-from ingest_api.deps import ServicesDep, SessionDep
+from ingest_api.auth.dependencies import AnyPrincipal
+from ingest_api.auth.state import SecurityState, get_security
+from ingest_api.auth.tokens import TOKEN_PATH, issue_token
 from ingest_api.errors import ApiError, ErrorDetail
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
-TOKEN_PATH = "/api/v1/auth/token"
+__all__ = ["TOKEN_PATH", "router"]
 
 
 class TokenResponse(BaseModel):
@@ -42,8 +43,7 @@ class WhoAmI(BaseModel):
 async def issue_access_token(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    services: ServicesDep,
-    session: SessionDep,
+    security: Annotated[SecurityState, Depends(get_security)],
 ) -> TokenResponse:
     """Check the password and issue a signed access token for the user's role."""
     if problem := username_problem(form.username):
@@ -51,14 +51,14 @@ async def issue_access_token(
     if len(form.password) > MAX_PASSWORD_CHARS:
         message = f"must be at most {MAX_PASSWORD_CHARS} characters"
         raise ApiError(422, f"password {message}", details=[ErrorDetail(field="password", message=message)])
-    security = get_security(services)
     address = client_address(request.scope)
     refused = security.login.admit(form.username, address)
     if refused is not None:
         raise too_many(*refused)
     recent = security.login.is_recent(form.username, address)
     try:
-        user = await authenticate_user(session, security.hasher, form.username, form.password, recent)
+        async with security.sessionmaker() as session:
+            user = await authenticate_user(session, security.hasher, form.username, form.password, recent)
     except HasherBusy as error:
         raise too_many(str(error), 1) from None  # refused before hashing: charged to no budget
     await security.login.hashed(form.username, address)

@@ -25,6 +25,8 @@ from ingest_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
+TOKEN_PATH = "/api/v1/auth/token"
+"""Where tokens are issued (the OAuth2 password flow); exempt from header authentication."""
 MIN_SECRET_BYTES = 32
 MAX_STAMP_CHARS = 64
 REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud", "uid", "stp")

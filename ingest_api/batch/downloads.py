@@ -15,7 +15,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ingest_api.auth.dependencies import too_many
+from ingest_api.auth.authenticate import too_many
 from ingest_api.auth.rate_limit import RateLimiter
 
 

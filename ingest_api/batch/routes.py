@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Request, status
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from ingest_api.auth.dependencies import BatchPrincipal, ReadPrincipal, get_security
+from ingest_api.auth.dependencies import BatchPrincipal, ReadPrincipal
 from ingest_api.batch.csv_rows import MultipartFileReader, UploadFormatError
 from ingest_api.batch.downloads import DownloadSlots, SlotResponse, charged
 from ingest_api.batch.service import (
@@ -181,7 +181,7 @@ async def batch_results(
     subject = f"{principal.kind}:{principal.subject}"  # the rate limiter's key (ingest_api.auth.dependencies)
     csv_wanted = "text/csv" in accept.lower()
     lines = _csv_lines(services, task_id) if csv_wanted else _json_lines(services, task_id)
-    content = charged(lines, get_security(services).limiter, subject)
+    content = charged(lines, request.app.state.security.limiter, subject)
     release = _download_slots(request, services).acquire(subject)
     if csv_wanted:
         return SlotResponse(content, release, media_type="text/csv",

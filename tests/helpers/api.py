@@ -6,7 +6,7 @@ import contextlib
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +22,7 @@ from infra.kafka_connection import connection_options
 from infra.settings import KafkaSettings
 from ingest_api.auth.credentials import create_api_key
 from ingest_api.deps import Services
+from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.main import create_app
 from ingest_api.settings import ApiSettings
 from models.engine import InferenceEngine
@@ -79,6 +80,20 @@ async def running_api(settings: ApiSettings, engine: InferenceEngine | None) -> 
             transport=transport, base_url="http://api.test", headers={"X-API-Key": key}, timeout=30
         ) as client:
             yield Api(app=app, services=services, client=client, settings=settings)
+
+
+@contextlib.contextmanager
+def without_fast_path(app: FastAPI) -> Iterator[None]:
+    """Requests take the FastAPI route instead of the fast path, through every other layer of the app."""
+    layer: Any = app.middleware_stack  # built by the app's first request
+    while not isinstance(layer.app, FastPathMiddleware):
+        layer = layer.app
+    fast_path = layer.app
+    layer.app = fast_path.app
+    try:
+        yield
+    finally:
+        layer.app = fast_path
 
 
 async def read_topic(settings: KafkaSettings, base: str, expected: int, timeout_s: float = 15.0) -> list[Any]:

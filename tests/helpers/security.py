@@ -5,24 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from infra.database import create_engine, create_sessionmaker
 from ingest_api.auth import routes as auth
 from ingest_api.auth.credentials import create_api_key, create_user, password_stamp
-from ingest_api.auth.dependencies import (
-    AdminPrincipal,
-    PredictPrincipal,
-    ReadPrincipal,
-    SecurityState,
-    build_security,
-)
+from ingest_api.auth.dependencies import AdminPrincipal, PredictPrincipal, ReadPrincipal
+from ingest_api.auth.middleware import AuthMiddleware
 from ingest_api.auth.rate_limit import WINDOW_SECONDS
-from ingest_api.deps import Services
+from ingest_api.auth.state import SecurityState, build_security
 from ingest_api.errors import install_error_handlers
 from ingest_api.settings import ApiSettings
 from store import users
@@ -35,22 +31,25 @@ PASSWORD = "correct horse battery"
 
 @dataclass
 class SecureApp:
-    """A small app with the real security dependencies, its services and an HTTP client."""
+    """A small app with the real auth middleware and dependencies, its clients and an HTTP client."""
 
     app: FastAPI
-    services: Services
+    settings: ApiSettings
+    security: SecurityState
+    redis: Redis
+    db_engine: AsyncEngine
     client: httpx.AsyncClient
 
     @property
-    def security(self) -> SecurityState:
-        assert self.services.security is not None
-        return self.services.security
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return self.security.sessionmaker
 
 
-def build_app(services: Services) -> FastAPI:
-    """The auth router plus one route per scope, with the API's error handlers."""
+def build_app(security: SecurityState) -> FastAPI:
+    """The auth router plus one route per scope, behind the API's auth middleware and error handlers."""
     app = FastAPI()
     install_error_handlers(app)
+    app.add_middleware(AuthMiddleware, fastapi_app=app)
     app.include_router(auth.router)
 
     @app.get("/predict-only")
@@ -65,46 +64,39 @@ def build_app(services: Services) -> FastAPI:
     async def admin_only(principal: AdminPrincipal) -> dict[str, str]:
         return {"subject": principal.subject}
 
-    app.state.services = services
+    app.state.security = security
     return app
 
 
 async def open_app(settings: ApiSettings, key_cache_ttl_s: float = 0.0) -> SecureApp:
-    """Services on the real database and Redis (no broker/model: these routes never use them)."""
+    """The security state on the real database and Redis (no broker or model: these routes use none)."""
     db_engine = create_engine(settings)
     redis = Redis.from_url(settings.redis_url)
-    services = Services(
-        settings=settings,
-        db_engine=db_engine,
-        sessionmaker=create_sessionmaker(db_engine),
-        redis=redis,
-        producer=cast(Any, None),
-        engine=cast(Any, None),
-        security=build_security(settings, redis, key_cache_ttl_s=key_cache_ttl_s),
-    )
-    app = build_app(services)
+    sessionmaker = create_sessionmaker(db_engine)
+    security = build_security(settings, redis, sessionmaker, key_cache_ttl_s=key_cache_ttl_s)
+    app = build_app(security)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-    return SecureApp(app, services, client)
+    return SecureApp(app, settings, security, redis, db_engine, client)
 
 
 async def close_app(secure: SecureApp) -> None:
-    """Close the client and the services' connections."""
+    """Close the client and the connections."""
     await secure.client.aclose()
     secure.security.close()
-    await secure.services.redis.aclose()
-    await secure.services.db_engine.dispose()
+    await secure.redis.aclose()
+    await secure.db_engine.dispose()
 
 
 async def add_user(secure: SecureApp, username: str, role: str) -> None:
     """Create a user through the public function, committing like a boundary does."""
-    async with secure.services.sessionmaker() as session:
+    async with secure.sessionmaker() as session:
         await create_user(session, username, PASSWORD, role)
         await session.commit()
 
 
 async def bound_to(secure: SecureApp, username: str) -> dict[str, Any]:
     """The `uid` and `stp` claims that bind a token to this user's row and current password."""
-    async with secure.services.sessionmaker() as session:
+    async with secure.sessionmaker() as session:
         user = await users.get_user(session, username)
     assert user is not None, username
     return {"uid": user.id, "stp": password_stamp(user.password_hash)}
@@ -112,7 +104,7 @@ async def bound_to(secure: SecureApp, username: str) -> dict[str, Any]:
 
 async def add_key(secure: SecureApp, name: str, scopes: list[str]) -> str:
     """Create an API key and return its plaintext."""
-    async with secure.services.sessionmaker() as session:
+    async with secure.sessionmaker() as session:
         key = await create_api_key(session, name, scopes)
         await session.commit()
     return key

@@ -4,7 +4,8 @@ browser hardening headers, host-free redirects, and a database outage named as s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping
+import contextlib
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -12,12 +13,11 @@ import pytest
 
 from infra.database import create_engine, create_sessionmaker
 from infra.settings import KafkaSettings
-from ingest_api.deps import get_services
 from ingest_api.settings import ApiSettings
 from models.engine import InferenceEngine
 from schemas.features import FEATURE_NAMES
 from streamscore.embedded import free_port
-from tests.helpers.api import Api, api_settings, batch_csv, dataset_rows, running_api
+from tests.helpers.api import Api, api_settings, batch_csv, dataset_rows, running_api, without_fast_path
 
 FEATURES = dataset_rows(1)[0]
 
@@ -60,11 +60,8 @@ async def test_a_predict_only_key_cannot_read_stored_predictions(api: Api) -> No
         ]
 
     fast = await answers()
-    api.app.dependency_overrides[get_services] = lambda: api.services  # forces the FastAPI route
-    try:
+    with without_fast_path(api.app):
         slow = await answers()
-    finally:
-        api.app.dependency_overrides.clear()
     assert fast == slow == [403, 200, 404]
 
 
@@ -84,9 +81,18 @@ async def test_a_redirect_never_names_the_requested_host(api: Api) -> None:
     assert followed.status_code == 200
 
 
-def _dead_sessionmaker() -> Any:
+@contextlib.asynccontextmanager
+async def database_down(api: Api) -> AsyncIterator[None]:
+    """Every session of the app, the routes' and authentication's, goes to a port where nothing listens."""
     nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x"
-    return create_engine(ApiSettings(database_url=nowhere))
+    dead = create_engine(ApiSettings(database_url=nowhere))
+    security, live = api.app.state.security, api.services.sessionmaker
+    api.services.sessionmaker = security.sessionmaker = create_sessionmaker(dead)
+    try:
+        yield
+    finally:
+        api.services.sessionmaker = security.sessionmaker = live
+        await dead.dispose()
 
 
 async def test_events_keep_flowing_with_a_recent_key_through_a_database_outage(
@@ -98,32 +104,20 @@ async def test_events_keep_flowing_with_a_recent_key_through_a_database_outage(
         headers = await api.key_with("events")
         event = {"customer_id": "c-outage", "features": FEATURES}
         assert (await api.client.post("/api/v1/events", headers=headers, json=event)).status_code == 202
-        dead = _dead_sessionmaker()
-        live = api.services.sessionmaker
-        api.services.sessionmaker = create_sessionmaker(dead)
-        try:
+        async with database_down(api):
             await asyncio.sleep(0.3)  # past the key cache: only the outage grace can serve it now
             during = await api.client.post("/api/v1/events", headers=headers, json=event)
             await asyncio.sleep(2.0)
             after = await api.client.post("/api/v1/events", headers=headers, json=event)
-        finally:
-            api.services.sessionmaker = live
-            await dead.dispose()
     assert during.status_code == 202, during.text
     assert after.status_code == 503
 
 
 async def test_a_csv_upload_with_postgres_down_names_the_database(api: Api) -> None:
     assert (await api.client.get("/api/v1/models")).status_code == 200  # the admin key is now cached
-    dead = _dead_sessionmaker()
-    live = api.services.sessionmaker
-    api.services.sessionmaker = create_sessionmaker(dead)
-    try:
+    async with database_down(api):
         response = await api.client.post("/api/v1/predict/batch", content=batch_csv(["c-1"], [FEATURES]),
                                          headers={"Content-Type": "text/csv"})
-    finally:
-        api.services.sessionmaker = live
-        await dead.dispose()
     assert response.status_code == 503, response.text
     error = response.json()["error"]
     assert error["code"] == "database_unavailable"

@@ -13,7 +13,14 @@ from ingest_api.batching import DirectScorer, DynamicBatcher, ReasonCodesFailed
 from models.engine import InferenceEngine
 from schemas import topics
 from schemas.messages import Prediction
-from tests.helpers.api import Api, dataset_rows, prediction_rows, read_topic, store_predictions
+from tests.helpers.api import (
+    Api,
+    dataset_rows,
+    prediction_rows,
+    read_topic,
+    store_predictions,
+    without_fast_path,
+)
 
 
 def _expected(engine: InferenceEngine, features: list[int]) -> dict:
@@ -235,7 +242,6 @@ def test_prediction_json_is_what_pydantic_writes(inference_engine: InferenceEngi
 
 async def test_fast_path_answers_like_the_fastapi_route(api: Api, unique_id: str) -> None:
     """The pure-ASGI fast path (ingest_api.fast_path) answers exactly as the FastAPI route does."""
-    from ingest_api.deps import get_services
 
     features = dataset_rows(1)[0]
     body = {"customer_id": f"c{unique_id}", "features": features}
@@ -266,11 +272,8 @@ async def test_fast_path_answers_like_the_fastapi_route(api: Api, unique_id: str
         return out
 
     fast = await answers()
-    api.app.dependency_overrides[get_services] = lambda: api.services  # forces the FastAPI route
-    try:
+    with without_fast_path(api.app):
         slow = await answers()
-    finally:
-        api.app.dependency_overrides.clear()
 
     assert fast == slow
     assert [status for status, _, _ in fast] == [401, 401, 401, 422, 422, 422, 422, 422, 422, 422, 200]

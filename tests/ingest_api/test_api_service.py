@@ -239,8 +239,7 @@ async def test_database_down_is_503_not_500(
     settings = api_settings(kafka_settings, dead_database, redis_url)
     app = create_app(settings, engine=inference_engine)
     async with app.router.lifespan_context(app):
-        services = app.state.services
-        token = issue_token(services.security.jwt, "reader", "reader", 1, "0" * 16)
+        token = issue_token(app.state.security.jwt, "reader", "reader", 1, "0" * 16)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
             headers = {"Authorization": f"Bearer {token}"}

@@ -70,7 +70,7 @@ def recorded_sql(secure: SecureApp) -> list[str]:
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement.lstrip().split(None, 1)[0].upper())
 
-    event.listen(secure.services.db_engine.sync_engine, "before_cursor_execute", record)
+    event.listen(secure.db_engine.sync_engine, "before_cursor_execute", record)
     return statements
 
 
@@ -131,7 +131,7 @@ async def test_a_token_follows_its_user_disabled_demoted_deleted(secure: SecureA
     headers = {"Authorization": f"Bearer {token}"}
 
     async def set_user(**values: Any) -> None:
-        async with secure.services.sessionmaker() as session:
+        async with secure.sessionmaker() as session:
             await session.execute(update(User).where(User.username == username).values(**values))
             await session.commit()
 
@@ -141,7 +141,7 @@ async def test_a_token_follows_its_user_disabled_demoted_deleted(secure: SecureA
     await set_user(disabled=False, role="reader")
     demoted = await secure.client.get("/predict-only", headers=headers)
     reads = await secure.client.get("/read-only", headers=headers)
-    async with secure.services.sessionmaker() as session:
+    async with secure.sessionmaker() as session:
         await session.execute(delete(User).where(User.username == username))
         await session.commit()
     deleted = await secure.client.get("/read-only", headers=headers)
@@ -157,14 +157,14 @@ async def test_a_recycled_username_or_a_new_password_voids_older_tokens(
     username = f"victor-{unique_id}"
     await add_user(secure, username, "admin")
     first = (await login(secure, username)).json()["access_token"]
-    async with secure.services.sessionmaker() as session:  # the admin leaves; a new hire gets the name
+    async with secure.sessionmaker() as session:  # the admin leaves; a new hire gets the name
         await session.execute(delete(User).where(User.username == username))
         await session.commit()
     await add_user(secure, username, "reader")
     recycled = await secure.client.get("/read-only", headers={"Authorization": f"Bearer {first}"})
     second = (await login(secure, username)).json()["access_token"]
     before = await secure.client.get("/read-only", headers={"Authorization": f"Bearer {second}"})
-    async with secure.services.sessionmaker() as session:
+    async with secure.sessionmaker() as session:
         await users.update_user(session, username, password_hash=hash_password("another-password"))
         await session.commit()
     after = await secure.client.get("/read-only", headers={"Authorization": f"Bearer {second}"})
@@ -177,7 +177,7 @@ async def test_a_recycled_username_or_a_new_password_voids_older_tokens(
 async def test_a_token_issued_in_the_future_is_401(secure: SecureApp, unique_id: str) -> None:
     await add_user(secure, f"tess-{unique_id}", "client")
     bound = await bound_to(secure, f"tess-{unique_id}")
-    future = claims(secure.services.settings, f"tess-{unique_id}", iat=int(time.time()) + 3600, **bound)
+    future = claims(secure.settings, f"tess-{unique_id}", iat=int(time.time()) + 3600, **bound)
     token = jwt.encode(future, SECRET, algorithm="HS256")
     response = await secure.client.get("/read-only", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
@@ -225,15 +225,15 @@ async def test_recent_credentials_survive_a_database_outage_for_the_grace(
         # The outage: the app's pool now points at a port where nothing listens (connection refused).
         nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x"
         dead = create_engine(ApiSettings(database_url=nowhere))
-        live_sessionmaker = app.services.sessionmaker
-        app.services.sessionmaker = create_sessionmaker(dead)
+        live_sessionmaker = app.security.sessionmaker
+        app.security.sessionmaker = create_sessionmaker(dead)
         try:
             cases = ({"X-API-Key": key}, {"Authorization": f"Bearer {token}"}, {"X-API-Key": never_seen})
             during = [(await app.client.get("/read-only", headers=h)).status_code for h in cases]
             await asyncio.sleep(1.6)
             after_grace = await app.client.get("/read-only", headers={"X-API-Key": key})
         finally:
-            app.services.sessionmaker = live_sessionmaker
+            app.security.sessionmaker = live_sessionmaker
             await dead.dispose()
         assert during == [200, 200, 503]
         assert after_grace.status_code == 503

@@ -117,7 +117,7 @@ async def test_token_endpoint_issues_a_token_that_authenticates(secure: SecureAp
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["token_type"] == "bearer"
-    assert body["expires_in"] == secure.services.settings.jwt_ttl_seconds
+    assert body["expires_in"] == secure.settings.jwt_ttl_seconds
     claims = jwt.get_unverified_claims(body["access_token"])
     assert {"sub", "exp", "iat", "iss", "aud", "role", "uid", "stp"} <= set(claims)
     headers = {"Authorization": f"Bearer {body['access_token']}"}
@@ -140,7 +140,7 @@ async def test_token_endpoint_rejects_wrong_password_and_unknown_user(
 
 async def test_disabled_user_cannot_sign_in(secure: SecureApp, unique_id: str) -> None:
     await add_user(secure, f"carol-{unique_id}", "client")
-    async with secure.services.sessionmaker() as session:
+    async with secure.sessionmaker() as session:
         await session.execute(update(User).where(User.username == f"carol-{unique_id}").values(disabled=True))
         await session.commit()
     assert_unauthorized(await login(secure, f"carol-{unique_id}"))
@@ -148,7 +148,7 @@ async def test_disabled_user_cannot_sign_in(secure: SecureApp, unique_id: str) -
 
 async def test_password_is_stored_as_argon2_hash(secure: SecureApp, unique_id: str) -> None:
     await add_user(secure, f"dave-{unique_id}", "reader")
-    async with secure.services.sessionmaker() as session:
+    async with secure.sessionmaker() as session:
         user = await users.get_user(session, f"dave-{unique_id}")
     assert user is not None and user.role == "reader"
     assert user.password_hash.startswith("$argon2id$")
@@ -202,7 +202,7 @@ async def test_bad_claims_are_rejected(
 ) -> None:
     await add_user(secure, f"mallory-{unique_id}", "client")  # bound to a real user: only `case` is wrong
     bound = await bound_to(secure, f"mallory-{unique_id}")
-    claims = good_claims(secure.services.settings, f"mallory-{unique_id}", **{**bound, **changes})
+    claims = good_claims(secure.settings, f"mallory-{unique_id}", **{**bound, **changes})
     token = jwt.encode(claims, SECRET, algorithm="HS256")
     response = await secure.client.get("/read-only", headers={"Authorization": f"Bearer {token}"})
     assert_unauthorized(response)
@@ -213,12 +213,12 @@ async def test_bad_claims_are_rejected(
 
 
 async def test_alg_none_is_rejected(secure: SecureApp) -> None:
-    token = hand_signed({"alg": "none", "typ": "JWT"}, good_claims(secure.services.settings, "m"), None)
+    token = hand_signed({"alg": "none", "typ": "JWT"}, good_claims(secure.settings, "m"), None)
     assert_unauthorized(await secure.client.get("/read-only", headers={"Authorization": f"Bearer {token}"}))
 
 
 async def test_tampered_signature_and_payload_are_rejected(secure: SecureApp) -> None:
-    settings = secure.services.settings
+    settings = secure.settings
     await add_user(secure, "m", "reader")  # a token is honoured only for an existing, enabled user
     bound = await bound_to(secure, "m")
     token = jwt.encode(good_claims(settings, "m", role="reader", **bound), SECRET, algorithm="HS256")
@@ -302,7 +302,7 @@ async def test_api_key_scopes_and_admin_grants_all(secure: SecureApp, unique_id:
 
 async def test_api_key_is_stored_only_as_a_hash(secure: SecureApp, unique_id: str) -> None:
     key = await add_key(secure, f"hashed-{unique_id}", ["read"])
-    async with secure.services.sessionmaker() as session:
+    async with secure.sessionmaker() as session:
         [row] = [k for k in await users.list_api_keys(session) if k.name == f"hashed-{unique_id}"]
     assert row.key_hash == hashlib.sha256(key.encode()).hexdigest()
     assert key not in row.key_hash
@@ -312,7 +312,7 @@ async def test_api_key_is_stored_only_as_a_hash(secure: SecureApp, unique_id: st
 async def test_unknown_and_revoked_keys_are_401(secure: SecureApp, unique_id: str) -> None:
     key = await add_key(secure, f"revoke-me-{unique_id}", ["predict"])
     assert (await secure.client.get("/predict-only", headers={"X-API-Key": key})).status_code == 200
-    async with secure.services.sessionmaker() as session:
+    async with secure.sessionmaker() as session:
         assert await users.revoke_api_key(session, f"revoke-me-{unique_id}")
         await session.commit()
     assert_unauthorized(await secure.client.get("/predict-only", headers={"X-API-Key": key}))
@@ -326,7 +326,7 @@ async def test_revocation_takes_effect_within_the_cache_ttl(
     try:
         key = await add_key(app, f"cached-{unique_id}", ["read"])
         assert (await app.client.get("/read-only", headers={"X-API-Key": key})).status_code == 200
-        async with app.services.sessionmaker() as session:
+        async with app.sessionmaker() as session:
             await users.revoke_api_key(session, f"cached-{unique_id}")
             await session.commit()
         # Documented trade-off: a cached key may be honoured for up to the TTL after revocation.
@@ -339,7 +339,7 @@ async def test_revocation_takes_effect_within_the_cache_ttl(
 
 
 async def test_create_api_key_rejects_unknown_scopes(secure: SecureApp) -> None:
-    async with secure.services.sessionmaker() as session:
+    async with secure.sessionmaker() as session:
         with pytest.raises(ValueError, match="unknown scope"):
             await create_api_key(session, "bad", ["predict", "root"])
 

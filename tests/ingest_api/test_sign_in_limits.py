@@ -200,5 +200,5 @@ async def test_a_1_mb_username_leaves_no_1_mb_redis_key(limited: SecureApp) -> N
         response = await sign_in(client, "x" * 1_000_000)
     assert response.status_code in (413, 422)
     pattern = "streamscore:rl-login:*" + "x" * 100 + "*"
-    keys = [key async for key in limited.services.redis.scan_iter(match=pattern)]
+    keys = [key async for key in limited.redis.scan_iter(match=pattern)]
     assert keys == []
