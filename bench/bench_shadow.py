@@ -28,7 +28,7 @@ from models.engine import InferenceEngine
 from models.registry import PACKAGE_REGISTRY, Registry
 from models.shadow import ShadowComparison
 from schemas.wire import EventIds, prediction_json, utc_now
-from scorer.handlers import ScorerRuntime
+from scorer.runtime import ScorerRuntime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reasons import median_ms

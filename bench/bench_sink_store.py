@@ -26,11 +26,12 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
+from unnest_store import store_predictions_unnest
 
 from infra.database import create_engine, create_sessionmaker
 from infra.settings import DatabaseSettings
 from migrations.runner import upgrade_head
-from store.predictions import PredictionRow, StoredPredictions, store_predictions, store_predictions_unnest
+from store.predictions import PredictionRow, StoredPredictions, store_predictions
 
 Store = Callable[[AsyncSession, Sequence[PredictionRow]], Awaitable[StoredPredictions]]
 RECOMMENDATION = {"product_id": "car", "name": "Car policies", "probability": 0.5}

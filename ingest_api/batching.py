@@ -20,7 +20,7 @@ class ReasonCodesFailed(Exception):
     """The rows were scored but their reason codes failed; the model's error is the cause."""
 
 
-def score_rows(score: ScoreFn, reasons: ReasonsFn, rows: Sequence[Sequence[int]]) -> list[Record]:
+def score_with_reasons(score: ScoreFn, reasons: ReasonsFn, rows: Sequence[Sequence[int]]) -> list[Record]:
     """Score feature rows and find their reason codes, one engine call each; one record per row."""
     matrix = np.asarray(rows, dtype=np.int64)
     records = score(matrix).records()
@@ -42,7 +42,7 @@ class DirectScorer:
 
     async def score(self, features: Sequence[int]) -> Record:
         """Score one row, with its reason codes."""
-        return score_rows(self._score, self._reasons, [features])[0]
+        return score_with_reasons(self._score, self._reasons, [features])[0]
 
     async def close(self) -> None:
         """Nothing to flush."""
@@ -97,7 +97,7 @@ class DynamicBatcher:
             if self._observe is not None:
                 self._observe(len(rows))
             try:
-                records = score_rows(self._score, self._reasons, rows)
+                records = score_with_reasons(self._score, self._reasons, rows)
             except Exception as error:
                 for waiter in waiters:
                     if not waiter.done():

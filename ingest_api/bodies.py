@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.features import FEATURE_COUNT, FeatureVector
+from schemas.jobs import JobStatus
 from schemas.messages import CustomerId, Reason, SegmentLabel
 
 _EXAMPLE_FEATURES: list[int] = [
@@ -101,7 +102,7 @@ class BatchAccepted(BaseModel):
          "rows_invalid": 2}]})
 
     task_id: UUID
-    status: Literal["queued", "processing", "completed", "failed"]
+    status: JobStatus
     rows: int = Field(description="Valid rows accepted and published.")
     rows_invalid: int = Field(default=0, description="Rows rejected; see the task's `errors`.")
 
@@ -123,7 +124,7 @@ class BatchStatus(BaseModel):
         "created_at": "2026-11-22T10:00:00Z", "finished_at": "2026-11-22T10:00:02Z"}]})
 
     task_id: UUID
-    status: Literal["queued", "processing", "completed", "failed"]
+    status: JobStatus
     filename: str | None = None
     rows_total: int = Field(description="Data rows in the file.")
     rows_valid: int

@@ -34,10 +34,10 @@ class Services:
     redis: Redis
     producer: AIOKafkaProducer
     engine: InferenceEngine
-    sync_scorer: DirectScorer | DynamicBatcher | None = None  # set by the lifespan (ingest_api.main)
-    background: BackgroundPublisher | None = None  # set by the lifespan (ingest_api.main)
-    metrics: ApiMetrics | None = None  # set by create_app (ingest_api.main)
-    topics: TopicGuard | None = None  # set by the lifespan: publishing stops while a topic is missing
+    sync_scorer: DirectScorer | DynamicBatcher
+    background: BackgroundPublisher  # the sync predictions onto predictions.v1, acks awaited on shutdown
+    metrics: ApiMetrics
+    topics: TopicGuard  # publishing stops while a topic is missing
     redis_paused_until: float = 0.0
 
     def redis_paused(self) -> bool:

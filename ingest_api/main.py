@@ -163,18 +163,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                                                                        _registry_dir(settings))
         metrics: ApiMetrics = app.state.metrics
         topic_guard = TopicGuard(settings, (topics.CUSTOMER_FEATURES, topics.BATCH_ROWS))
-        services = Services(
-            settings=settings,
-            db_engine=db_engine,
-            sessionmaker=sessionmaker,
-            redis=redis,
-            producer=producer,
-            engine=engine,
-            metrics=metrics,
-            topics=topic_guard,
-        )
+        sync_scorer: DirectScorer | DynamicBatcher
         if settings.dynamic_batching:
-            services.sync_scorer = DynamicBatcher(
+            sync_scorer = DynamicBatcher(
                 engine.score,
                 engine.reasons,
                 settings.dynamic_batch_window_ms / 1000,
@@ -182,11 +173,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 metrics.batch_size.observe,
             )
         else:
-            services.sync_scorer = DirectScorer(engine.score, engine.reasons)
-        services.background = BackgroundPublisher(producer, on_failure=metrics.sync_publish_failures.inc)
+            sync_scorer = DirectScorer(engine.score, engine.reasons)
+        background = BackgroundPublisher(producer, on_failure=metrics.sync_publish_failures.inc)
         # Registered after producer.stop, so it runs before it: in-flight predictions get their acks first.
-        stack.push_async_callback(bounded(services.background.drain, "sync prediction acks"))
-        stack.push_async_callback(bounded(services.sync_scorer.close, "sync scorer"))
+        stack.push_async_callback(bounded(background.drain, "sync prediction acks"))
+        stack.push_async_callback(bounded(sync_scorer.close, "sync scorer"))
+        services = Services(
+            settings=settings,
+            db_engine=db_engine,
+            sessionmaker=sessionmaker,
+            redis=redis,
+            producer=producer,
+            engine=engine,
+            sync_scorer=sync_scorer,
+            background=background,
+            metrics=metrics,
+            topics=topic_guard,
+        )
         watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
         guard = asyncio.create_task(topic_guard.run_forever(), name="topic-guard")
         stack.push_async_callback(cancel_tasks, [watcher, guard])

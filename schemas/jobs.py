@@ -1,4 +1,4 @@
-"""The batch-job status words: part of the public REST contract (`GET /api/v1/tasks/{task_id}`)."""
+"""The batch-job status words: part of the public REST contract (`GET /api/v1/predict/batch/{task_id}`)."""
 
 from enum import StrEnum
 

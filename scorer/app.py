@@ -27,14 +27,8 @@ from infra.pipeline import Finish
 from infra.transactions import PartitionTransactions, TransactionObserver
 from schemas import topics
 from scorer import drift, metrics, shadow
-from scorer.handlers import (
-    BrokerSender,
-    KeyedSender,
-    ProducerSender,
-    ScorerRuntime,
-    inference_executor,
-    score_batch,
-)
+from scorer.handlers import BrokerSender, ProducerSender, score_batch
+from scorer.runtime import KeyedSender, ScorerRuntime, inference_executor
 from scorer.settings import ScorerSettings
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from models.drift import DRIFT_COLUMNS, PSI_FLAG
 from schemas.features import FEATURE_NAMES
 
 if TYPE_CHECKING:
-    from scorer.handlers import ScorerRuntime
+    from scorer.runtime import ScorerRuntime
 
 log = logging.getLogger(__name__)
 

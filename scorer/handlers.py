@@ -5,49 +5,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import threadpoolctl
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
-from infra.consumer import ConsumerRuntime, Publish
+from infra.consumer import Publish
 from infra.delivery import Backoff, Outgoing, Pending, enqueue, publish_isolated
-from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
 from infra.pipeline import Finish
-from models.drift import DriftMonitor
-from models.shadow import ShadowComparison
-from schemas import topics
 from schemas.messages import DeadLetter
 from schemas.wire import dead_letter
 from scorer import drift, metrics, shadow
 from scorer.partitioning import by_origin, partitions_for_keys
 from scorer.reasons import with_reasons
+from scorer.runtime import KeyedSender, Route, ScorerRuntime
 from scorer.scoring import Scored, SourceRecord, assemble, decode_records, rows_of, score_matrix
 from scorer.settings import ScorerSettings
 
 if TYPE_CHECKING:
-    from models.engine import InferenceEngine, ScoreBatch
+    from models.engine import ScoreBatch
 
 log = logging.getLogger(__name__)
-
-class KeyedSender(Protocol):
-    """Sends (key, value) messages to a topic without waiting; returns what to await for the acks."""
-
-    async def send(
-        self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
-    ) -> list[tuple[Any, list[int]]]:
-        """Queue every message; (ack to await, indices of the messages it covers) pairs."""
-        ...
-
-
-Route = Callable[[str, int], Awaitable[KeyedSender]]
-"""Exactly-once: the sender of one input partition (topic, partition), inside its open transaction."""
-
 
 def failed(error: BaseException) -> asyncio.Future[Any]:
     """An already failed ack (a message the producer refused before sending it)."""
@@ -95,43 +76,6 @@ class BrokerSender:
             except Exception as error:
                 pending.append((failed(error), [i]))
         return pending
-
-
-def single_threaded_math() -> None:
-    """Limit BLAS/OpenMP pools to one thread in the calling (inference) thread.
-
-    Measured on this 2-core box under load: engine.score on 500 rows took ~70 ms with the default
-    2-thread pools (oversubscribed, spinning) and ~10-12 ms single-threaded.
-    """
-    threadpoolctl.threadpool_limits(1)
-
-
-def inference_executor() -> ThreadPoolExecutor:
-    """One dedicated thread for engine calls: the event loop keeps fetching and publishing meanwhile."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference", initializer=single_threaded_math)
-
-
-@dataclass(kw_only=True)
-class ScorerRuntime(ConsumerRuntime):
-    """Per-process state of one scorer: the engine arrives in the startup hook, never at import."""
-
-    settings: ScorerSettings
-    engine: InferenceEngine | None = None
-    executor: ThreadPoolExecutor | None = None
-    sender: KeyedSender | None = None  # set by build_app: the broker's publish, then the aiokafka producer
-    route: Route | None = None  # exactly-once: output goes to the transaction of its input partition
-    shadow: ShadowComparison = field(default_factory=ShadowComparison)  # scorer/shadow.py
-    drift: DriftMonitor = field(default_factory=DriftMonitor)  # scorer/drift.py
-
-    @property
-    def predictions_topic(self) -> str:
-        """Concrete predictions topic."""
-        return topic_name(self.settings, topics.PREDICTIONS)
-
-    @property
-    def dead_letter_topic(self) -> str:
-        """Concrete dead-letter topic."""
-        return topic_name(self.settings, topics.DEAD_LETTER)
 
 
 async def send_keyed_batches(

@@ -25,7 +25,7 @@ from scorer.scoring import rows_of, score_matrix, valid_rows
 
 if TYPE_CHECKING:
     from models.engine import InferenceEngine, ScoreBatch
-    from scorer.handlers import ScorerRuntime
+    from scorer.runtime import ScorerRuntime
 
 log = logging.getLogger(__name__)
 

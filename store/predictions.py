@@ -76,22 +76,14 @@ replayed copies are never inserted again (event_id), so they cannot change it.
 # partition order (duplicates skipped by event_id) and moves each segment forward from its latest new row
 # only. Data-modifying CTEs run exactly once. `customers` is a view over predictions (migration 0005):
 # keeping it as a table cost a quarter of Postgres's CPU.
-_UNNEST_INPUT = """
-    SELECT * FROM unnest(
-        CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
-        CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
-        CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
-        CAST(CAST(:scored_ats AS text[]) AS timestamptz[]), CAST(:reasons AS text[])
-    ) WITH ORDINALITY AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
-           propensity, segment_label, segment_score, scored_at, reasons, position)
-"""
 _STAGED_INPUT = """
     SELECT CAST(event_id AS uuid) AS event_id, customer_id, model_version, source,
            CAST(batch_id AS uuid) AS batch_id, recommendations, propensity, segment_label, segment_score,
            CAST(scored_at AS timestamptz) AS scored_at, reasons, position
     FROM prediction_staging
 """
-_STORE_TEMPLATE = f"""
+# The store statement; its `input` (rows in partition order, with their position) is left open.
+STORE_TEMPLATE = f"""
 WITH input AS ({{input}}),
 inserted AS (
     INSERT INTO predictions (event_id, customer_id, model_version, source, batch_id, recommendations,
@@ -116,8 +108,7 @@ segments_upserted AS (
 )
 SELECT event_id, batch_id, id, CAST(extract(epoch FROM scored_at) * 1000000 AS bigint) FROM inserted
 """
-_STORE_PREDICTIONS = text(_STORE_TEMPLATE.format(input=_UNNEST_INPUT))
-_STORE_STAGED = text(_STORE_TEMPLATE.format(input=_STAGED_INPUT))
+_STORE_STAGED = text(STORE_TEMPLATE.format(input=_STAGED_INPUT))
 _STAGING = text(
     """
 CREATE TEMP TABLE IF NOT EXISTS prediction_staging (
@@ -129,21 +120,6 @@ CREATE TEMP TABLE IF NOT EXISTS prediction_staging (
 )
 # A later batch's rows always get greater ids, so the segment upsert's `<=` on scored_at across batches
 # agrees with LATEST_ORDER.
-
-_PREDICTION_PARAMS = (
-    "event_ids",
-    "customer_ids",
-    "model_versions",
-    "sources",
-    "batch_ids",
-    "recommendations",
-    "propensities",
-    "segment_labels",
-    "segment_scores",
-    "scored_ats",
-    "reasons",
-)
-"""The unnest parameters above, in PredictionRow field order."""
 
 _STORE_DEAD_LETTERS = text(
     """
@@ -178,25 +154,14 @@ async def store_predictions(session: AsyncSession, rows: Sequence[PredictionRow]
     await session.execute(_STAGING)
     # COPY of the rows as they are (ids and timestamp as text, cast in SQL): asyncpg checks every element of
     # a list parameter against collections.abc ABCs in Python, but not a COPY record's fields. The sink's
-    # CPU per row 5.3 -> 2.7 µs against unnest, Postgres's the same (bench/bench_sink_store.py).
+    # CPU per row 5.3 -> 2.7 µs against unnest, Postgres's the same (bench/unnest_store.py).
     records = [(*row, position) for position, row in enumerate(rows, 1)]
     await copy_records(session, "prediction_staging", records)
     result = await session.execute(_STORE_STAGED)
-    return _stored(result.all())
+    return stored_changes(result.all())
 
 
-async def store_predictions_unnest(
-    session: AsyncSession, rows: Sequence[PredictionRow]
-) -> StoredPredictions:
-    """store_predictions with the rows as unnest parameters (bench/bench_sink_store.py compares the two)."""
-    if not rows:
-        return StoredPredictions()
-    columns = dict(zip(_PREDICTION_PARAMS, map(list, zip(*rows, strict=True)), strict=True))
-    result = await session.execute(_STORE_PREDICTIONS, columns)
-    return _stored(result.all())
-
-
-def _stored(inserted: Sequence[Any]) -> StoredPredictions:
+def stored_changes(inserted: Sequence[Any]) -> StoredPredictions:
     """What the store statement's RETURNING rows (event_id, batch_id, id, scored_at in µs) say it changed."""
     stored = StoredPredictions()
     for event_id, batch_id, row_id, scored_us in inserted:

@@ -111,7 +111,7 @@ class BatchJob(Base):
     __tablename__ = "batch_jobs"
 
     task_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)  # queued|processing|completed|failed
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # a schemas.jobs.JobStatus word
     filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
     rows_total: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     rows_valid: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")

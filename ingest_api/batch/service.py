@@ -27,6 +27,7 @@ from ingest_api.bodies import BatchAccepted
 from ingest_api.deps import Services
 from ingest_api.publisher import AckedPublisher
 from schemas import topics
+from schemas.jobs import JobStatus
 from schemas.wire import BatchRowEncoder
 from store import batch_jobs
 
@@ -206,12 +207,11 @@ class BatchUpload:
                       extra={"batch_id": str(self.task_id), "error": repr(error)[:300]})
             raise StorageUnavailable(f"the database became unavailable after every row was published; task "
                                      f"{self.task_id} may stay queued; its rows are still scored") from None
-        if self.services.metrics is not None:
-            self.services.metrics.events_published.labels(topics.BATCH_ROWS).inc(rows_valid)
-            self.services.metrics.rows_rejected.inc(self.rows_invalid)
+        self.services.metrics.events_published.labels(topics.BATCH_ROWS).inc(rows_valid)
+        self.services.metrics.rows_rejected.inc(self.rows_invalid)
         log.info("batch published", extra={"batch_id": str(self.task_id), "rows": rows_valid,
                                            "rows_invalid": self.rows_invalid})
-        job_status = job.status if job else "queued"
+        job_status = job.status if job else JobStatus.QUEUED
         return BatchAccepted.model_validate(
             {"task_id": self.task_id, "status": job_status, "rows": rows_valid,
              "rows_invalid": self.rows_invalid}

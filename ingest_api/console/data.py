@@ -21,6 +21,7 @@ from ingest_api.console.scorer_stats import (
     number,
     read_hashes,
 )
+from schemas.jobs import JobStatus
 from schemas.wire import iso_utc
 from store import batch_jobs, predictions
 
@@ -221,7 +222,7 @@ async def dashboard_stats(
              "rows_valid": b.rows_valid, "rows_invalid": b.rows_invalid, "rows_scored": b.rows_scored,
              "rows_dead": b.rows_dead,
              "progress": (b.rows_scored + b.rows_dead) / b.rows_valid if b.rows_valid else
-             (1.0 if b.status == "completed" else 0.0),
+             (1.0 if b.status == JobStatus.COMPLETED else 0.0),
              "created_at": _iso(b.created_at), "finished_at": _iso(b.finished_at)}
             for b in batches
         ],

@@ -111,6 +111,5 @@ async def publish_events(request: Request, services: ServicesDep, _: EventsPrinc
         raise ApiError(503, "the broker did not acknowledge every event; retry the request (events that "
                        "carry an event_id are stored once however often they are sent)",
                        code="publish_failed") from None
-    if services.metrics is not None:
-        services.metrics.events_published.labels(topics.CUSTOMER_FEATURES).inc(len(parsed))
+    services.metrics.events_published.labels(topics.CUSTOMER_FEATURES).inc(len(parsed))
     return EventsAccepted(accepted=len(parsed), event_ids=event_ids)

@@ -50,7 +50,7 @@ async def _broker(services: Services) -> None:
         await any_broker_answers(services.producer.client)
     except Exception as error:
         guard = services.topics
-        if guard is not None and not guard.connection.up:  # its probe named the cause (a setting, or
+        if not guard.connection.up:  # its probe named the cause (a setting, or
             raise ConnectionError(guard.connection.reason) from error  # each address's error)
         raise
 
@@ -58,12 +58,12 @@ async def _broker(services: Services) -> None:
 async def _topics(services: Services) -> None:
     # The guard's last look (it recreates lost topics): events sent now would reach the scorer.
     guard = services.topics
-    if guard is not None and not guard.connection.up:
+    if not guard.connection.up:
         # Its last look predates the outage: a broker back empty may not have the topics again yet.
         raise LookupError("not checked since the broker became unreachable")
-    if guard is not None and not guard.checked:
+    if not guard.checked:
         await guard.check()
-    if guard is not None and guard.problems:
+    if guard.problems:
         raise LookupError("; ".join(f"{name} {problem}" for name, problem in sorted(guard.problems.items())))
 
 

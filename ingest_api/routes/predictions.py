@@ -49,7 +49,7 @@ async def cached_prediction(services: Services, customer_id: str) -> Prediction 
         return None
 
 
-async def latest_prediction(services: Services, customer_id: str) -> Prediction:
+async def stored_prediction(services: Services, customer_id: str) -> Prediction:
     """Redis for the active version first, then the newest stored row in Postgres; 404 when none."""
     cached = await cached_prediction(services, customer_id)
     if cached is not None:
@@ -75,4 +75,4 @@ async def latest_prediction(services: Services, customer_id: str) -> Prediction:
 )
 async def get_prediction(customer_id: CustomerPath, services: ServicesDep, _: ReadPrincipal) -> Prediction:
     """Look up the latest prediction."""
-    return await latest_prediction(services, customer_id)
+    return await stored_prediction(services, customer_id)

@@ -16,7 +16,7 @@ from ingest_api.batching import ReasonCodesFailed
 from ingest_api.bodies import ScoreRequest, SegmentOut, SegmentRequest
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, error_responses
-from ingest_api.routes.predictions import latest_prediction
+from ingest_api.routes.predictions import stored_prediction
 from schemas import topics, wire
 from schemas.messages import Prediction
 from schemas.wire import EventIds
@@ -28,8 +28,6 @@ PREDICT_SINGLE_PATH = "/api/v1/predict/single"
 
 async def score_one(services: Services, features: tuple[int, ...]) -> dict[str, Any]:
     """One row and its reason codes through the (dynamically batched) engine; a model failure is 503."""
-    if services.sync_scorer is None:
-        raise ApiError(503, "the scorer is not ready")
     try:
         return await services.sync_scorer.score(features)
     except ReasonCodesFailed as error:
@@ -40,7 +38,7 @@ async def score_one(services: Services, features: tuple[int, ...]) -> dict[str, 
         raise ApiError(503, f"scoring failed: {type(error).__name__}", code="inference_failed") from None
 
 
-def prediction_json(record: dict[str, Any], customer_id: str) -> bytes:
+def sync_prediction_json(record: dict[str, Any], customer_id: str) -> bytes:
     """The sync Prediction for an engine record, as JSON (`schemas.wire.prediction_json`).
 
     The contract's range checks are done inline, and a record that breaks one goes through pydantic to
@@ -83,15 +81,14 @@ async def predict_payload(services: Services, body: ScoreRequest, principal: Pri
             # Reading a stored prediction is a read, whatever route it comes through.
             raise ApiError(403, "missing scope 'read': without `features` this route reads a stored "
                            "prediction")
-        stored = await latest_prediction(services, body.customer_id)
+        stored = await stored_prediction(services, body.customer_id)
         return stored.model_dump_json().encode()
     record = await score_one(services, body.features)  # with its reasons
     # Serialised once: the same bytes go to predictions.v1 and back to the caller.
-    payload = prediction_json(record, body.customer_id)
-    if services.background is not None:
-        await services.background.publish(
-            topic_name(services.settings, topics.PREDICTIONS), body.customer_id.encode(), payload
-        )
+    payload = sync_prediction_json(record, body.customer_id)
+    await services.background.publish(
+        topic_name(services.settings, topics.PREDICTIONS), body.customer_id.encode(), payload
+    )
     return payload
 
 

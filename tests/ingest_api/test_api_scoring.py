@@ -232,11 +232,11 @@ async def test_direct_scorer_answers_like_the_batcher(inference_engine: Inferenc
     assert direct["reasons"] == inference_engine.reasons(np.asarray([row]))[0]
 
 
-def test_prediction_json_is_what_pydantic_writes(inference_engine: InferenceEngine) -> None:
-    from ingest_api.routes.scoring import prediction_json
+def test_sync_prediction_json_is_what_pydantic_writes(inference_engine: InferenceEngine) -> None:
+    from ingest_api.routes.scoring import sync_prediction_json
 
     for record in inference_engine.score(np.asarray(dataset_rows(50))).records():
-        payload = prediction_json(record, "c-1")
+        payload = sync_prediction_json(record, "c-1")
         assert Prediction.model_validate_json(payload).model_dump_json().encode() == payload
 
 
