@@ -42,10 +42,12 @@ class Outgoing:
     key: bytes | None
     value: bytes
     origin: Any = None
+    headers: list[tuple[str, bytes]] | None = None  # W3C trace context (infra/tracing.py), when traced
 
 
-Send = Callable[[str, Sequence[tuple[bytes | None, bytes]]], Awaitable[list[tuple[Any, list[int]]]]]
-"""Queue messages for a topic; returns (awaitable ack, indices of the messages it covers) pairs."""
+Send = Callable[..., Awaitable[list[tuple[Any, list[int]]]]]
+"""(topic, [(key, value)], headers=None) -> (awaitable ack, indices of the messages it covers) pairs: queue
+messages for a topic; `headers`, when given, holds each message's record headers."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,10 @@ async def enqueue(send: Send, messages: Sequence[Outgoing]) -> Pending:
         by_topic.setdefault(message.topic, []).append(message)
     pending: Pending = []
     for topic, items in by_topic.items():
-        for ack, indices in await send(topic, [(m.key, m.value) for m in items]):
+        headers = [m.headers for m in items]
+        sent = await (send(topic, [(m.key, m.value) for m in items], headers) if any(headers)
+                      else send(topic, [(m.key, m.value) for m in items]))
+        for ack, indices in sent:
             pending.append((ack, [items[i] for i in indices]))
     return pending
 
