@@ -1,0 +1,88 @@
+"""infra/tracing.py without engines: when it is on, its OTLP exporter, its link-following sampler."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+from infra import tracing
+from streamscore.embedded import free_port
+
+
+def test_off_unless_the_standard_variables_ask() -> None:
+    assert not tracing.enabled_by_env({})
+    assert not tracing.enabled_by_env({"OTEL_TRACES_EXPORTER": "none"})
+    assert not tracing.enabled_by_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318",
+                                       "OTEL_SDK_DISABLED": "true"})
+    assert tracing.enabled_by_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"})
+    assert tracing.enabled_by_env({"OTEL_TRACES_EXPORTER": "console"})
+
+
+def test_a_malformed_traceparent_is_no_context() -> None:
+    assert tracing.parse_traceparent(b"00-zz-yy-01") is None
+    assert tracing.parse_traceparent(b"00-" + b"0" * 32 + b"-" + b"1" * 16 + b"-01") is None  # zero trace id
+    good = tracing.parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    assert good is not None and good.trace_flags.sampled and tracing.traceparent(good).endswith(b"-01")
+    assert not tracing.is_sampled(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[str, list[bytes]]]:
+    """A loopback HTTP server that keeps every OTLP body posted to /v1/traces."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            assert self.path == "/v1/traces"
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", bodies
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def test_otlp_from_the_environment_with_links_deciding_the_sample(
+    collector: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, bodies = collector
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")  # no root is sampled by the ratio…
+    tracer = tracing.setup("tracing-test")
+    try:
+        assert tracer is not None
+        sampled = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        unsampled = SpanContext(0x4321, 0x8765, is_remote=True, trace_flags=TraceFlags(0))
+        with tracer.start_as_current_span("alone") as alone:
+            assert not alone.is_recording()
+        with tracer.start_as_current_span("batch", links=[Link(unsampled)]) as ignored:
+            assert not ignored.is_recording()
+        with tracer.start_as_current_span("batch", links=[Link(unsampled), Link(sampled)]) as batch:
+            assert batch.is_recording()  # …but a batch holding a sampled record is
+        assert isinstance(tracer, SdkTracer)
+        assert tracer.span_processor.force_flush(10_000)
+    finally:
+        tracing.forget("tracing-test")
+    request = ExportTraceServiceRequest.FromString(bodies[0])
+    (resource_spans,) = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}["service.name"]
+    spans = [span for scope in resource_spans.scope_spans for span in scope.spans]
+    assert service == "tracing-test" and [span.name for span in spans] == ["batch"]
+    assert [link.span_id for link in spans[0].links] == [(0x8765).to_bytes(8, "big"),
+                                                         (0x5678).to_bytes(8, "big")]
