@@ -18,6 +18,8 @@ from typing import Any
 
 from aiokafka.errors import CorruptRecordException, MessageSizeTooLargeError, RecordTooLargeError
 
+from infra.tracing import active as tracing_active
+
 log = logging.getLogger(__name__)
 
 RECORD_ERRORS: tuple[type[BaseException], ...] = (
@@ -69,9 +71,10 @@ async def enqueue(send: Send, messages: Sequence[Outgoing]) -> Pending:
     for message in messages:
         by_topic.setdefault(message.topic, []).append(message)
     pending: Pending = []
+    traced = tracing_active()  # untraced processes never look at headers
     for topic, items in by_topic.items():
-        headers = [m.headers for m in items]
-        sent = await (send(topic, [(m.key, m.value) for m in items], headers) if any(headers)
+        headers = [m.headers for m in items] if traced else None
+        sent = await (send(topic, [(m.key, m.value) for m in items], headers) if headers and any(headers)
                       else send(topic, [(m.key, m.value) for m in items]))
         for ack, indices in sent:
             pending.append((ack, [items[i] for i in indices]))

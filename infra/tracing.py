@@ -151,16 +151,16 @@ def record_traceparent(record: Any) -> bytes | None:
     """The traceparent header of a consumed record, if any."""
     for name, value in getattr(record, "headers", None) or ():
         if name == TRACEPARENT:
-            return bytes(value)
+            return value
     return None
 
 
+_ODD_HEX = frozenset(b"13579bdfBDF")
+
+
 def is_sampled(value: bytes) -> bool:
-    """The sampled flag of a version-00 traceparent, read without parsing the rest."""
-    try:
-        return len(value) == TRACEPARENT_LENGTH and int(value[-2:], 16) & 1 == 1
-    except ValueError:
-        return False
+    """The sampled flag (bit 0 of the flags) of a version-00 traceparent, read without parsing the rest."""
+    return len(value) == TRACEPARENT_LENGTH and value[-1] in _ODD_HEX
 
 
 @contextlib.contextmanager
@@ -180,11 +180,20 @@ class BatchTrace:
     def __init__(self, tracer: Tracer, service: str, records: Sequence[Any]) -> None:
         self._tracer = tracer
         self._started = time.time_ns()
-        raw = [record_traceparent(record) for record in records]
+        # By record identity: the scorer asks for each output's headers by the record it came from. One
+        # inlined pass (~0.5 µs a record): it runs for every record of every batch while tracing is on.
+        self._raw: dict[int, bytes | None] = {}
+        raw = self._raw
         counts: dict[bytes, int] = {}
-        for value in raw:
-            if value is not None and is_sampled(value):
-                counts[value] = counts.get(value, 0) + 1
+        for record in records:
+            value = None
+            for name, found in getattr(record, "headers", None) or ():
+                if name == TRACEPARENT:
+                    value = found
+                    if len(found) == TRACEPARENT_LENGTH and found[-1] in _ODD_HEX:  # sampled
+                        counts[found] = counts.get(found, 0) + 1
+                    break
+            raw[id(record)] = value
         parents = {value: context for value in counts if (context := parse_traceparent(value)) is not None}
         links = [Link(context, {"streamscore.records": counts[value]}) for value, context in parents.items()]
         self.span = tracer.start_span(
@@ -212,14 +221,17 @@ class BatchTrace:
 
     def headers_for(self, record: Any) -> Headers | None:
         """Headers for the output of a consumed record: its own trace carried on (see the module doc)."""
-        value = record_traceparent(record)
+        value = self._raw.get(id(record)) or record_traceparent(record)
         if value is None:
             return self._own
         headers = self._outgoing.get(value)
-        if headers is None:  # unsampled: passed on as it came (one list per value); malformed: dropped
-            headers = [(TRACEPARENT, value)] if len(value) == TRACEPARENT_LENGTH else self._own
-            self._outgoing[value] = headers  # type: ignore[assignment]
-        return headers
+        if headers is not None:  # a sampled context: its process span's
+            return headers
+        if len(value) != TRACEPARENT_LENGTH:  # malformed: not passed on
+            return self._own
+        # Unsampled: passed on as it came, as the record's own header list when that is all it holds.
+        given = record.headers
+        return given if len(given) == 1 else [(TRACEPARENT, value)]
 
     @contextlib.contextmanager
     def logged(self) -> Iterator[None]:
