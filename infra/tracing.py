@@ -190,7 +190,7 @@ class BatchTrace:
             for name, found in getattr(record, "headers", None) or ():
                 if name == TRACEPARENT:
                     value = found
-                    if len(found) == TRACEPARENT_LENGTH and found[-1] in _ODD_HEX:  # sampled
+                    if len(found) == TRACEPARENT_LENGTH and found[-1] in _ODD_HEX:  # is_sampled(), inlined
                         counts[found] = counts.get(found, 0) + 1
                     break
             raw[id(record)] = value
@@ -203,7 +203,8 @@ class BatchTrace:
                         "streamscore.records_traced": sum(counts.values())},
         )
         self.recording = self.span.is_recording()
-        self.trace_id = f"{self.span.get_span_context().trace_id:032x}"
+        # Only a recorded trace id goes into the logs: an unsampled one leads nowhere in the trace viewer.
+        self.trace_id = f"{self.span.get_span_context().trace_id:032x}" if self.recording else None
         self._own = [(TRACEPARENT, traceparent(self.span.get_span_context()))] if self.recording else None
         self._outgoing: dict[bytes, Headers] = {}
         self._process: list[Span] = []

@@ -41,7 +41,7 @@ class TracingMiddleware:
         own = span.get_span_context()
         answer = traceparent(own)
         token = context.attach(trace.set_span_in_context(span))
-        log_token = LOG_TRACE_ID.set(f"{own.trace_id:032x}")
+        log_token = LOG_TRACE_ID.set(f"{own.trace_id:032x}" if own.trace_flags.sampled else None)
 
         async def send_with_context(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from infra import tracing
+from infra.logging import JsonFormatter
 from streamscore.embedded import free_port
 
 
@@ -86,3 +91,45 @@ def test_otlp_from_the_environment_with_links_deciding_the_sample(
     assert service == "tracing-test" and [span.name for span in spans] == ["batch"]
     assert [link.span_id for link in spans[0].links] == [(0x8765).to_bytes(8, "big"),
                                                          (0x5678).to_bytes(8, "big")]
+
+
+class Collect(logging.Handler):
+    """Keeps each record as the JSON line the services would write."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(JsonFormatter().format(record))
+
+
+def test_log_lines_of_a_batch_carry_its_trace_id() -> None:
+    exporter = InMemorySpanExporter()
+    tracer = tracing.setup("log-test", exporter)
+    assert tracer is not None
+    try:
+        sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        record = SimpleNamespace(topic="t", partition=0, offset=0, key=None, value=b"{}",
+                                 headers=[("traceparent", sampled)])
+        batch = tracing.BatchTrace(tracer, "log-test", [record])
+        lines: list[str] = []
+        handler = Collect(lines)
+        logger = logging.getLogger("tests.tracing.batch")
+        logger.addHandler(handler)
+        try:
+            with batch.stage("decode"):
+                logger.warning("inside a stage")
+            with batch.logged():
+                logger.warning("inside the batch")
+            logger.warning("outside")
+        finally:
+            logger.removeHandler(handler)
+        batch.end()
+    finally:
+        tracing.forget("log-test")
+    (batch_span,) = [s for s in exporter.get_finished_spans() if s.name == "log-test batch"]
+    assert batch_span.context is not None
+    expected = f"{batch_span.context.trace_id:032x}"
+    assert [json.loads(line).get("trace_id") for line in lines] == [expected, expected, None]
+    assert batch.headers_for(record) != [("traceparent", sampled)]  # its process span's context
