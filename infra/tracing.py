@@ -230,9 +230,7 @@ class BatchTrace:
             return headers
         if len(value) != TRACEPARENT_LENGTH:  # malformed: not passed on
             return self._own
-        # Unsampled: passed on as it came, as the record's own header list when that is all it holds.
-        given = record.headers
-        return given if len(given) == 1 else [(TRACEPARENT, value)]
+        return [(TRACEPARENT, value)]  # unsampled: passed on as it came (a list: aiokafka's C batch needs it)
 
     @contextlib.contextmanager
     def logged(self) -> Iterator[None]:

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -133,3 +134,23 @@ def test_log_lines_of_a_batch_carry_its_trace_id() -> None:
     expected = f"{batch_span.context.trace_id:032x}"
     assert [json.loads(line).get("trace_id") for line in lines] == [expected, expected, None]
     assert batch.headers_for(record) != [("traceparent", sampled)]  # its process span's context
+
+
+def test_outputs_of_unsampled_records_carry_their_traceparent_into_a_record_batch() -> None:
+    exporter = InMemorySpanExporter()
+    tracer = tracing.setup("forward-test", exporter)
+    assert tracer is not None
+    try:
+        unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        records = [SimpleNamespace(headers=(("traceparent", unsampled),)), SimpleNamespace(headers=())]
+        batch = tracing.BatchTrace(tracer, "forward-test", records)
+        forwarded, bare = batch.headers_for(records[0]), batch.headers_for(records[1])
+        batch.end()
+    finally:
+        tracing.forget("forward-test")
+    assert forwarded == [("traceparent", unsampled)]
+    (batch_span,) = exporter.get_finished_spans()  # sampled by the root sampler (always_on): the batch
+    assert batch_span.context is not None and not batch_span.links
+    assert bare == [("traceparent", tracing.traceparent(batch_span.context))]  # no context of its own
+    builder = DefaultRecordBatchBuilder(2, 0, -1, -1, -1, False, 1 << 20)  # what the scorer's sender fills
+    assert builder.append(0, timestamp=None, key=b"k", value=b"v", headers=forwarded) is not None
