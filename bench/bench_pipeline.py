@@ -485,7 +485,7 @@ async def measure_latency(
 async def main(args: argparse.Namespace) -> None:
     """Run the bench once per processing guarantee asked for, and print each run's figures side by side."""
     guarantees = ["at-least-once", "exactly-once"] if args.guarantee == "both" else [args.guarantee]
-    tracings = ["off", "on"] if args.tracing == "both" else [args.tracing]
+    tracings = ["off", "on"] if args.tracing == "both" else args.tracing.split(",")
     summaries = [await bench_run(args, guarantee, tracing)
                  for guarantee in guarantees for tracing in tracings]
     if len(summaries) > 1:
@@ -540,6 +540,13 @@ async def bench_run(args: argparse.Namespace, guarantee: str, tracing: str = "of
     return summary
 
 
+def tracing_order(text: str) -> str:
+    """--tracing: both, or a comma list of off/on."""
+    if text != "both" and not set(text.split(",")) <= {"off", "on"}:
+        raise argparse.ArgumentTypeError("off, on, both, or a comma list of off/on")
+    return text
+
+
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(
@@ -561,8 +568,9 @@ def parse_args() -> argparse.Namespace:
                         help="With --bootstrap: the broker's pid, to count its CPU per event too.")
     parser.add_argument("--guarantee", choices=["at-least-once", "exactly-once", "both"],
                         default="at-least-once", help="The scorer's STREAMSCORE_PROCESSING_GUARANTEE.")
-    parser.add_argument("--tracing", choices=["off", "on", "both"], default="off",
-                        help="on: OTEL_* tracing in both services, events carrying sampled traceparents.")
+    parser.add_argument("--tracing", default="off", type=tracing_order,
+                        help="off, on (OTEL_* tracing in both services, events carrying sampled traceparents), "
+                             "both (off then on), or a comma list in the order to run (on,off; off,off)")
     parser.add_argument("--sample", type=float, default=0.01, help="Head-sampling ratio with --tracing on.")
     return parser.parse_args()
 
