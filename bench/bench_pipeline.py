@@ -569,7 +569,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--guarantee", choices=["at-least-once", "exactly-once", "both"],
                         default="at-least-once", help="The scorer's STREAMSCORE_PROCESSING_GUARANTEE.")
     parser.add_argument("--tracing", default="off", type=tracing_order,
-                        help="off, on (OTEL_* tracing in both services, events carrying sampled traceparents), "
+                        help="off, on (OTEL_* tracing in both services, events with sampled traceparents), "
                              "both (off then on), or a comma list in the order to run (on,off; off,off)")
     parser.add_argument("--sample", type=float, default=0.01, help="Head-sampling ratio with --tracing on.")
     return parser.parse_args()
