@@ -35,7 +35,7 @@ class TracingMiddleware:
         parent_context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None
         method = scope["method"]
         span = self.tracer.start_span(
-            f"{method} {scope['path']}", context=parent_context, kind=SpanKind.SERVER,
+            method, context=parent_context, kind=SpanKind.SERVER,  # named by the route once known (semconv)
             attributes={"http.request.method": method, "url.path": scope["path"]},
         )
         own = span.get_span_context()
