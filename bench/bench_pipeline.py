@@ -10,11 +10,14 @@ latency from send to `predictions.stored_at` (p99 target <= 300 ms at 2,000 even
 
 --bootstrap runs on an existing broker (Apache Kafka) instead of a Tansu of its own; --guarantee both runs
 the scorer at least once and then exactly once (transactions: Apache Kafka only), each on fresh topics and a
-fresh database, and prints the two side by side.
+fresh database, and prints the two side by side. --tracing both runs it without tracing and then with
+tracing on (infra/tracing.py: spans to a JSON-lines file, head sampling at --sample, every event carrying a
+traceparent sampled at that rate, as the API would send it), and prints the two side by side.
 
     .venv/bin/python bench/bench_pipeline.py --events 200000
     .venv/bin/python bench/bench_pipeline.py --events 0 --rate 2000 --seconds 20
     .venv/bin/python bench/bench_pipeline.py --bootstrap 127.0.0.1:9092 --guarantee both --rate 2000
+    .venv/bin/python bench/with_engines.py bench/bench_pipeline.py --events 20000 --tracing both
 """
 
 from __future__ import annotations
@@ -82,14 +85,29 @@ def feature_payloads(count: int, seed: int = 0, prefix: str = "bench") -> list[t
     return payloads
 
 
-async def produce_fast(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> float:
+def trace_headers(count: int, sample: float | None, seed: int = 0) -> list[list[tuple[str, bytes]]] | None:
+    """Per event a traceparent of its own request, sampled at `sample` (None: no tracing, no headers)."""
+    if sample is None:
+        return None
+    rng = np.random.default_rng(seed)
+    sampled = rng.random(count) < sample
+    flags = ["01" if hit else "00" for hit in sampled]
+    return [[("traceparent", f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-{flag}".encode())]
+            for flag in flags]
+
+
+async def produce_fast(
+    bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]],
+    headers: list[list[tuple[str, bytes]]] | None = None,
+) -> float:
     """Keyed produce with the scorer's per-partition batch sender (acks=all); returns seconds taken."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     started = time.perf_counter()
     try:
         indexed = [(i, key, value) for i, (key, value) in enumerate(payloads)]
-        await asyncio.gather(*(ack for ack, _ in await send_keyed_batches(producer, topic, indexed)))
+        sent = await send_keyed_batches(producer, topic, indexed, headers)
+        await asyncio.gather(*(ack for ack, _ in sent))
     finally:
         await producer.stop()
     return time.perf_counter() - started
@@ -277,6 +295,8 @@ class Stack:
     settings: KafkaSettings
     guarantee: str = "at-least-once"
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    sample: float | None = None  # tracing on at this head-sampling ratio; None: off
+    log_dir: Path = Path(".")
 
     @property
     def customer_prefix(self) -> str:
@@ -301,6 +321,12 @@ class Stack:
             "STREAMSCORE_REDIS_URL": redis_url,
             "STREAMSCORE_INSTANCE_ID": f"bench{self.run}",
             "STREAMSCORE_LOG_LEVEL": "WARNING",
+            **({} if self.sample is None else {
+                "OTEL_TRACES_EXPORTER": "console",
+                "STREAMSCORE_TRACES_FILE": str(self.log_dir / f"traces-{self.run}-{{service}}.jsonl"),
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": str(self.sample),
+            }),
         }
 
 
@@ -399,6 +425,7 @@ class Throughput:
 async def measure_throughput(stack: Stack, pids: dict[str, int], events: int, already: int) -> Throughput:
     """Produce `events` at full speed; time from the first produce to the last row in Postgres."""
     payloads = feature_payloads(events, seed=2, prefix=stack.customer_prefix)
+    headers = trace_headers(events, stack.sample, seed=2)
     if stack.broker_pid is not None:
         pids = {**pids, "broker": stack.broker_pid}
     pg_pids = await backend_pids(stack.dsn, stack.database)
@@ -406,7 +433,7 @@ async def measure_throughput(stack: Stack, pids: dict[str, int], events: int, al
     pg_before = sum(cpu_seconds(pid) for pid in pg_pids)
     started = time.perf_counter()
     memory = MemoryTrace({name: pids[name] for name in ("scorer", "sink")}, already, events)
-    produce = asyncio.create_task(produce_fast(stack.bootstrap, stack.topic, payloads))
+    produce = asyncio.create_task(produce_fast(stack.bootstrap, stack.topic, payloads, headers))
     finished = await wait_rows(stack.dsn, already + events, 1800, stack.processes, memory.poll)
     produce_s = await produce
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
@@ -458,25 +485,30 @@ async def measure_latency(
 async def main(args: argparse.Namespace) -> None:
     """Run the bench once per processing guarantee asked for, and print each run's figures side by side."""
     guarantees = ["at-least-once", "exactly-once"] if args.guarantee == "both" else [args.guarantee]
-    summaries = [await bench_run(args, guarantee) for guarantee in guarantees]
+    tracings = ["off", "on"] if args.tracing == "both" else args.tracing.split(",")
+    summaries = [await bench_run(args, guarantee, tracing)
+                 for guarantee in guarantees for tracing in tracings]
     if len(summaries) > 1:
         print("\nside by side:")
         for summary in summaries:
             print(summary)
 
 
-async def bench_run(args: argparse.Namespace, guarantee: str) -> str:
+async def bench_run(args: argparse.Namespace, guarantee: str, tracing: str = "off") -> str:
     """One bench: throughput, then (with --rate) latency at a steady rate; a one-line summary."""
     log_dir = Path(args.log_dir)
-    summary = f"{guarantee:<14}"
+    summary = f"{guarantee:<14} tracing {tracing + (f' ({args.sample:g})' if tracing == 'on' else ''):<12}"
     async with bench_stack(args.partitions, log_dir, args.redis_url, args.keep_db, args.broker,
                            args.bootstrap, guarantee, args.broker_pid) as stack:
-        print(f"--- {guarantee} on {'Kafka at ' + args.bootstrap if args.bootstrap else args.broker}")
+        stack.sample = args.sample if tracing == "on" else None
+        stack.log_dir = log_dir
+        print(f"--- {guarantee}, tracing {tracing}, on "
+              f"{'Kafka at ' + args.bootstrap if args.bootstrap else args.broker}")
         env = stack.env(args.redis_url)
         for service in ("scorer", "sink"):
             stack.processes.append(start_service(service, env, log_dir / f"{service}-{stack.run}.log"))
         warmup = feature_payloads(args.warmup, seed=1, prefix=stack.customer_prefix)
-        await produce_fast(stack.bootstrap, stack.topic, warmup)
+        await produce_fast(stack.bootstrap, stack.topic, warmup, trace_headers(len(warmup), stack.sample))
         await wait_rows(stack.dsn, len(warmup), 120, stack.processes)
         print(f"services ready (warm-up of {len(warmup)} events stored)")
         pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid,
@@ -508,6 +540,13 @@ async def bench_run(args: argparse.Namespace, guarantee: str) -> str:
     return summary
 
 
+def tracing_order(text: str) -> str:
+    """--tracing: both, or a comma list of off/on."""
+    if text != "both" and not set(text.split(",")) <= {"off", "on"}:
+        raise argparse.ArgumentTypeError("off, on, both, or a comma list of off/on")
+    return text
+
+
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(
@@ -529,6 +568,10 @@ def parse_args() -> argparse.Namespace:
                         help="With --bootstrap: the broker's pid, to count its CPU per event too.")
     parser.add_argument("--guarantee", choices=["at-least-once", "exactly-once", "both"],
                         default="at-least-once", help="The scorer's STREAMSCORE_PROCESSING_GUARANTEE.")
+    parser.add_argument("--tracing", default="off", type=tracing_order,
+                        help="off, on (OTEL_* tracing in both services, events with sampled traceparents), "
+                             "both (off then on), or a comma list in the order to run (on,off; off,off)")
+    parser.add_argument("--sample", type=float, default=0.01, help="Head-sampling ratio with --tracing on.")
     return parser.parse_args()
 
 

@@ -27,6 +27,16 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     topics.DEAD_LETTER: DeadLetter,
     topics.PREDICTIONS_SHADOW: Prediction,
 }
+TRACED = (topics.CUSTOMER_FEATURES, topics.BATCH_ROWS, topics.PREDICTIONS)
+"""Topics whose records carry the optional W3C `traceparent` header while tracing is on (infra/tracing.py)."""
+TRACE_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"traceparent": {
+        "type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        "description": "Optional W3C trace context of the event the record belongs to; present only while "
+                       "StreamScore runs with tracing on (docs/operations.md, Tracing).",
+    }},
+}
 PRODUCERS: tuple[tuple[str, str, str], ...] = (
     (topics.CUSTOMER_FEATURES, "api", "Feature events accepted by POST /api/v1/events (202 after acks=all)."),
     (topics.BATCH_ROWS, "api", "One event per valid CSV row of POST /api/v1/predict/batch (batch_id set)."),
@@ -137,6 +147,8 @@ def _set_payloads(document: dict[str, Any], settings: KafkaSettings) -> None:
                 message["payload"] = {"$ref": f"#/components/schemas/{CONTRACTS[base].__name__}"}
                 message["contentType"] = "application/json"
                 message["bindings"] = key_binding(base)
+                if base in TRACED:
+                    message["headers"] = TRACE_HEADERS
     used = str(document.get("channels")) + str(messages)
     components["schemas"] = {name: schema for name, schema in components.get("schemas", {}).items()
                              if f"/{name}'" in used} | _contract_schemas()

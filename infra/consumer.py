@@ -27,6 +27,8 @@ from infra.pipeline import BatchPipeline, Finish
 from infra.process import cancel_tasks, serve
 from infra.settings import ConsumerSettings
 from infra.stats import PipelineStats, publish_stats_forever, track_lag_forever
+from infra.tracing import CURRENT_BATCH, BatchTrace
+from infra.tracing import setup as setup_tracing
 from infra.transactions import PartitionTransactions
 from schemas.topics import ConsumerContract
 
@@ -118,12 +120,22 @@ def build_consumer_app(
     )
     if transactions is not None:
         transactions.bind(pipeline, lambda: subscriber.consumer)
+    tracer = setup_tracing(spec.service)  # None unless OTEL_* asks for traces (infra/tracing.py)
 
     @subscriber
     async def consume_batch(values: list[bytes], message: KafkaMessage) -> None:
         """Handle one polled batch; its offsets commit once what it returned has finished."""
         records = message.raw_message
-        await pipeline.handle(records, lambda: handle(records, broker.publish))
+        if tracer is None:
+            await pipeline.handle(records, lambda: handle(records, broker.publish))
+            return
+        batch = BatchTrace(tracer, spec.service, records)
+        token = CURRENT_BATCH.set(batch)  # the handler's own spans and output headers hang off it
+        try:
+            with batch.stage("handle"):
+                await pipeline.handle(records, lambda: handle(records, broker.publish), batch)
+        finally:
+            CURRENT_BATCH.reset(token)
 
     async def start() -> None:
         if transactions is not None:

@@ -18,6 +18,8 @@ from typing import Any
 
 from aiokafka.errors import CorruptRecordException, MessageSizeTooLargeError, RecordTooLargeError
 
+from infra.tracing import active as tracing_active
+
 log = logging.getLogger(__name__)
 
 RECORD_ERRORS: tuple[type[BaseException], ...] = (
@@ -42,10 +44,12 @@ class Outgoing:
     key: bytes | None
     value: bytes
     origin: Any = None
+    headers: list[tuple[str, bytes]] | None = None  # W3C trace context (infra/tracing.py), when traced
 
 
-Send = Callable[[str, Sequence[tuple[bytes | None, bytes]]], Awaitable[list[tuple[Any, list[int]]]]]
-"""Queue messages for a topic; returns (awaitable ack, indices of the messages it covers) pairs."""
+Send = Callable[..., Awaitable[list[tuple[Any, list[int]]]]]
+"""(topic, [(key, value)], headers=None) -> (awaitable ack, indices of the messages it covers) pairs: queue
+messages for a topic; `headers`, when given, holds each message's record headers."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,12 @@ async def enqueue(send: Send, messages: Sequence[Outgoing]) -> Pending:
     for message in messages:
         by_topic.setdefault(message.topic, []).append(message)
     pending: Pending = []
+    traced = tracing_active()  # untraced processes never look at headers
     for topic, items in by_topic.items():
-        for ack, indices in await send(topic, [(m.key, m.value) for m in items]):
+        headers = [m.headers for m in items] if traced else None
+        sent = await (send(topic, [(m.key, m.value) for m in items], headers) if headers and any(headers)
+                      else send(topic, [(m.key, m.value) for m in items]))
+        for ack, indices in sent:
             pending.append((ack, [items[i] for i in indices]))
     return pending
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,8 @@ import orjson
 
 from schemas.messages import DeadLetter
 
+LOG_TRACE_ID: ContextVar[str | None] = ContextVar("streamscore_log_trace_id", default=None)
+"""The trace id every log line written now carries (a batch's or a request's; set by infra/tracing.py)."""
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
 
@@ -27,6 +30,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         payload.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if (trace_id := LOG_TRACE_ID.get()) is not None:
+            payload.setdefault("trace_id", trace_id)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(payload, default=str).decode()

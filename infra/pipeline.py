@@ -41,6 +41,18 @@ Finish = Callable[[], Awaitable[Any]]
 """A stage of what is left of a batch; it returns the next stage (a Finish) or None when the batch is done."""
 
 
+class Traced(Protocol):
+    """A batch's spans (infra/tracing.BatchTrace): the commit is one of its stages, and ends it."""
+
+    def stage(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A span around one stage."""
+        ...
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the batch's spans (once)."""
+        ...
+
+
 class Transactional(Protocol):
     """Exactly-once offsets (infra/transactions.py): recorded into transactions, not the consumer's commit."""
 
@@ -93,6 +105,7 @@ class Unsettled:
     stage: Finish | None
     staged: asyncio.Future[None]  # every stage ran (or one failed)
     done: asyncio.Future[None]  # committed (or given up)
+    trace: Traced | None = None
 
 
 class BatchPipeline:
@@ -117,19 +130,37 @@ class BatchPipeline:
         self._pause = asyncio.Lock()  # one checkpoint, revoke or abort at a time
         self._closed = False
 
-    async def handle(self, records: Sequence[Any], work: Callable[[], Awaitable[Finish | None]]) -> None:
-        """Run `work` on a polled batch now and settle what it returns in order; rewinds after a failure."""
+    async def handle(
+        self, records: Sequence[Any], work: Callable[[], Awaitable[Finish | None]],
+        trace: Traced | None = None,
+    ) -> None:
+        """Run `work` on a polled batch now and settle what it returns in order; rewinds after a failure.
+
+        A `trace` is ended once the batch committed or gave up.
+        """
+        try:
+            queued = await self._handle(records, work, trace)
+        except BaseException as error:
+            if trace is not None:
+                trace.end(error)
+            raise
+        if not queued and trace is not None:
+            trace.end()
+
+    async def _handle(
+        self, records: Sequence[Any], work: Callable[[], Awaitable[Finish | None]], trace: Traced | None
+    ) -> bool:
         span = Span.of(records)
         self._fetched.append(span)  # from now on a rewind covers it
         await self._slots.acquire()
         await self._open.wait()  # returns at once unless a checkpoint or a revoke is running
         if self._closed:  # exactly-once, stopping: the producers are gone; the next owner reads it
             self._slots.release()
-            return
+            return False
         if self._failure is not None:
             self._slots.release()
             await self.recovered()  # this batch is fetched again after the rewind
-            return
+            return False
         self._idle.clear()
         try:
             stage = await work()
@@ -142,12 +173,13 @@ class BatchPipeline:
             raise
         self._idle.set()
         loop = asyncio.get_running_loop()
-        item = Unsettled(span, stage, loop.create_future(), loop.create_future())
+        item = Unsettled(span, stage, loop.create_future(), loop.create_future(), trace)
         self._unsettled.append(item)
         if not self._tasks:
             self._tasks.append(asyncio.create_task(self._commit_forever()))
         self._commits.put_nowait(item)
         self._advance(item, 0)
+        return True
 
     async def drain(self, timeout_s: float | None = None) -> bool:
         """Wait until every handled batch has settled (or failed); False if `timeout_s` passed first."""
@@ -193,6 +225,8 @@ class BatchPipeline:
             if not item.done.done():  # never reached by the committer: its slot is still taken
                 item.done.set_result(None)
                 self._slots.release()
+            if item.trace is not None:
+                item.trace.end(self._failure)
         self._unsettled.clear()
         self._fetched.clear()
         self._stages.clear()
@@ -263,7 +297,8 @@ class BatchPipeline:
             try:
                 await asyncio.shield(item.staged)
                 if self._failure is None:
-                    await self._commit(item.span.after)
+                    with contextlib.nullcontext() if item.trace is None else item.trace.stage("commit"):
+                        await self._commit(item.span.after)
                     self._unsettled.remove(item)
                     self._fetched.remove(item.span)
             except BaseException as error:
@@ -271,6 +306,8 @@ class BatchPipeline:
             finally:
                 self._slots.release()
                 item.done.set_result(None)
+                if item.trace is not None:
+                    item.trace.end(self._failure)
 
     def _fail_unless_stopping(self, error: BaseException) -> None:
         """Fail the pipeline; re-raise only when this task itself is being cancelled (by reset)."""

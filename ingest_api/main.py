@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra import tracing
 from infra.database import create_engine, create_sessionmaker
 from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence
 from infra.kafka_connection import connection_options
@@ -35,6 +36,7 @@ from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
 from ingest_api.routes import events, health, predictions, scoring
 from ingest_api.settings import ApiSettings
+from ingest_api.tracing_middleware import TracingMiddleware
 from schemas import topics
 
 if TYPE_CHECKING:
@@ -246,6 +248,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
         )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeadersMiddleware)
+    if (tracer := tracing.setup("api")) is not None:  # outermost; absent unless OTEL_* asks for traces
+        app.add_middleware(TracingMiddleware, tracer=tracer)
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
                    registry.router, health.router, shadow.router, drift.router):
         app.include_router(router)

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from infra.tracing import outgoing_headers
+
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
 
@@ -28,6 +30,7 @@ class AckedPublisher:
         self._guard = guard
         self._pending: list[asyncio.Future[Any]] = []
         self.sent = 0
+        self._headers = outgoing_headers()  # the request's trace context, on every record (None: untraced)
 
     def _check_topic(self) -> None:
         """Refuse to send into a topic the broker lost: the record would never reach the scorer."""
@@ -39,7 +42,9 @@ class AckedPublisher:
         """Queue one record (waits only when the producer's buffer is full)."""
         if not self._pending:
             self._check_topic()
-        self._pending.append(await self._producer.send(self._topic, value=value, key=key))
+        self._pending.append(
+            await self._producer.send(self._topic, value=value, key=key, headers=self._headers)
+        )
         self.sent += 1
 
     async def send_many(self, records: Iterable[tuple[bytes, bytes]]) -> None:
@@ -48,8 +53,9 @@ class AckedPublisher:
         send = self._producer.send
         topic = self._topic
         pending = self._pending
+        headers = self._headers
         for key, value in records:
-            pending.append(await send(topic, value=value, key=key))
+            pending.append(await send(topic, value=value, key=key, headers=headers))
             self.sent += 1
 
     async def wait_acked(self) -> int:
@@ -99,13 +105,15 @@ class BackgroundPublisher:
         """Start publishing one record; waits only while `limit` records are already in flight."""
         while len(self._tasks) >= self._limit:
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(self._send(topic, key, value))
+        task = asyncio.create_task(self._send(topic, key, value, outgoing_headers()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def _send(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None
+    ) -> None:
         try:
-            await (await self._producer.send(topic, value=value, key=key))
+            await (await self._producer.send(topic, value=value, key=key, headers=headers))
         except Exception as error:
             self.failures += 1
             if self._on_failure is not None:

@@ -16,6 +16,7 @@ from infra.consumer import Publish
 from infra.delivery import Backoff, Outgoing, Pending, enqueue, publish_isolated
 from infra.logging import dead_letter_fields
 from infra.pipeline import Finish
+from infra.tracing import CURRENT_BATCH, BatchTrace, Headers, close, logged, stage
 from schemas.messages import DeadLetter
 from schemas.wire import dead_letter
 from scorer import drift, metrics, shadow
@@ -45,15 +46,17 @@ class ProducerSender:
     producer: AIOKafkaProducer
 
     async def send(
-        self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
+        self, topic: str, messages: Sequence[tuple[bytes | None, bytes]],
+        headers: Sequence[Headers | None] | None = None,
     ) -> list[tuple[Any, list[int]]]:
         """Per-partition record batches, in message order per partition; unkeyed ones sent one by one."""
         keyed = [(i, key, value) for i, (key, value) in enumerate(messages) if key is not None]
-        pending = await send_keyed_batches(self.producer, topic, keyed)
+        pending = await send_keyed_batches(self.producer, topic, keyed, headers)
         for i, (key, value) in enumerate(messages):
             if key is None:
                 try:
-                    pending.append((await self.producer.send(topic, value), [i]))
+                    pending.append((await self.producer.send(topic, value, headers=headers[i] if headers
+                                                             else None), [i]))
                 except Exception as error:
                     pending.append((failed(error), [i]))
         return pending
@@ -66,26 +69,31 @@ class BrokerSender:
     publish: Publish
 
     async def send(
-        self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
+        self, topic: str, messages: Sequence[tuple[bytes | None, bytes]],
+        headers: Sequence[Headers | None] | None = None,
     ) -> list[tuple[Any, list[int]]]:
         """One publish per message."""
         pending: list[tuple[Any, list[int]]] = []
         for i, (key, value) in enumerate(messages):
+            given = headers[i] if headers else None
+            extra = {"headers": {k: v.decode() for k, v in given}} if given else {}
             try:
-                pending.append((await self.publish(value, topic, key=key, no_confirm=True), [i]))
+                pending.append((await self.publish(value, topic, key=key, no_confirm=True, **extra), [i]))
             except Exception as error:
                 pending.append((failed(error), [i]))
         return pending
 
 
 async def send_keyed_batches(
-    producer: AIOKafkaProducer, topic: str, messages: Sequence[tuple[int, bytes, bytes]]
+    producer: AIOKafkaProducer, topic: str, messages: Sequence[tuple[int, bytes, bytes]],
+    headers: Sequence[Headers | None] | None = None,
 ) -> list[tuple[Any, list[int]]]:
     """Append (index, key, value) messages to per-partition record batches and send them.
 
     Partitions are the ones producer.send would pick for each key (murmur2), in message order per
     partition; measured ~2 µs a message against ~12 µs for one producer.send each. Returns one
     (ack, indices) pair per batch; a message too large for any batch gets a failed ack of its own.
+    `headers`, when given, holds each message's record headers by index.
     """
     if not messages:
         return []
@@ -103,11 +111,12 @@ async def send_keyed_batches(
                 error = MessageSizeTooLargeError(f"{len(value)}-byte message exceeds max_request_size")
                 pending.append((failed(error), [index]))
                 continue
-            if batch.append(key=key, value=value, timestamp=None) is None:
+            extra = headers[index] if headers is not None else None
+            if batch.append(key=key, value=value, timestamp=None, headers=extra) is None:
                 if indices:
                     pending.append((await producer.send_batch(batch, topic, partition=partition), indices))
                 batch, indices = producer.create_batch(), []
-                if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.append(key=key, value=value, timestamp=None, headers=extra) is None:
                     error = ValueError(f"message of {len(value)} bytes exceeds the producer's max_batch_size")
                     pending.append((failed(error), [index]))
                     continue
@@ -128,9 +137,13 @@ def letter_message(runtime: ScorerRuntime, key: bytes | None, letter: DeadLetter
 
 
 async def publish_scored(
-    runtime: ScorerRuntime, scored: Scored, origins: Sequence[SourceRecord | None]
+    runtime: ScorerRuntime, scored: Scored, origins: Sequence[SourceRecord | None],
+    batch: BatchTrace | None = None,
 ) -> Finish:
-    """Queue every prediction and dead letter now, in record order; returns what waits for their acks."""
+    """Queue every prediction and dead letter now, in record order; returns what waits for their acks.
+
+    With a traced `batch`, each prediction carries the context of the record it came from on.
+    """
     sender = runtime.sender
     if sender is None:
         raise RuntimeError("scorer has no sender yet")
@@ -138,6 +151,9 @@ async def publish_scored(
         Outgoing(runtime.predictions_topic, key, value, origin)
         for (key, value), origin in zip(scored.predictions, origins, strict=True)
     ]
+    if batch is not None:
+        for message in outgoing:
+            message.headers = batch.headers_for(message.origin)
     outgoing += [letter_message(runtime, key, letter) for key, letter in scored.dead_letters]
     if runtime.route is not None:
         return await publish_routed(runtime, runtime.route, scored, outgoing)
@@ -201,37 +217,48 @@ async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -
     metrics.BATCH_SIZE.observe(count)
     runtime.stats.events_in += count
 
-    valid, matrix, dead = decode_records(records)
+    batch = CURRENT_BATCH.get()  # None unless tracing is on (infra/tracing.py)
+    with stage(batch, "decode"):
+        valid, matrix, dead = decode_records(records)
     drift.observe(runtime, matrix)  # drift hook: bin counts of the decoded rows (~µs per batch)
     result: ScoreBatch | list[Any] = []
     elapsed = 0.0
     if valid:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(runtime.executor, score_matrix, engine, matrix)
+        with stage(batch, "inference"):
+            result = await loop.run_in_executor(runtime.executor, score_matrix, engine, matrix)
         if runtime.settings.reasons:  # reasons hook (STREAMSCORE_REASONS): per-row records carry them
-            result = await loop.run_in_executor(
-                runtime.executor, with_reasons, engine, matrix, rows_of(result)
-            )
+            with stage(batch, "reasons"):
+                result = await loop.run_in_executor(
+                    runtime.executor, with_reasons, engine, matrix, rows_of(result)
+                )
         elapsed = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.observe(elapsed)
         runtime.stats.latency.record(elapsed * 1000.0)
     scored = assemble(valid, result)
     origins: list[SourceRecord | None] = list(scored.origins)
     scored.dead_letters[:0] = dead
-    acknowledged = await publish_scored(runtime, scored, origins)
+    publishing = batch.begin("publish") if batch is not None else None
+    acknowledged = await publish_scored(runtime, scored, origins, batch)
 
     async def finish() -> None:
-        await acknowledged()
-        # Shadow hook: runs once the active results are on the broker; it never raises.
-        await shadow.shadow_batch(runtime, valid, matrix, result, elapsed * 1000.0)
-        for _, letter in scored.dead_letters:
-            metrics.DEAD_LETTERS.labels(letter.stage).inc()
-            log.warning("record dead-lettered", extra=dead_letter_fields(letter))
-        metrics.EVENTS_OUT.inc(len(scored.predictions))
-        runtime.stats.events_out += len(scored.predictions)
-        runtime.stats.dlq += len(scored.dead_letters)
-        runtime.stats.batches += 1
-        log.debug("micro-batch scored", extra={"records": count, "dead": len(scored.dead_letters)})
+        with logged(batch):
+            try:
+                await acknowledged()
+            except BaseException as error:
+                close(publishing, error)
+                raise
+            close(publishing)
+            # Shadow hook: runs once the active results are on the broker; it never raises.
+            await shadow.shadow_batch(runtime, valid, matrix, result, elapsed * 1000.0)
+            for _, letter in scored.dead_letters:
+                metrics.DEAD_LETTERS.labels(letter.stage).inc()
+                log.warning("record dead-lettered", extra=dead_letter_fields(letter))
+            metrics.EVENTS_OUT.inc(len(scored.predictions))
+            runtime.stats.events_out += len(scored.predictions)
+            runtime.stats.dlq += len(scored.dead_letters)
+            runtime.stats.batches += 1
+            log.debug("micro-batch scored", extra={"records": count, "dead": len(scored.dead_letters)})
 
     return finish

@@ -11,6 +11,7 @@ import threadpoolctl
 
 from infra.consumer import ConsumerRuntime
 from infra.kafka import topic_name
+from infra.tracing import Headers
 from models.drift import DriftMonitor
 from models.shadow import ShadowComparison
 from schemas import topics
@@ -24,9 +25,10 @@ class KeyedSender(Protocol):
     """Sends (key, value) messages to a topic without waiting; returns what to await for the acks."""
 
     async def send(
-        self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
+        self, topic: str, messages: Sequence[tuple[bytes | None, bytes]],
+        headers: Sequence[Headers | None] | None = None,
     ) -> list[tuple[Any, list[int]]]:
-        """Queue every message; (ack to await, indices of the messages it covers) pairs."""
+        """Queue every message (with its headers, if given); (ack to await, indices it covers) pairs."""
         ...
 
 

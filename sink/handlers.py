@@ -19,6 +19,7 @@ from infra.delivery import isolate_failing
 from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
 from infra.pipeline import Finish
+from infra.tracing import CURRENT_BATCH, logged, stage
 from schemas import topics
 from schemas.messages import DeadLetter
 from schemas.wire import SourceRecord, dead_letter, validation_reason
@@ -286,46 +287,52 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
     metrics.ROWS_IN.labels(topics.DEAD_LETTER).inc(len(dead_records))
     runtime.stats.events_in += len(prediction_records)
 
-    valid, invalid = parse_predictions(prediction_records)
+    batch = CURRENT_BATCH.get()  # None unless tracing is on (infra/tracing.py)
+    with stage(batch, "parse"):
+        valid, invalid = parse_predictions(prediction_records)
+        letters = parse_dead_letters(dead_records)
     if invalid:
         metrics.INVALID.inc(len(invalid))
         await publish_dead_letters(runtime, publish, invalid)
-    letters = parse_dead_letters(dead_records)
 
     async def store_shadow(session: AsyncSession) -> None:
         await store_shadow_predictions(session, shadow)
 
     async def finish() -> Finish:
-        if shadow:  # in their own (idempotent) transaction: they never touch customers, segments or Redis
-            await in_transaction_with_retry(runtime, store_shadow)
-        started = time.perf_counter()
-        written = await store_isolated(runtime, publish, [*valid, *letters])
-        elapsed = time.perf_counter() - started
-        metrics.WRITE_SECONDS.observe(elapsed)
-        runtime.stats.latency.record(elapsed * 1000.0)
-        inserted = len(written.predictions.inserted)
-        metrics.ROWS_STORED.labels("predictions").inc(inserted)
-        metrics.ROWS_STORED.labels("dead_letters").inc(written.dead_letters)
-        metrics.DUPLICATES.inc(len(valid) - inserted)
-        runtime.stats.events_out += inserted
-        runtime.stats.dlq += written.dead_letters
-        runtime.stats.batches += 1
-        for letter in letters:
-            log.info(
-                "dead letter received",
-                extra={
-                    "stage": letter.stage,
-                    "reason": letter.reason,
-                    "event_id": str(letter.event_id) if letter.event_id else None,
-                    "customer_id": letter.customer_id,
-                    "batch_id": str(letter.batch_id) if letter.batch_id else None,
-                },
-            )
-        log.debug("batch stored", extra={"records": len(records), "new_predictions": inserted})
+        with logged(batch):
+            with stage(batch, "postgres transaction"):
+                # Shadow rows in their own (idempotent) transaction: never customers, segments or Redis.
+                if shadow:
+                    await in_transaction_with_retry(runtime, store_shadow)
+                started = time.perf_counter()
+                written = await store_isolated(runtime, publish, [*valid, *letters])
+                elapsed = time.perf_counter() - started
+            metrics.WRITE_SECONDS.observe(elapsed)
+            runtime.stats.latency.record(elapsed * 1000.0)
+            inserted = len(written.predictions.inserted)
+            metrics.ROWS_STORED.labels("predictions").inc(inserted)
+            metrics.ROWS_STORED.labels("dead_letters").inc(written.dead_letters)
+            metrics.DUPLICATES.inc(len(valid) - inserted)
+            runtime.stats.events_out += inserted
+            runtime.stats.dlq += written.dead_letters
+            runtime.stats.batches += 1
+            for letter in letters:
+                log.info(
+                    "dead letter received",
+                    extra={
+                        "stage": letter.stage,
+                        "reason": letter.reason,
+                        "event_id": str(letter.event_id) if letter.event_id else None,
+                        "customer_id": letter.customer_id,
+                        "batch_id": str(letter.batch_id) if letter.batch_id else None,
+                    },
+                )
+            log.debug("batch stored", extra={"records": len(records), "new_predictions": inserted})
 
-        async def cache() -> None:  # the next stage: overlaps the next batch's Postgres write
-            await refresh_cache(runtime, written.cache)
+            async def cache() -> None:  # the next stage: overlaps the next batch's Postgres write
+                with stage(batch, "redis write"):
+                    await refresh_cache(runtime, written.cache)
 
-        return cache
+            return cache
 
     return finish

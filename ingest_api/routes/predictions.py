@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from infra.tracing import span
 from ingest_api.auth.dependencies import ReadPrincipal
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
@@ -34,7 +35,8 @@ async def cached_prediction(services: Services, customer_id: str) -> Prediction 
         return None
     key = prediction_key(customer_id, services.engine.model_version)
     try:
-        raw = await asyncio.wait_for(services.redis.get(key), services.settings.redis_timeout_seconds)
+        with span("api", "redis get", **{"db.system.name": "redis"}):
+            raw = await asyncio.wait_for(services.redis.get(key), services.settings.redis_timeout_seconds)
     except (RedisError, OSError, TimeoutError) as error:
         services.pause_redis()
         log.warning("redis read failed; falling back to Postgres", extra={"error": repr(error)})
@@ -54,8 +56,9 @@ async def stored_prediction(services: Services, customer_id: str) -> Prediction:
     cached = await cached_prediction(services, customer_id)
     if cached is not None:
         return cached
-    async with services.sessionmaker() as session:
-        row = await stored.latest_prediction(session, customer_id)
+    with span("api", "postgres select", **{"db.system.name": "postgresql"}):
+        async with services.sessionmaker() as session:
+            row = await stored.latest_prediction(session, customer_id)
     if row is None:
         raise ApiError(404, f"no prediction for customer {customer_id!r}",
                        details=[ErrorDetail(field="customer_id", message="no stored prediction")])

@@ -1,0 +1,156 @@
+"""infra/tracing.py without engines: when it is on, its OTLP exporter, its link-following sampler."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
+
+import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+from infra import tracing
+from infra.logging import JsonFormatter
+from streamscore.embedded import free_port
+
+
+def test_off_unless_the_standard_variables_ask() -> None:
+    assert not tracing.enabled_by_env({})
+    assert not tracing.enabled_by_env({"OTEL_TRACES_EXPORTER": "none"})
+    assert not tracing.enabled_by_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318",
+                                       "OTEL_SDK_DISABLED": "true"})
+    assert tracing.enabled_by_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"})
+    assert tracing.enabled_by_env({"OTEL_TRACES_EXPORTER": "console"})
+
+
+def test_a_malformed_traceparent_is_no_context() -> None:
+    assert tracing.parse_traceparent(b"00-zz-yy-01") is None
+    assert tracing.parse_traceparent(b"00-" + b"0" * 32 + b"-" + b"1" * 16 + b"-01") is None  # zero trace id
+    good = tracing.parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    assert good is not None and good.trace_flags.sampled and tracing.traceparent(good).endswith(b"-01")
+    assert not tracing.is_sampled(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[str, list[bytes]]]:
+    """A loopback HTTP server that keeps every OTLP body posted to /v1/traces."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            assert self.path == "/v1/traces"
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", bodies
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def test_otlp_from_the_environment_with_links_deciding_the_sample(
+    collector: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, bodies = collector
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")  # no root is sampled by the ratio…
+    tracer = tracing.setup("tracing-test")
+    try:
+        assert tracer is not None
+        sampled = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        unsampled = SpanContext(0x4321, 0x8765, is_remote=True, trace_flags=TraceFlags(0))
+        with tracer.start_as_current_span("alone") as alone:
+            assert not alone.is_recording()
+        with tracer.start_as_current_span("batch", links=[Link(unsampled)]) as ignored:
+            assert not ignored.is_recording()
+        with tracer.start_as_current_span("batch", links=[Link(unsampled), Link(sampled)]) as batch:
+            assert batch.is_recording()  # …but a batch holding a sampled record is
+        assert isinstance(tracer, SdkTracer)
+        assert tracer.span_processor.force_flush(10_000)
+    finally:
+        tracing.forget("tracing-test")
+    request = ExportTraceServiceRequest.FromString(bodies[0])
+    (resource_spans,) = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}["service.name"]
+    spans = [span for scope in resource_spans.scope_spans for span in scope.spans]
+    assert service == "tracing-test" and [span.name for span in spans] == ["batch"]
+    assert [link.span_id for link in spans[0].links] == [(0x8765).to_bytes(8, "big"),
+                                                         (0x5678).to_bytes(8, "big")]
+
+
+class Collect(logging.Handler):
+    """Keeps each record as the JSON line the services would write."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(JsonFormatter().format(record))
+
+
+def test_log_lines_of_a_batch_carry_its_trace_id() -> None:
+    exporter = InMemorySpanExporter()
+    tracer = tracing.setup("log-test", exporter)
+    assert tracer is not None
+    try:
+        sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        record = SimpleNamespace(topic="t", partition=0, offset=0, key=None, value=b"{}",
+                                 headers=[("traceparent", sampled)])
+        batch = tracing.BatchTrace(tracer, "log-test", [record])
+        lines: list[str] = []
+        handler = Collect(lines)
+        logger = logging.getLogger("tests.tracing.batch")
+        logger.addHandler(handler)
+        try:
+            with batch.stage("decode"):
+                logger.warning("inside a stage")
+            with batch.logged():
+                logger.warning("inside the batch")
+            logger.warning("outside")
+        finally:
+            logger.removeHandler(handler)
+        batch.end()
+    finally:
+        tracing.forget("log-test")
+    (batch_span,) = [s for s in exporter.get_finished_spans() if s.name == "log-test batch"]
+    assert batch_span.context is not None
+    expected = f"{batch_span.context.trace_id:032x}"
+    assert [json.loads(line).get("trace_id") for line in lines] == [expected, expected, None]
+    assert batch.headers_for(record) != [("traceparent", sampled)]  # its process span's context
+
+
+def test_outputs_of_unsampled_records_carry_their_traceparent_into_a_record_batch() -> None:
+    exporter = InMemorySpanExporter()
+    tracer = tracing.setup("forward-test", exporter)
+    assert tracer is not None
+    try:
+        unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        records = [SimpleNamespace(headers=(("traceparent", unsampled),)), SimpleNamespace(headers=())]
+        batch = tracing.BatchTrace(tracer, "forward-test", records)
+        forwarded, bare = batch.headers_for(records[0]), batch.headers_for(records[1])
+        batch.end()
+    finally:
+        tracing.forget("forward-test")
+    assert forwarded == [("traceparent", unsampled)]
+    (batch_span,) = exporter.get_finished_spans()  # sampled by the root sampler (always_on): the batch
+    assert batch_span.context is not None and not batch_span.links
+    assert bare == [("traceparent", tracing.traceparent(batch_span.context))]  # no context of its own
+    builder = DefaultRecordBatchBuilder(2, 0, -1, -1, -1, False, 1 << 20)  # what the scorer's sender fills
+    assert builder.append(0, timestamp=None, key=b"k", value=b"v", headers=forwarded) is not None
