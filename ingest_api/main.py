@@ -30,6 +30,7 @@ from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.hardening import SecurityHeadersMiddleware
 from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
+from ingest_api.quality import monitor_forever
 from ingest_api.routes import (
     batch,
     dashboard,
@@ -37,6 +38,8 @@ from ingest_api.routes import (
     drift,
     events,
     health,
+    outcomes,
+    performance,
     predictions,
     registry,
     scoring,
@@ -193,7 +196,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(bounded(services.sync_scorer.close, "sync scorer"))
         watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
         guard = asyncio.create_task(topic_guard.run_forever(), name="topic-guard")
-        stack.push_async_callback(cancel_tasks, [watcher, guard])
+        quality = asyncio.create_task(monitor_forever(services, metrics.registry), name="model-quality")
+        stack.push_async_callback(cancel_tasks, [watcher, guard, quality])
         assert services.security is not None
         stack.callback(services.security.close)
         app.state.services = services
@@ -252,6 +256,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
                    registry.router, health.router, shadow.router, drift.router):
         app.include_router(router)
+    app.include_router(outcomes.router)  # POST /api/v1/outcomes
+    app.include_router(performance.router)  # GET /api/v1/models/performance
     app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats
     app.include_router(docs.router)  # /docs, /redoc, /asyncapi (JSON or page), without a CDN
     return app
