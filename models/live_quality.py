@@ -93,6 +93,8 @@ def auc_standard_error(value: float, positives: float, negatives: float) -> floa
 
 def propensity_quality(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     """Realised figures of labelled predictions (y 1 buyer, 0 not)."""
+    order = np.lexsort((y, p))  # one canonical order: float sums then never depend on arrival order
+    y, p = y[order], p[order]
     n, buyers = len(p), float(y.sum())
     curve = reliability(y, p)
     found = top_buyers(y, p)
@@ -112,6 +114,7 @@ def propensity_quality(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
 
 def estimated_quality(p: np.ndarray) -> dict[str, Any]:
     """CBPE figures from propensities alone, with their sampling error and caveat."""
+    p = np.sort(p)  # canonical order (see propensity_quality)
     value = estimated_auc(p)
     positives = float(p.sum())
     return {
