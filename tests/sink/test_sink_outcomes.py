@@ -70,7 +70,8 @@ def _outcomes(rng: random.Random, served: list[Prediction]) -> list[Outcome]:
             bought.append(("caravan", rng.choice((1, 3, 8, 30))))  # 30 h: outside the horizon
         if rng.random() < 0.5:
             bought.append((rng.choice(PRODUCT_IDS), rng.choice((2, 20))))
-        out += [Outcome(outcome_id=f"o-{uuid.uuid4().hex[:12]}", customer_id=p.customer_id, product_id=product,
+        out += [Outcome(outcome_id=f"o-{uuid.uuid4().hex[:12]}", customer_id=p.customer_id,
+                        product_id=product,
                         occurred_at=p.scored_at + timedelta(hours=hours), source="crm")
                 for product, hours in bought]
     out.append(Outcome(outcome_id="o-nobody", customer_id="no-prediction", product_id="car",
