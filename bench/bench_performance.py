@@ -109,6 +109,7 @@ async def main() -> None:
               f"{time.perf_counter() - started:.1f} s")
         if args.explain:
             async with sessions() as session, session.begin():
+                await session.execute(text("SET LOCAL work_mem = '64MB'"))  # as join_outcomes does
                 plan = await session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + _JOIN.text), {
                     "version": "v-bench", "since": NOW - timedelta(days=365), "until": NOW,
                     "horizon": timedelta(days=90), "as_of": NOW, "caravan": "caravan"})

@@ -34,7 +34,7 @@ def top_buyers(y: np.ndarray, p: np.ndarray, fraction: float = TOP_FRACTION) -> 
     k = top_fraction_count(n, fraction)
     if k == 0:
         return 0.0
-    threshold = np.sort(p)[::-1][k - 1]
+    threshold = np.partition(p, n - k)[n - k]  # the k-th highest, in linear time
     above = p > threshold
     at = p == threshold
     taken = k - int(above.sum())
@@ -73,11 +73,12 @@ def estimated_auc(p: np.ndarray) -> float:
     positives, negatives = float(p.sum()), float((1.0 - p).sum())
     if len(p) == 0 or positives <= 0.0 or negatives <= 0.0:
         return float("nan")
-    values, inverse = np.unique(-p, return_inverse=True)  # descending score groups
-    tp = np.bincount(inverse, weights=p, minlength=len(values))
-    fp = np.bincount(inverse, weights=1.0 - p, minlength=len(values))
+    descending = np.sort(p, kind="stable")[::-1]  # linear when p is already sorted (estimated_quality)
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(descending)) + 1))  # score groups
+    tp = np.add.reduceat(descending, starts)
+    fp = np.add.reduceat(1.0 - descending, starts)
     fp_before = np.concatenate(([0.0], np.cumsum(fp)[:-1]))
-    area = float(np.sum(tp * (fp_before + 0.5 * fp)))  # each positive weight over the negatives below it
+    area = float(np.sum(tp * (fp_before + 0.5 * fp)))  # each positive weight over the negatives above it
     return 1.0 - area / (positives * negatives)
 
 
@@ -93,7 +94,9 @@ def auc_standard_error(value: float, positives: float, negatives: float) -> floa
 
 def propensity_quality(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     """Realised figures of labelled predictions (y 1 buyer, 0 not)."""
-    order = np.lexsort((y, p))  # one canonical order: float sums then never depend on arrival order
+    # Ascending p makes every float sum canonical (tied p are equal; y sums are exact integers), so no
+    # figure depends on the order the rows arrived in.
+    order = np.argsort(p)
     y, p = y[order], p[order]
     n, buyers = len(p), float(y.sum())
     curve = reliability(y, p)

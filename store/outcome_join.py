@@ -79,7 +79,9 @@ labels AS (
     LEFT JOIN marks m ON m.tbl = w.tbl AND m.id = w.id
 )
 SELECT l.propensity, l.scored, l.status, t.product, t.scored_trial, t.hit, u.unmatched
-FROM (SELECT array_agg(propensity) AS propensity, array_agg(scored) AS scored, array_agg(status) AS status
+FROM (SELECT string_agg(float8send(propensity), ''::bytea) AS propensity,
+             string_agg(float8send(scored), ''::bytea) AS scored,
+             string_agg(int2send(CAST(status AS int2)), ''::bytea) AS status
       FROM labels) l
 CROSS JOIN (SELECT array_agg(product_id) AS product,
                    array_agg(CAST(extract(epoch FROM scored_at) AS float8)) AS scored_trial,
@@ -109,14 +111,18 @@ async def join_outcomes(
     as_of: datetime,
 ) -> Joined:
     """Label the version's predictions scored in [since, until) as of `as_of` (one statement)."""
+    # The join hashes the outcomes; at the default 4 MB Postgres sorted 1,000,000 predictions for a merge
+    # join instead (2.9 s of 7.8).
+    await session.execute(text("SET LOCAL work_mem = '64MB'"))
     row = (await session.execute(_JOIN, {
         "version": version, "since": since, "until": until, "horizon": horizon, "as_of": as_of,
         "caravan": CARAVAN,
     })).one()
     return Joined(
-        propensity=np.asarray(row.propensity or [], dtype=np.float64),
-        scored=np.asarray(row.scored or [], dtype=np.float64),
-        status=np.asarray(row.status or [], dtype=np.int64),
+        # One big-endian binary column each (a million Python floats would cost more than the query).
+        propensity=np.frombuffer(row.propensity or b"", dtype=">f8").astype(np.float64),
+        scored=np.frombuffer(row.scored or b"", dtype=">f8").astype(np.float64),
+        status=np.frombuffer(row.status or b"", dtype=">i2").astype(np.int64),
         trial_products=list(row.product or []),
         trial_scored=np.asarray(row.scored_trial or [], dtype=np.float64),
         trial_hits=np.asarray(row.hit or [], dtype=bool),
