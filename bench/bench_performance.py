@@ -110,6 +110,7 @@ async def main() -> None:
         if args.explain:
             async with sessions() as session, session.begin():
                 await session.execute(text("SET LOCAL work_mem = '64MB'"))  # as join_outcomes does
+                await session.execute(text("SET LOCAL enable_mergejoin = off"))
                 plan = await session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + _JOIN.text), {
                     "version": "v-bench", "since": NOW - timedelta(days=365), "until": NOW,
                     "horizon": timedelta(days=90), "as_of": NOW, "caravan": "caravan"})

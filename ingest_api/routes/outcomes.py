@@ -68,7 +68,11 @@ def parse_csv(body: bytes, limit: int) -> list[Outcome]:
         raise ApiError(422, "the CSV is not UTF-8", details=[ErrorDetail(field="body", message="not UTF-8")]
                        ) from None
     reader = csv.reader(io.StringIO(text))
-    header = [name.strip() for name in next(reader, [])]
+    try:
+        header = [name.strip() for name in next(reader, [])]
+    except csv.Error as error:
+        raise ApiError(422, f"the CSV header is unreadable: {error}",
+                       details=[ErrorDetail(field="header", message=str(error))]) from None
     if missing := sorted(_REQUIRED_COLUMNS - set(header)):
         raise ApiError(422, f"the CSV header lacks {', '.join(missing)}",
                        details=[ErrorDetail(field="header", message=f"missing column {m}") for m in missing])
@@ -76,6 +80,15 @@ def parse_csv(body: bytes, limit: int) -> list[Outcome]:
         raise ApiError(422, f"unknown CSV column {unknown[0][:40]!r}",
                        details=[ErrorDetail(field="header", message=f"unknown column {u[:40]!r}")
                                 for u in unknown])
+    try:
+        return _rows(reader, header, limit)
+    except csv.Error as error:
+        line = reader.line_num
+        raise ApiError(422, f"line {line}: {error}",
+                       details=[ErrorDetail(field=f"line {line}", message=str(error))]) from None
+
+
+def _rows(reader: Any, header: list[str], limit: int) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for row in reader:
         if not any(cell.strip() for cell in row):

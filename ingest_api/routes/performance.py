@@ -16,10 +16,19 @@ router = APIRouter(prefix="/api/v1/models", tags=["models"])
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+"""Window bounds accepted: far enough inside Postgres's range for the horizon to be added and taken."""
+
+
 def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise ApiError(422, f"{name} must carry a timezone, e.g. 2026-12-01T00:00:00Z",
                        details=[ErrorDetail(field=name, message="timezone missing")])
+    if not EARLIEST <= value < LATEST:
+        raise ApiError(422, f"{name} must lie between 1970 and 9000",
+                       details=[ErrorDetail(field=name, message="out of range")])
     return value
 
 

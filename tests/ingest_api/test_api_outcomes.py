@@ -63,6 +63,9 @@ async def test_csv_errors_name_the_line_and_limits_and_scope_hold(api: Api, uniq
     assert no_column.status_code == 422
     assert {d["message"] for d in no_column.json()["error"]["details"]} == {
         "missing column occurred_at", "missing column product_id"}
+    huge = "outcome_id,customer_id,product_id,occurred_at\n\"" + "x" * 200_000 + "\n"
+    unreadable = await api.client.post("/api/v1/outcomes", content=huge, headers={"Content-Type": "text/csv"})
+    assert unreadable.status_code == 422 and unreadable.json()["error"]["details"][0]["field"] == "line 2"
     limit = api.settings.max_events_per_request
     too_many = await api.client.post("/api/v1/outcomes",
                                      json=[_outcome(unique_id, i) for i in range(limit + 1)])
@@ -90,5 +93,7 @@ async def test_performance_answers_the_contract_and_rejects_bad_windows(api: Api
     backwards = await api.client.get("/api/v1/models/performance", params={
         "since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"})
     assert backwards.status_code == 422
+    ancient = await api.client.get("/api/v1/models/performance", params={"until": "0001-01-02T00:00:00Z"})
+    assert ancient.status_code == 422 and ancient.json()["error"]["details"][0]["field"] == "until"
     bad_version = await api.client.get("/api/v1/models/performance", params={"version": "../x"})
     assert bad_version.status_code == 422
