@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -76,6 +77,17 @@ async def test_csv_errors_name_the_line_and_limits_and_scope_hold(api: Api, uniq
     allowed = await api.client.post("/api/v1/outcomes", json=_outcome(unique_id, 0),
                                     headers=await api.key_with("events"))
     assert allowed.status_code == 202
+
+
+async def test_quality_gauges_are_on_metrics_and_ready_stays_up(api: Api) -> None:
+    version = api.services.engine.model_version
+    for _ in range(100):  # the monitor's first round runs at start-up
+        text = (await api.client.get("/metrics")).text
+        if f'streamscore_model_quality_alert{{version="{version}"}} 0.0' in text:
+            break
+        await asyncio.sleep(0.1)
+    assert f'streamscore_model_quality{{figure="labelled",version="{version}"}} 0.0' in text
+    assert (await api.client.get("/ready")).status_code == 200
 
 
 async def test_performance_answers_the_contract_and_rejects_bad_windows(api: Api) -> None:
