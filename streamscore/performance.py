@@ -68,7 +68,13 @@ def performance(
     api_url: str | None = ApiUrlOption,
     api_key: str | None = ApiKeyOption,
 ) -> None:
-    """Live quality from purchase outcomes: AUC, top-20 % buyers, lift, calibration, HR@3, CBPE estimate."""
+    """Live quality from purchase outcomes: AUC, top-20 % buyers, lift, calibration, HR@3, CBPE estimate.
+
+    [bold]Examples[/]
+
+      streamscore models performance
+      streamscore models performance --version v20261201-231012 --since 2026-11-01T00:00:00Z --plot r.png
+    """
     params = {k: v for k, v in (("version", version), ("since", since), ("until", until)) if v}
     with _client(api_url, api_key) as client:
         document = client.request("GET", "/api/v1/models/performance", params=params).json()
