@@ -35,7 +35,10 @@ class QualitySettings(BaseSettings):
     quality_alert_margin: float = Field(
         default=0.05, ge=0.0, le=1.0, description="Alert when a figure is this far below validation."
     )
-    quality_interval_seconds: float = Field(default=60.0, gt=0, description="How often the gauges refresh.")
+    quality_interval_seconds: float = Field(
+        default=300.0, gt=0,
+        description="How often the gauges refresh (each refresh joins the lookback window once per version).",
+    )
 
     @property
     def horizon(self) -> timedelta:

@@ -42,11 +42,12 @@ def _union(template: str, **fields: str) -> str:
 # each outcome to every earlier prediction of its customer within the horizon (with the top-3 check, so no
 # lookup goes back to the table), then the window's predictions meet the few the outcomes touched. (A
 # correlated EXISTS per prediction took 165 s for 100,000 predictions; a probe per outcome 18 µs each.)
-# Predictions scored up to H around the window take part, so attribution is the same as over all time.
+# Predictions scored up to H around the window take part, so attribution is the same as over all time
+# (one scored before `since` can take an outcome, which is then neither unmatched nor the window's).
 _JOIN = text(f"""
 WITH relevant AS MATERIALIZED (
-    SELECT id AS oid, customer_id, product_id, occurred_at FROM outcomes
-    WHERE occurred_at >= {_LOW} AND occurred_at <= {_HIGH}
+    SELECT id AS oid, customer_id, product_id, occurred_at FROM outcomes  -- earlier ones touch no window row
+    WHERE occurred_at >= :since AND occurred_at <= {_HIGH}
 ),
 links AS MATERIALIZED (  -- every (outcome, prediction scored in the horizon before it) pair
     SELECT o.oid, o.product_id, c.tbl, c.id, c.scored_at,
