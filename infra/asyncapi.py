@@ -19,6 +19,7 @@ from infra.kafka_connection import parse_bootstrap
 from infra.settings import KafkaSettings
 from schemas import topics
 from schemas.messages import SCHEMA_VERSION, DeadLetter, FeatureEvent, Prediction
+from schemas.outcomes import Outcome
 
 CONTRACTS: dict[str, type[BaseModel]] = {
     topics.CUSTOMER_FEATURES: FeatureEvent,
@@ -26,6 +27,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     topics.PREDICTIONS: Prediction,
     topics.DEAD_LETTER: DeadLetter,
     topics.PREDICTIONS_SHADOW: Prediction,
+    topics.OUTCOMES: Outcome,
 }
 TRACED = (topics.CUSTOMER_FEATURES, topics.BATCH_ROWS, topics.PREDICTIONS)
 """Topics whose records carry the optional W3C `traceparent` header while tracing is on (infra/tracing.py)."""
@@ -44,6 +46,8 @@ PRODUCERS: tuple[tuple[str, str, str], ...] = (
     (topics.DEAD_LETTER, "pipeline", "Records the scorer or sink could not decode, validate or score."),
     (topics.PREDICTIONS_SHADOW, "scorer",
      "The shadow model version's prediction of each scored event, for comparison only: never served."),
+    (topics.OUTCOMES, "api",
+     "Purchases reported after scoring (POST /api/v1/outcomes, JSON or CSV); deduplicate on `outcome_id`."),
 )
 DESCRIPTION = f"""\
 StreamScore's Kafka contracts, schema version {SCHEMA_VERSION}.

@@ -27,14 +27,15 @@ from infra.process import bounded, cancel_tasks
 from ingest_api.auth import routes as auth
 from ingest_api.batch import routes as batch
 from ingest_api.batching import DirectScorer, DynamicBatcher
-from ingest_api.console import dashboard, docs, drift, registry, shadow
+from ingest_api.console import dashboard, docs, drift, performance, registry, shadow
+from ingest_api.console.quality import monitor_forever
 from ingest_api.deps import Services, build_redis
 from ingest_api.errors import error_response, install_error_handlers
 from ingest_api.fast_path import FastPathMiddleware
 from ingest_api.hardening import SecurityHeadersMiddleware
 from ingest_api.metrics import ApiMetrics, MetricsMiddleware
 from ingest_api.publisher import BackgroundPublisher
-from ingest_api.routes import events, health, predictions, scoring
+from ingest_api.routes import events, health, outcomes, predictions, scoring
 from ingest_api.settings import ApiSettings
 from ingest_api.tracing_middleware import TracingMiddleware
 from schemas import topics
@@ -194,7 +195,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         watcher = asyncio.create_task(engine.watch(settings.model_refresh_seconds), name="model-watch")
         guard = asyncio.create_task(topic_guard.run_forever(), name="topic-guard")
-        stack.push_async_callback(cancel_tasks, [watcher, guard])
+        quality = asyncio.create_task(monitor_forever(services, metrics.registry), name="model-quality")
+        stack.push_async_callback(cancel_tasks, [watcher, guard, quality])
         app.state.services = services
         # TensorFlow/Keras leave millions of long-lived objects; without freezing them every full
         # collection walks them all and stalls requests for hundreds of milliseconds (the p99).
@@ -253,6 +255,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
                    registry.router, health.router, shadow.router, drift.router):
         app.include_router(router)
+    app.include_router(outcomes.router)  # POST /api/v1/outcomes
+    app.include_router(performance.router)  # GET /api/v1/models/performance
     app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats
     app.include_router(docs.router)  # /docs, /redoc, /asyncapi (JSON or page), without a CDN
     return app

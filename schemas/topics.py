@@ -8,8 +8,12 @@ PREDICTIONS = "predictions.v1"
 DEAD_LETTER = "dead-letter.v1"
 PREDICTIONS_SHADOW = "predictions-shadow.v1"
 """The shadow version's predictions (same Prediction contract); stored apart, never served."""
+OUTCOMES = "outcomes.v1"
+"""Purchases reported after the fact (schemas.outcomes.Outcome), keyed by customer_id."""
 
-ALL_TOPICS: tuple[str, ...] = (CUSTOMER_FEATURES, BATCH_ROWS, PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW)
+ALL_TOPICS: tuple[str, ...] = (
+    CUSTOMER_FEATURES, BATCH_ROWS, PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW, OUTCOMES,
+)
 
 SCORER_GROUP = "scorer"
 SINK_GROUP = "sink"
@@ -33,8 +37,8 @@ SCORER = ConsumerContract(
 )
 SINK = ConsumerContract(
     SINK_GROUP,
-    (PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW),
+    (PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW, OUTCOMES),
     "StoreRecords",
-    "Store a batch of predictions and dead letters; its offsets commit only once it is stored.",
+    "Store a batch of predictions, outcomes and dead letters; its offsets commit only once it is stored.",
 )
 CONSUMERS: tuple[ConsumerContract, ...] = (SCORER, SINK)

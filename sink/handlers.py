@@ -24,6 +24,7 @@ from schemas import topics
 from schemas.messages import DeadLetter
 from schemas.wire import SourceRecord, dead_letter, validation_reason
 from sink import metrics
+from sink.outcomes import parse_outcomes, write_outcomes
 from sink.parsing import parse_predictions
 from sink.settings import SinkSettings
 from store.batch_jobs import add_batch_progress
@@ -281,6 +282,9 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
     shadow_topic = topic_name(runtime.settings, topics.PREDICTIONS_SHADOW)
     shadow = shadow_rows([r for r in records if r.topic == shadow_topic])
     records = [r for r in records if r.topic != shadow_topic]
+    outcomes_topic = topic_name(runtime.settings, topics.OUTCOMES)  # outcomes hook: sink/outcomes.py
+    outcomes, bad_outcomes = parse_outcomes([r for r in records if r.topic == outcomes_topic])
+    records = [r for r in records if r.topic != outcomes_topic]
     prediction_records = [r for r in records if r.topic != dead_topic]
     dead_records = [r for r in records if r.topic == dead_topic]
     metrics.ROWS_IN.labels(topics.PREDICTIONS).inc(len(prediction_records))
@@ -291,16 +295,22 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
     with stage(batch, "parse"):
         valid, invalid = parse_predictions(prediction_records)
         letters = parse_dead_letters(dead_records)
-    if invalid:
-        metrics.INVALID.inc(len(invalid))
-        await publish_dead_letters(runtime, publish, invalid)
+    if invalid or bad_outcomes:
+        metrics.INVALID.inc(len(invalid) + len(bad_outcomes))
+        await publish_dead_letters(runtime, publish, [*invalid, *bad_outcomes])
 
     async def store_shadow(session: AsyncSession) -> None:
         await store_shadow_predictions(session, shadow)
 
+    async def store_outcome_rows(session: AsyncSession) -> int:
+        return await write_outcomes(session, outcomes)
+
     async def finish() -> Finish:
         with logged(batch):
             with stage(batch, "postgres transaction"):
+                if outcomes:  # own idempotent transaction (ON CONFLICT outcome_id): touches nothing else
+                    new = await in_transaction_with_retry(runtime, store_outcome_rows)
+                    metrics.ROWS_STORED.labels("outcomes").inc(new)
                 # Shadow rows in their own (idempotent) transaction: never customers, segments or Redis.
                 if shadow:
                     await in_transaction_with_retry(runtime, store_shadow)

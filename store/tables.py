@@ -73,6 +73,29 @@ class ShadowPrediction(ScoredColumns, Base):
     __table_args__ = (
         UniqueConstraint("event_id", "model_version", name="uq_predictions_shadow_event_version"),
         Index("ix_predictions_shadow_version_id", "model_version", "id"),
+        Index("ix_predictions_shadow_customer_scored", "customer_id", "scored_at"),
+    )
+
+
+class OutcomeRecord(Base):
+    """A reported purchase (`outcomes.v1`), stored once per outcome_id; joined to predictions when read."""
+
+    __tablename__ = "outcomes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    outcome_id: Mapped[str] = mapped_column(IDENTIFIER, nullable=False)
+    customer_id: Mapped[str] = mapped_column(IDENTIFIER, nullable=False)
+    product_id: Mapped[str] = mapped_column(String(32, collation="C"), nullable=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    stored_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (
+        UniqueConstraint("outcome_id", name="uq_outcomes_outcome_id"),
+        Index("ix_outcomes_customer_product", "customer_id", "product_id", "occurred_at"),
+        Index("ix_outcomes_occurred", "occurred_at"),
     )
 
 

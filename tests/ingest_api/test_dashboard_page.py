@@ -161,3 +161,24 @@ def test_tiles_say_what_they_count_and_in_which_unit(page: Any) -> None:
     assert "ms per batch" in latency.splitlines()[-1]
     assert "since the running scorers and sinks started" in dead
     assert _text(page, "segments-scope") == "all stored predictions of v1"
+
+
+def test_live_quality_panel_shows_active_beside_shadow_with_the_reliability_curve(page: Any) -> None:
+    import numpy as np
+
+    from ingest_api.console.quality import figures
+    from store.outcome_join import Joined
+
+    rng = np.random.default_rng(5)
+    p = rng.random(400)
+    status = np.where(rng.random(400) < p, 1, 0)
+    joined = Joined(propensity=p, scored=np.zeros(400), status=status, trial_products=["car", "fire"],
+                    trial_scored=np.zeros(2), trial_hits=np.array([True, False]), unmatched=3)
+    active = {"version": "v-active", **figures(joined)}
+    shadow = {**active, "version": "v-shadow"}
+    page.execute_script("renderQuality(arguments[0])", {**active, "shadow": shadow})
+    assert _text(page, "quality-active") == "v-active" and _text(page, "quality-shadow") == "v-shadow"
+    table = _text(page, "quality")
+    assert "AUC estimated (CBPE)" in table and "50.0 %" in table and "unmatched outcomes 3 3" in table
+    assert page.execute_script("return document.querySelectorAll('#reliability polyline').length") == 2
+    assert "calibrated" in _text(page, "quality-caveat")

@@ -62,6 +62,69 @@ async function poll() {
     setStatus("error", `cannot load stats: ${error.message}`);
   }
   timer = setTimeout(poll, POLL_MS);
+  if (Date.now() - qualityAt > QUALITY_MS) { qualityAt = Date.now(); pollQuality(key); }
+}
+
+// Live quality is a join over stored predictions and outcomes: asked for once a minute, not every second.
+const QUALITY_MS = 60000;
+let qualityAt = 0;
+
+async function pollQuality(key) {
+  try {
+    const response = await fetch("/api/v1/models/performance", { headers: { "X-API-Key": key }, cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    renderQuality(await response.json());
+  } catch (error) {
+    $("quality-caveat").textContent = `cannot load live quality: ${error.message}`;
+  }
+}
+
+function renderQuality(active) {
+  const shadow = active.shadow;
+  $("quality-active").textContent = active.version;
+  $("quality-shadow").textContent = shadow ? shadow.version : "no shadow";
+  const rows = [
+    ["labelled · pending", (d) => `${fmt(d.labelled)} · ${fmt(d.pending)}`],
+    ["unmatched outcomes", (d) => fmt(d.unmatched)],
+    ["AUC realised", (d) => fmt(d.propensity.auc, 3)],
+    ["AUC estimated (CBPE)", (d) => d.estimated.auc === null ? "–" : `${fmt(d.estimated.auc, 3)} ± ${fmt(d.estimated.auc_error, 3)}`],
+    ["buyers in top 20 % realised", (d) => fmt(d.propensity.top20_buyers, 1)],
+    ["buyers in top 20 % estimated", (d) => fmt(d.estimated.top20_buyers, 1)],
+    ["lift at 20 %", (d) => fmt(d.propensity.lift, 2)],
+    ["ECE", (d) => fmt(d.propensity.ece, 3)],
+    ["HR@3", (d) => pct(d.recommender.hr3)],
+  ];
+  const body = $("quality").tBodies[0];
+  body.replaceChildren();
+  for (const [name, pick] of rows) {
+    const tr = document.createElement("tr");
+    for (const text of [name, pick(active), shadow ? pick(shadow) : "–"]) {
+      const td = document.createElement("td"); td.textContent = text; tr.append(td);
+    }
+    body.append(tr);
+  }
+  $("quality-caveat").textContent = active.estimated.caveat;
+  renderReliability([active, shadow].filter(Boolean));
+}
+
+function renderReliability(documents) {
+  const root = $("reliability");
+  root.replaceChildren();
+  const L = 34, T = 8, W = 262, H = 160;
+  const x = (p) => L + p * W, y = (r) => T + H - r * H;
+  root.append(svg("rect", { x: L, y: T, width: W, height: H, fill: "none", stroke: "#263341" }));
+  for (const t of [0, 0.5, 1]) {
+    root.append(svg("text", { x: x(t) - 8, y: T + H + 14 }, `${t}`));
+    root.append(svg("text", { x: 2, y: y(t) + 3 }, `${t}`));
+  }
+  root.append(svg("line", { x1: x(0), y1: y(0), x2: x(1), y2: y(1), stroke: "#6e7f91", "stroke-dasharray": "4 4" }));
+  const colors = ["#4cc2ff", "#d29922"];
+  documents.forEach((d, i) => {
+    const bins = d.propensity.reliability.filter((b) => b.count > 0);
+    const points = bins.map((b) => `${x(b.mean_predicted).toFixed(1)},${y(b.observed).toFixed(1)}`).join(" ");
+    if (points) root.append(svg("polyline", { points, fill: "none", stroke: colors[i], "stroke-width": 2 }));
+    root.append(svg("text", { x: L + 6, y: T + 14 + 14 * i, fill: colors[i] }, d.version));
+  });
 }
 
 function render(stats) {

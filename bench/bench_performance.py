@@ -1,0 +1,157 @@
+"""Live-quality benchmark: the performance query over 1,000,000 predictions and 100,000 outcomes, and the
+sink's cost per outcome against its cost per prediction.
+
+    .venv/bin/python bench/with_engines.py bench/bench_performance.py --predictions 1000000 --outcomes 100000
+
+Creates a scratch database (STREAMSCORE_BENCH_ADMIN_URL), migrates it, fills `predictions` (4 per customer
+over 200 days, 3 random products each) and `outcomes` (30 % caravan, a tenth of customers unknown) with
+server-side generate_series, ANALYZEs, then times GET /api/v1/models/performance's work (the join in one
+statement, then the metric math) for the whole window (after VACUUM ANALYZE, as autovacuum would).
+Prints the SQL and math milliseconds (median of
+`--repeat`) and the sink's µs per row storing outcomes and predictions in batches of `--rows`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import psutil
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from infra.database import create_engine, create_sessionmaker
+from infra.settings import DatabaseSettings
+from ingest_api.console.quality import figures
+from migrations.runner import upgrade_head
+from schemas.features import PRODUCT_IDS
+from store.outcome_join import _JOIN, join_outcomes
+from store.outcomes import OutcomeRow, store_outcomes
+from store.predictions import PredictionRow, store_predictions
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+_PRODUCTS = "ARRAY[" + ",".join(f"'{p}'" for p in PRODUCT_IDS) + "]"
+_FILL_PREDICTIONS = f"""
+INSERT INTO predictions (event_id, customer_id, model_version, source, recommendations, propensity,
+                         segment_label, segment_score, scored_at)
+SELECT gen_random_uuid(), 'c' || (i / 4), 'v-bench', 'event',
+       jsonb_build_array(jsonb_build_object('product_id', ({_PRODUCTS})[1 + i % 22]),
+                         jsonb_build_object('product_id', ({_PRODUCTS})[1 + (i / 7) % 22]),
+                         jsonb_build_object('product_id', ({_PRODUCTS})[1 + (i / 3) % 22])),
+       random() ^ 2, 'medium', 50.0, CAST(:now AS timestamptz) - make_interval(secs => random() * 200 * 86400)
+FROM generate_series(0, CAST(:n AS int) - 1) AS i
+"""
+_FILL_OUTCOMES = f"""
+INSERT INTO outcomes (outcome_id, customer_id, product_id, occurred_at, source)
+SELECT 'o' || i, 'c' || floor(random() * CAST(:customers AS int) * 1.1)::bigint,
+       CASE WHEN random() < 0.3 THEN 'caravan' ELSE ({_PRODUCTS})[1 + floor(random() * 22)::int] END,
+       CAST(:now AS timestamptz) - make_interval(secs => random() * 200 * 86400), 'bench'
+FROM generate_series(0, CAST(:n AS int) - 1) AS i
+"""
+
+
+async def sink_costs(sessions: object, rows: int, batches: int) -> tuple[float, float]:
+    """µs per row storing outcomes and predictions (median batch), each in its own transaction."""
+    results = []
+    for kind in ("outcomes", "predictions"):
+        timings = []
+        for index in range(batches + 1):
+            stamp = (NOW - timedelta(days=1, seconds=index)).isoformat()
+            tag = uuid.uuid4().hex[:8]
+            async with sessions() as session, session.begin():  # type: ignore[operator]
+                started = time.perf_counter()
+                if kind == "outcomes":
+                    await store_outcomes(session, [
+                        OutcomeRow(f"s{tag}-{i}", f"sc{i}", "caravan", stamp, "bench") for i in range(rows)])
+                else:
+                    await store_predictions(session, [PredictionRow(
+                        str(uuid.uuid4()), f"sc{i}", "v-sink", "event", None,
+                        '[{"product_id":"car","name":"Car policies","probability":0.5}]', 0.2, "medium", 50.0,
+                        stamp) for i in range(rows)])
+                elapsed = time.perf_counter() - started
+            if index:
+                timings.append(elapsed)
+        results.append(statistics.median(timings) * 1e6 / rows)
+    return results[0], results[1]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--predictions", type=int, default=1_000_000)
+    parser.add_argument("--outcomes", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--explain", action="store_true", help="Print the join's EXPLAIN ANALYZE too.")
+    args = parser.parse_args()
+    admin_url = os.environ.get("STREAMSCORE_BENCH_ADMIN_URL",
+                               "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    name = f"ss_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(make_url(admin_url).set(drivername="postgresql")
+                                  .render_as_string(hide_password=False))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        await asyncio.to_thread(upgrade_head, url)
+        engine = create_engine(DatabaseSettings(database_url=url))
+        sessions = create_sessionmaker(engine)
+        started = time.perf_counter()
+        async with sessions() as session, session.begin():
+            await session.execute(text(_FILL_PREDICTIONS), {"n": args.predictions, "now": NOW})
+            await session.execute(text(_FILL_OUTCOMES), {"n": args.outcomes, "now": NOW,
+                                                          "customers": args.predictions // 4})
+        async with engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(text("VACUUM ANALYZE"))  # the visibility map, as autovacuum keeps it
+        print(f"filled {args.predictions:,} predictions and {args.outcomes:,} outcomes in "
+              f"{time.perf_counter() - started:.1f} s")
+        if args.explain:
+            async with sessions() as session, session.begin():
+                await session.execute(text("SET LOCAL work_mem = '64MB'"))  # as join_outcomes does
+                await session.execute(text("SET LOCAL enable_mergejoin = off"))
+                plan = await session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + _JOIN.text), {
+                    "version": "v-bench", "since": NOW - timedelta(days=365), "until": NOW,
+                    "horizon": timedelta(days=90), "as_of": NOW, "caravan": "caravan"})
+                print("\n".join(row[0] for row in plan))
+        sql, math, total, cpu = [], [], [], []
+        document: dict[str, object] = {}
+        for _ in range(args.repeat):
+            async with sessions() as session, session.begin():
+                pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                backend = psutil.Process(pid)
+                server_cpu, client_cpu = sum(backend.cpu_times()[:2]), time.process_time()
+                t0 = time.perf_counter()
+                joined = await join_outcomes(session, "v-bench", NOW - timedelta(days=365), NOW,
+                                             timedelta(days=90), NOW)
+                t1 = time.perf_counter()
+                server_cpu = sum(backend.cpu_times()[:2]) - server_cpu
+            document = figures(joined)
+            t2 = time.perf_counter()
+            sql.append((t1 - t0) * 1000)
+            math.append((t2 - t1) * 1000)
+            total.append((t2 - t0) * 1000)
+            # CPU of the Postgres backend and of this process: what a quiet host's wall time comes to when
+            # the machine is shared (the statement runs on one backend, without parallel workers here).
+            cpu.append((server_cpu + time.process_time() - client_cpu) * 1000)
+        print(f"performance query: median {statistics.median(total):.0f} ms (join SQL "
+              f"{statistics.median(sql):.0f} ms + metric math {statistics.median(math):.0f} ms), best "
+              f"{min(total):.0f} ms over {args.repeat} runs; {document['predictions']:,} predictions, "
+              f"{document['labelled']:,} labelled, {document['pending']:,} pending, "
+              f"{document['unmatched']:,} unmatched outcomes; CPU (Postgres backend + client) median "
+              f"{statistics.median(cpu):.0f} ms")
+        outcome_us, prediction_us = await sink_costs(sessions, args.rows, 4)
+        print(f"sink store, {args.rows} rows a batch: outcomes {outcome_us:.1f} µs/row, "
+              f"predictions {prediction_us:.1f} µs/row")
+        await engine.dispose()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
