@@ -26,6 +26,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     topics.PREDICTIONS: Prediction,
     topics.DEAD_LETTER: DeadLetter,
     topics.PREDICTIONS_SHADOW: Prediction,
+    topics.PREDICTIONS_REPLAY: Prediction,
 }
 PRODUCERS: tuple[tuple[str, str, str], ...] = (
     (topics.CUSTOMER_FEATURES, "api", "Feature events accepted by POST /api/v1/events (202 after acks=all)."),
@@ -34,6 +35,9 @@ PRODUCERS: tuple[tuple[str, str, str], ...] = (
     (topics.DEAD_LETTER, "pipeline", "Records the scorer or sink could not decode, validate or score."),
     (topics.PREDICTIONS_SHADOW, "scorer",
      "The shadow model version's prediction of each scored event, for comparison only: never served."),
+    (topics.PREDICTIONS_REPLAY, "replay",
+     "`streamscore replay` / POST /api/v1/replays: logged events re-scored by another model version over a "
+     "past window; the Prediction contract, scored_at the replay's time. Never served, never cached."),
 )
 DESCRIPTION = f"""\
 StreamScore's Kafka contracts, schema version {SCHEMA_VERSION}.

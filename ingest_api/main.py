@@ -39,6 +39,7 @@ from ingest_api.routes import (
     health,
     predictions,
     registry,
+    replays,
     scoring,
     shadow,
 )
@@ -250,7 +251,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
-                   registry.router, health.router, shadow.router, drift.router):
+                   registry.router, health.router, shadow.router, drift.router, replays.router):
         app.include_router(router)
     app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats
     app.include_router(docs.router)  # /docs, /redoc, /asyncapi (JSON or page), without a CDN

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -247,17 +248,43 @@ def shadow_version(
     typer.echo(f"shadow version: {reg.shadow_version() or 'none'}")
 
 
+REPLAY_GATE: list[Callable[[str], str | None]] = []
+"""Set by the CLI root (streamscore/replay.py): why a version's replays do not allow promoting it, or None."""
+
+
 @models_app.command("promote")
-def promote_shadow(registry: Path | None = typer.Option(None, help="Registry directory.")) -> None:
-    """Make the shadow version active and stop shadowing (running engines swap at their next refresh)."""
+def promote_shadow(
+    version: str | None = typer.Argument(None, help="Version to make active (default: the shadow)."),
+    require_replay: bool = typer.Option(
+        False, "--require-replay",
+        help="Refuse unless a recent replay of the version passes the thresholds (docs/replay.md).",
+    ),
+    registry: Path | None = typer.Option(None, help="Registry directory."),
+) -> None:
+    """Make VERSION (default: the shadow) active, no longer shadowed (engines swap at their next refresh)."""
     from models.registry import Registry
 
+    reg = Registry(registry)
+    target = version or reg.shadow_version()
+    if target is None:
+        typer.echo("error: no shadow version to promote", err=True)
+        raise typer.Exit(2)
+    if require_replay:
+        problem = REPLAY_GATE[0](target) if REPLAY_GATE else "the replay check is not available here"
+        if problem is not None:
+            typer.echo(f"error: {target} not promoted: {problem}", err=True)
+            raise typer.Exit(2)
     try:
-        version = Registry(registry).promote()
+        if target == reg.shadow_version():
+            reg.promote()
+            origin = "promoted from shadow"
+        else:
+            reg.activate(target)
+            origin = "activated"
     except (KeyError, LookupError) as error:
         typer.echo(f"error: {error.args[0]}", err=True)
         raise typer.Exit(2) from error
-    typer.echo(f"active version: {version} (promoted from shadow)")
+    typer.echo(f"active version: {target} ({origin})")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,8 +8,12 @@ PREDICTIONS = "predictions.v1"
 DEAD_LETTER = "dead-letter.v1"
 PREDICTIONS_SHADOW = "predictions-shadow.v1"
 """The shadow version's predictions (same Prediction contract); stored apart, never served."""
+PREDICTIONS_REPLAY = "predictions-replay.v1"
+"""Logged events re-scored by a replay's version (same Prediction contract); never served, never cached."""
 
-ALL_TOPICS: tuple[str, ...] = (CUSTOMER_FEATURES, BATCH_ROWS, PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW)
+ALL_TOPICS: tuple[str, ...] = (
+    CUSTOMER_FEATURES, BATCH_ROWS, PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW, PREDICTIONS_REPLAY,
+)
 
 SCORER_GROUP = "scorer"
 SINK_GROUP = "sink"

@@ -13,6 +13,8 @@ import orjson
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.feature_log import named
+from schemas.feature_log import stored as stored_features
 from schemas.messages import DEAD_LETTER_PAYLOAD_MAX, DeadLetter, Prediction
 from store.copying import copy_records
 from store.tables import Prediction as PredictionTable
@@ -37,6 +39,7 @@ class PredictionRow(NamedTuple):
     segment_score: float
     scored_at: str
     reasons: str | None = None  # JSON text of Prediction.reasons, when the prediction carried them
+    features: bytes | None = None  # the feature log: byte i is feature i (schemas/feature_log.py)
 
     @classmethod
     def of(cls, prediction: Prediction) -> PredictionRow:
@@ -60,6 +63,7 @@ class PredictionRow(NamedTuple):
             prediction.scored_at.astimezone(UTC).isoformat(),
             None if prediction.reasons is None
             else orjson.dumps(prediction.model_dump(mode="json", include={"reasons"})["reasons"]).decode(),
+            None if prediction.features_packed is None else stored_features(prediction.features_packed),
         )
 
 
@@ -80,23 +84,24 @@ _UNNEST_INPUT = """
         CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
         CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
         CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
-        CAST(CAST(:scored_ats AS text[]) AS timestamptz[]), CAST(:reasons AS text[])
+        CAST(CAST(:scored_ats AS text[]) AS timestamptz[]), CAST(:reasons AS text[]),
+        CAST(:features AS bytea[])
     ) WITH ORDINALITY AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
-           propensity, segment_label, segment_score, scored_at, reasons, position)
+           propensity, segment_label, segment_score, scored_at, reasons, features, position)
 """
 _STAGED_INPUT = """
     SELECT CAST(event_id AS uuid) AS event_id, customer_id, model_version, source,
            CAST(batch_id AS uuid) AS batch_id, recommendations, propensity, segment_label, segment_score,
-           CAST(scored_at AS timestamptz) AS scored_at, reasons, position
+           CAST(scored_at AS timestamptz) AS scored_at, reasons, features, position
     FROM prediction_staging
 """
 _STORE_TEMPLATE = f"""
 WITH input AS ({{input}}),
 inserted AS (
     INSERT INTO predictions (event_id, customer_id, model_version, source, batch_id, recommendations,
-                             propensity, segment_label, segment_score, scored_at, reasons)
+                             propensity, segment_label, segment_score, scored_at, reasons, features)
     SELECT event_id, customer_id, model_version, source, batch_id, recommendations::jsonb,
-           propensity, segment_label, segment_score, scored_at, reasons::jsonb
+           propensity, segment_label, segment_score, scored_at, reasons::jsonb, features
     FROM input
     ORDER BY position
     ON CONFLICT (event_id) DO NOTHING
@@ -122,7 +127,7 @@ _STAGING = text(
 CREATE TEMP TABLE IF NOT EXISTS prediction_staging (
     event_id text, customer_id text, model_version text, source text, batch_id text, recommendations text,
     propensity float8, segment_label text, segment_score float8, scored_at text, reasons text,
-    position bigint
+    features bytea, position bigint
 ) ON COMMIT DELETE ROWS
 """
 )
@@ -141,6 +146,7 @@ _PREDICTION_PARAMS = (
     "segment_scores",
     "scored_ats",
     "reasons",
+    "features",
 )
 """The unnest parameters above, in PredictionRow field order."""
 
@@ -281,3 +287,33 @@ def prediction_payload(row: PredictionTable) -> dict[str, Any]:
         "batch_id": row.batch_id,
         "reasons": row.reasons,
     }
+
+
+def prediction_history_entry(row: PredictionTable, with_features: bool) -> dict[str, Any]:
+    """One decision of a customer's history; its logged features (by column name) only when asked."""
+    entry: dict[str, Any] = {
+        "event_id": row.event_id,
+        "model_version": row.model_version,
+        "recommendations": row.recommendations,
+        "propensity": row.propensity,
+        "segment": {"label": row.segment_label, "score": row.segment_score},
+        "reasons": row.reasons,
+        "scored_at": row.scored_at,
+        "source": row.source,
+    }
+    if with_features:
+        entry["features"] = None if row.features is None else named(list(row.features))
+    return entry
+
+
+async def prediction_history(
+    session: AsyncSession, customer_id: str, limit: int
+) -> Sequence[PredictionTable]:
+    """The customer's latest `limit` predictions, newest first (LATEST_ORDER, any model version)."""
+    result = await session.execute(
+        select(PredictionTable)
+        .where(PredictionTable.customer_id == customer_id)
+        .order_by(PredictionTable.scored_at.desc(), PredictionTable.id.desc())  # LATEST_ORDER
+        .limit(limit)
+    )
+    return result.scalars().all()

@@ -21,9 +21,11 @@ def _register() -> None:
     from models.cli import register as register_models
     from streamscore.doctor import register as register_doctor
     from streamscore.ops import register as register_ops
+    from streamscore.replay import register as register_replay
     from streamscore.services import register as register_services
 
-    for register in (register_services, register_models, register_credentials, register_ops, register_doctor):
+    for register in (register_services, register_models, register_credentials, register_ops, register_doctor,
+                     register_replay):
         register(app)
 
 
