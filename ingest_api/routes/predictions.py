@@ -44,10 +44,13 @@ async def cached_prediction(services: Services, customer_id: str) -> Prediction 
     if found is None:
         return None
     try:
-        return Prediction.model_validate_json(found)
+        prediction = Prediction.model_validate_json(found)
     except ValidationError:
         log.warning("unreadable cached prediction", extra={"customer_id": customer_id})
         return None
+    if prediction.features_packed is not None:  # features are shown to admins only (?history=N)
+        return prediction.model_copy(update={"features_packed": None})
+    return prediction
 
 
 async def latest_prediction(services: Services, customer_id: str) -> Prediction:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,13 +20,14 @@ from schemas.feature_log import (
     pack_rows,
     stored,
     stored_matrix,
+    unlogged,
     unpack,
     unpack_rows,
 )
 from schemas.messages import Prediction
 from tests.helpers.wire_strategies import bad_packed, features, prediction_dicts
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
@@ -67,3 +69,20 @@ def test_a_range_error_names_the_column() -> None:
     text = pack([1] * 5 + [0] * 81)
     with pytest.raises(PackedError, match=r"MAANTHUI\) must be 1–10; got character 'Y'"):
         unpack(text[:1] + "Y" + text[2:])
+
+
+@SETTINGS
+@given(prediction_dicts(), st.booleans())
+def test_unlogged_drops_only_a_trailing_feature_log(body: dict[str, Any], last: bool) -> None:
+    packed = body.pop("features_packed", None)
+    if packed is not None:  # last, as the scorer writes it, or first
+        body = {**body, "features_packed": packed} if last else {"features_packed": packed, **body}
+    message = orjson.dumps(body)
+    cached = unlogged(message)
+    reference = Prediction.model_validate_json(message)
+    if last and packed is not None:
+        expected = reference.model_copy(update={"features_packed": None})
+        assert Prediction.model_validate_json(cached) == expected
+        assert len(message) - len(cached) == 107
+    else:
+        assert cached == message
