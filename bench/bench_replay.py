@@ -74,6 +74,7 @@ async def main(args: argparse.Namespace) -> None:
         os.environ["STREAMSCORE_DATABASE_URL"] = url
         if broker is not None:
             os.environ.update(STREAMSCORE_KAFKA_BOOTSTRAP=broker.bootstrap,
+                              STREAMSCORE_KAFKA_IDEMPOTENT="false",  # Tansu has no InitProducerId
                               STREAMSCORE_TOPIC_PREFIX=f"{name}.")
         other = next(v for v in Registry().versions() if v != active)
         for version in (active, other):

@@ -86,8 +86,42 @@ def train(
     cv_repeats: int = typer.Option(
         2, help="Repeats of the outer 5-fold nested CV of the propensity procedure."
     ),
+    from_store: bool = typer.Option(
+        False, "--from-store", help="Build the training set from the feature log (docs/replay.md)."
+    ),
+    since: str | None = typer.Option(None, help="With --from-store: window start (ISO 8601 or an age, 30d)."),
+    labels: str = typer.Option("logged", help="With --from-store: 'logged' CARAVAN values or 'outcomes'."),
 ) -> None:
     """Train the models, estimate the propensity procedure by nested grouped CV, gate, write a new version."""
+    import tempfile
+
+    if from_store:
+        if since is None or data is not None or not STORE_EXPORT:
+            typer.echo("error: --from-store needs --since, no --data, and the streamscore CLI", err=True)
+            raise typer.Exit(2)
+        with tempfile.TemporaryDirectory(prefix="streamscore-train-") as scratch:
+            try:
+                path, source = STORE_EXPORT[0](since, labels, Path(scratch))
+            except ValueError as error:
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(2) from error
+            _train(seed, output, path, subsample, dqn_rounds, final_fit, segment_high, segment_medium,
+                   activate, cv_repeats, source)
+        return
+    _train(seed, output, data, subsample, dqn_rounds, final_fit, segment_high, segment_medium, activate,
+           cv_repeats, None)
+
+
+STORE_EXPORT: list[Callable[[str, str, Path], tuple[Path, dict[str, Any]]]] = []
+"""Set by the CLI root (streamscore/train_store.py): write train.csv from the feature log into a directory."""
+
+
+def _train(
+    seed: int, output: Path | None, data: Path | None, subsample: int | None, dqn_rounds: int | None,
+    final_fit: str, segment_high: float, segment_medium: float, activate: bool, cv_repeats: int,
+    source: dict[str, Any] | None,
+) -> None:
+    """Run the training protocol with a progress bar; record the data source in the manifest when given."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from models import train as training
@@ -117,7 +151,12 @@ def train(
         )
     from models.registry import Registry
 
-    typer.echo(train_summary(Registry(output).manifest(version), activate))
+    registry = Registry(output)
+    if source is not None:
+        manifest = registry.manifest(version)
+        manifest["data"]["source"] = source
+        registry.write_manifest(registry.path(version), manifest)
+    typer.echo(train_summary(registry.manifest(version), activate))
 
 
 def train_summary(manifest: dict[str, Any], activate: bool = True) -> str:

@@ -74,6 +74,7 @@ async def replay_window(
 
     from infra.database import create_engine, create_sessionmaker
     from infra.kafka import ensure_topics, producer_options, topic_name
+    from infra.kafka_connection import connection_options
     from infra.settings import DatabaseSettings, KafkaSettings
     from ingest_api.replay_runner import producer_send, run_replay
     from models.engine import InferenceEngine
@@ -93,7 +94,7 @@ async def replay_window(
         if publish:
             kafka = KafkaSettings()
             await ensure_topics(kafka, (topics.PREDICTIONS_REPLAY,))
-            producer = AIOKafkaProducer(**producer_options(kafka))
+            producer = AIOKafkaProducer(**connection_options(kafka), **producer_options(kafka))
             await producer.start()
             send = producer_send(producer, topic_name(kafka, topics.PREDICTIONS_REPLAY))
         figures = await run_replay(sessionmaker, scorer_score(engine), version, since, until, uuid4(), send,
@@ -188,7 +189,9 @@ def replay_gate(version: str) -> str | None:
 
 def register(app: typer.Typer) -> None:
     """Attach `replay` and give `models promote --require-replay` its check."""
-    from models.cli import REPLAY_GATE
+    from models.cli import REPLAY_GATE, STORE_EXPORT
+    from streamscore.train_store import export_training_set
 
     app.command("replay")(replay)
     REPLAY_GATE[:] = [replay_gate]
+    STORE_EXPORT[:] = [export_training_set]
