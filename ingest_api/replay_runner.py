@@ -85,12 +85,16 @@ async def run_replay(
         async with sessionmaker() as session:
             return await stored.logged_page(session, since, until, cursor, limit)
 
-    async def write(page: LoggedPage, batch: ScoreBatch) -> None:
-        records = replayed_records(replay_id, page, batch, replayed_at)
+    async def copy(records: list[tuple[Any, ...]]) -> None:
         async with sessionmaker() as session, session.begin():
             await stored.store_replayed(session, records)
-        if send is not None:
-            await send(replayed_messages(page, batch, replayed_at))
+
+    async def write(page: LoggedPage, batch: ScoreBatch) -> None:
+        copied = copy(replayed_records(replay_id, page, batch, replayed_at))
+        if send is None:
+            await copied
+        else:  # Postgres and the broker take theirs at the same time
+            await asyncio.gather(copied, send(replayed_messages(page, batch, replayed_at)))
 
     async def threaded(features: Any, runs: Any) -> ScoreBatch:
         return await asyncio.to_thread(score_runs, score, features, runs)

@@ -7,6 +7,7 @@ API run one loop; its pages are store.replay.LoggedPage (any object with those a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -157,16 +158,21 @@ async def replay_pages(
     Yields the running Agreement after each page (the caller may report progress or stop).
     """
     agreement = Agreement()
-    cursor = start
-    while True:
-        page = await fetch(cursor, page_rows)
-        if not len(page):
-            return
-        keep = whole_runs(page, page_rows)
-        page = page.head(keep) if keep < len(page) else page
-        replayed = await score(page.features, micro_batches(page.scored_at, page.served_versions))
-        await write(page, replayed)
-        agreement.add(page, replayed)
-        progress(len(page))
-        cursor = (page.scored_at[-1], page.ids[-1])
-        yield agreement
+    pending = asyncio.ensure_future(fetch(start, page_rows))
+    try:
+        while True:
+            page = await pending
+            if not len(page):
+                return
+            keep = whole_runs(page, page_rows)
+            page = page.head(keep) if keep < len(page) else page
+            # The next page is read while this one is scored and written (Postgres works meanwhile).
+            pending = asyncio.ensure_future(fetch((page.scored_at[-1], page.ids[-1]), page_rows))
+            replayed = await score(page.features, micro_batches(page.scored_at, page.served_versions))
+            await write(page, replayed)
+            agreement.add(page, replayed)
+            progress(len(page))
+            yield agreement
+    finally:
+        if not pending.done():
+            pending.cancel()
