@@ -123,6 +123,10 @@ async def start_replay(
 @router.get(
     "/{replay_id}",
     summary="A replay's status and figures",
+    description=(
+        "`running`, then `completed` with the replayed rows and their agreement with what was served (top-3, "
+        "propensity Spearman, segment, identical rows; served versions counted), or `failed` with the error."
+    ),
     responses=error_responses(*AUTH_ERRORS, 404, 422),
 )
 async def get_replay(
