@@ -1,4 +1,5 @@
-"""`models promote V --require-replay` refuses without a recent passing replay of V, and promotes with one."""
+"""`streamscore replay` prints its figures; `models promote V --require-replay` refuses without a recent
+passing replay of V, and promotes with one."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from typer.testing import CliRunner
 from infra.database import create_engine, create_sessionmaker
 from infra.settings import DatabaseSettings
 from models.cli import register as register_models
+from models.engine import InferenceEngine
 from models.registry import Registry
 from store import replay as stored
 from streamscore.replay import register as register_replay
+from tests.helpers.api import dataset_rows
+from tests.helpers.feature_log import serve
 
 
 async def _replay(database_url: str, version: str, rows: int, top3: float) -> None:
@@ -58,3 +62,26 @@ async def test_promote_requires_a_recent_replay_that_passes(
     assert weak[0] == 2 and "top-3 agreement 0.2000 < 0.5" in weak[1]
     assert passed == (0, f"active version: {candidate} (activated)\n")
     assert Registry().active_version() == candidate
+
+
+async def test_the_replay_command_reports_its_figures(
+    database_url: str, inference_engine: InferenceEngine, monkeypatch: pytest.MonkeyPatch, unique_id: str
+) -> None:
+    database = create_engine(DatabaseSettings(database_url=database_url, database_pool_size=1))
+    try:
+        customers = [f"c{unique_id}-{i}" for i in range(200)]
+        await serve(create_sessionmaker(database), inference_engine, customers, dataset_rows(200), largest=80)
+    finally:
+        await database.dispose()
+    monkeypatch.setenv("STREAMSCORE_DATABASE_URL", database_url)
+    app = typer.Typer()
+    register_replay(app)
+    app.command("noop")(lambda: None)  # two commands: `replay` stays a subcommand
+
+    result = await asyncio.to_thread(CliRunner().invoke, app, [
+        "replay", "--version", inference_engine.model_version, "--since", "1h", "--no-publish"])
+
+    assert result.exit_code == 0, result.output
+    version = inference_engine.model_version
+    assert f"replayed 200 prediction(s) with {version}: top-3 agreement 1.0000" in result.output
+    assert "identical 1.0000" in result.output
