@@ -482,12 +482,28 @@ async def measure_latency(
     return float(p50), float(p99), float(latency.max())
 
 
+async def table_bytes_per_row(dsn: str) -> float:
+    """Bytes of the predictions table with its indexes and TOAST per stored row."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        size, rows = await connection.fetchrow(
+            "SELECT pg_total_relation_size('predictions'), (SELECT count(*) FROM predictions)")
+    finally:
+        await connection.close()
+    return float(size) / max(int(rows), 1)
+
+
 async def main(args: argparse.Namespace) -> None:
     """Run the bench once per processing guarantee asked for, and print each run's figures side by side."""
     guarantees = ["at-least-once", "exactly-once"] if args.guarantee == "both" else [args.guarantee]
     tracings = ["off", "on"] if args.tracing == "both" else args.tracing.split(",")
-    summaries = [await bench_run(args, guarantee, tracing)
-                 for guarantee in guarantees for tracing in tracings]
+    logs = ["off", "on"] if args.feature_log == "both" else [args.feature_log]
+    summaries = []
+    for guarantee in guarantees:
+        for feature_log in logs:  # STREAMSCORE_FEATURE_LOG: the scorer carries features, the sink stores them
+            os.environ["STREAMSCORE_FEATURE_LOG"] = "true" if feature_log == "on" else "false"
+            for tracing in tracings:
+                summaries.append(f"feature log {feature_log:<3} " + await bench_run(args, guarantee, tracing))
     if len(summaries) > 1:
         print("\nside by side:")
         for summary in summaries:
@@ -524,6 +540,7 @@ async def bench_run(args: argparse.Namespace, guarantee: str, tracing: str = "of
             summary += (f" throughput {result.events / result.elapsed_s:,.0f} events/s, cpu/event "
                         f"scorer {result.cpu_s['scorer'] / result.events * 1e6:.1f} us{broker_text}, "
                         f"all {cpu:.1f} us;")
+            summary += f" predictions {await table_bytes_per_row(stack.dsn):.0f} B/row;"
             stats = await service_stats(args.redis_url, f"bench{stack.run}")
             for key, fields in sorted(stats.items()):
                 batches = int(fields.get("batches", "0")) or 1
@@ -572,6 +589,8 @@ def parse_args() -> argparse.Namespace:
                         help="off, on (OTEL_* tracing in both services, events with sampled traceparents), "
                              "both (off then on), or a comma list in the order to run (on,off; off,off)")
     parser.add_argument("--sample", type=float, default=0.01, help="Head-sampling ratio with --tracing on.")
+    parser.add_argument("--feature-log", choices=["on", "off", "both"], default="on",
+                        help="The scorer's STREAMSCORE_FEATURE_LOG; both: off, then on, side by side.")
     return parser.parse_args()
 
 

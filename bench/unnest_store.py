@@ -14,9 +14,10 @@ _UNNEST_INPUT = """
         CAST(:event_ids AS uuid[]), CAST(:customer_ids AS text[]), CAST(:model_versions AS text[]),
         CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
         CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
-        CAST(CAST(:scored_ats AS text[]) AS timestamptz[]), CAST(:reasons AS text[])
+        CAST(CAST(:scored_ats AS text[]) AS timestamptz[]), CAST(:reasons AS text[]),
+        CAST(:features AS bytea[])
     ) WITH ORDINALITY AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
-           propensity, segment_label, segment_score, scored_at, reasons, position)
+           propensity, segment_label, segment_score, scored_at, reasons, features, position)
 """
 _STORE_PREDICTIONS = text(STORE_TEMPLATE.format(input=_UNNEST_INPUT))
 
@@ -32,6 +33,7 @@ _PREDICTION_PARAMS = (
     "segment_scores",
     "scored_ats",
     "reasons",
+    "features",
 )
 """The unnest parameters above, in PredictionRow field order."""
 

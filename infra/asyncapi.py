@@ -28,6 +28,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     topics.DEAD_LETTER: DeadLetter,
     topics.PREDICTIONS_SHADOW: Prediction,
     topics.OUTCOMES: Outcome,
+    topics.PREDICTIONS_REPLAY: Prediction,
 }
 TRACED = (topics.CUSTOMER_FEATURES, topics.BATCH_ROWS, topics.PREDICTIONS)
 """Topics whose records carry the optional W3C `traceparent` header while tracing is on (infra/tracing.py)."""
@@ -48,6 +49,9 @@ PRODUCERS: tuple[tuple[str, str, str], ...] = (
      "The shadow model version's prediction of each scored event, for comparison only: never served."),
     (topics.OUTCOMES, "api",
      "Purchases reported after scoring (POST /api/v1/outcomes, JSON or CSV); deduplicate on `outcome_id`."),
+    (topics.PREDICTIONS_REPLAY, "replay",
+     "`streamscore replay` / POST /api/v1/replays: logged events re-scored by another model version over a "
+     "past window; the Prediction contract, scored_at the replay's time. Never served, never cached."),
 )
 DESCRIPTION = f"""\
 StreamScore's Kafka contracts, schema version {SCHEMA_VERSION}.

@@ -27,7 +27,7 @@ from infra.process import bounded, cancel_tasks
 from ingest_api.auth import routes as auth
 from ingest_api.batch import routes as batch
 from ingest_api.batching import DirectScorer, DynamicBatcher
-from ingest_api.console import dashboard, docs, drift, performance, registry, shadow
+from ingest_api.console import dashboard, docs, drift, performance, registry, replays, shadow
 from ingest_api.console.quality import monitor_forever
 from ingest_api.deps import Services, build_redis
 from ingest_api.errors import error_response, install_error_handlers
@@ -253,7 +253,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     if (tracer := tracing.setup("api")) is not None:  # outermost; absent unless OTEL_* asks for traces
         app.add_middleware(TracingMiddleware, tracer=tracer)
     for router in (auth.router, events.router, batch.router, predictions.router, scoring.router,
-                   registry.router, health.router, shadow.router, drift.router):
+                   registry.router, health.router, shadow.router, drift.router, replays.router):
         app.include_router(router)
     app.include_router(outcomes.router)  # POST /api/v1/outcomes
     app.include_router(performance.router)  # GET /api/v1/models/performance

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,42 @@ def train(
     cv_repeats: int = typer.Option(
         2, help="Repeats of the outer 5-fold nested CV of the propensity procedure."
     ),
+    from_store: bool = typer.Option(
+        False, "--from-store", help="Build the training set from the feature log (docs/replay.md)."
+    ),
+    since: str | None = typer.Option(None, help="With --from-store: window start (ISO 8601 or an age, 30d)."),
+    labels: str = typer.Option("logged", help="With --from-store: 'logged' CARAVAN values or 'outcomes'."),
 ) -> None:
     """Train the models, estimate the propensity procedure by nested grouped CV, gate, write a new version."""
+    import tempfile
+
+    if from_store:
+        if since is None or data is not None or not STORE_EXPORT:
+            typer.echo("error: --from-store needs --since, no --data, and the streamscore CLI", err=True)
+            raise typer.Exit(2)
+        with tempfile.TemporaryDirectory(prefix="streamscore-train-") as scratch:
+            try:
+                path, source = STORE_EXPORT[0](since, labels, Path(scratch))
+            except ValueError as error:
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(2) from error
+            _train(seed, output, path, subsample, dqn_rounds, final_fit, segment_high, segment_medium,
+                   activate, cv_repeats, source)
+        return
+    _train(seed, output, data, subsample, dqn_rounds, final_fit, segment_high, segment_medium, activate,
+           cv_repeats, None)
+
+
+STORE_EXPORT: list[Callable[[str, str, Path], tuple[Path, dict[str, Any]]]] = []
+"""Set by the CLI root (streamscore/train_store.py): write train.csv from the feature log into a directory."""
+
+
+def _train(
+    seed: int, output: Path | None, data: Path | None, subsample: int | None, dqn_rounds: int | None,
+    final_fit: str, segment_high: float, segment_medium: float, activate: bool, cv_repeats: int,
+    source: dict[str, Any] | None,
+) -> None:
+    """Run the training protocol with a progress bar; record the data source in the manifest when given."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from models import train as training
@@ -116,7 +151,12 @@ def train(
         )
     from models.registry import Registry
 
-    typer.echo(train_summary(Registry(output).manifest(version), activate))
+    registry = Registry(output)
+    if source is not None:
+        manifest = registry.manifest(version)
+        manifest["data"]["source"] = source
+        registry.write_manifest(registry.path(version), manifest)
+    typer.echo(train_summary(registry.manifest(version), activate))
 
 
 def train_summary(manifest: dict[str, Any], activate: bool = True) -> str:
@@ -247,17 +287,43 @@ def shadow_version(
     typer.echo(f"shadow version: {reg.shadow_version() or 'none'}")
 
 
+REPLAY_GATE: list[Callable[[str], str | None]] = []
+"""Set by the CLI root (streamscore/replay.py): why a version's replays do not allow promoting it, or None."""
+
+
 @models_app.command("promote")
-def promote_shadow(registry: Path | None = typer.Option(None, help="Registry directory.")) -> None:
-    """Make the shadow version active and stop shadowing (running engines swap at their next refresh)."""
+def promote_shadow(
+    version: str | None = typer.Argument(None, help="Version to make active (default: the shadow)."),
+    require_replay: bool = typer.Option(
+        False, "--require-replay",
+        help="Refuse unless a recent replay of the version passes the thresholds (docs/replay.md).",
+    ),
+    registry: Path | None = typer.Option(None, help="Registry directory."),
+) -> None:
+    """Make VERSION (default: the shadow) active, no longer shadowed (engines swap at their next refresh)."""
     from models.registry import Registry
 
+    reg = Registry(registry)
+    target = version or reg.shadow_version()
+    if target is None:
+        typer.echo("error: no shadow version to promote", err=True)
+        raise typer.Exit(2)
+    if require_replay:
+        problem = REPLAY_GATE[0](target) if REPLAY_GATE else "the replay check is not available here"
+        if problem is not None:
+            typer.echo(f"error: {target} not promoted: {problem}", err=True)
+            raise typer.Exit(2)
     try:
-        version = Registry(registry).promote()
+        if target == reg.shadow_version():
+            reg.promote()
+            origin = "promoted from shadow"
+        else:
+            reg.activate(target)
+            origin = "activated"
     except (KeyError, LookupError) as error:
         typer.echo(f"error: {error.args[0]}", err=True)
         raise typer.Exit(2) from error
-    typer.echo(f"active version: {version} (promoted from shadow)")
+    typer.echo(f"active version: {target} ({origin})")
 
 
 def register(app: typer.Typer) -> None:

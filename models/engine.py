@@ -251,6 +251,12 @@ class InferenceEngine:
         engine.refresh()
         return engine
 
+    @classmethod
+    def pinned(cls, version: str, registry_dir: Path | None = None) -> InferenceEngine:
+        """An engine on one version that never follows the pointers (replays); KeyError when unknown."""
+        registry = Registry(registry_dir)
+        return cls(registry, cls._load_version(registry, version))
+
     @staticmethod
     def _load_version(registry: Registry, version: str) -> ModelBundle:
         return ModelBundle.load(registry.path(version), registry.manifest(version))

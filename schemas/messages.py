@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from schemas.feature_log import check_packed
 from schemas.features import FeatureVector
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -101,6 +102,11 @@ class Prediction(Contract):
     reasons: (
         dict[Literal["propensity_up", "propensity_down", "segment_up", "segment_down"], list[Reason]] | None
     ) = Field(default=None, description="Optional: up to 3 features pushing each score up, and down.")
+    features_packed: Annotated[str, AfterValidator(check_packed)] | None = Field(
+        default=None,
+        description="Optional: the 86 feature values the prediction was scored on, one character each in "
+        "columns.csv order: value = code point - 48 (`0`-`9` are 0-9, `:` is 10, ... `Y` is 41).",
+    )
 
 
 class DeadLetter(Contract):

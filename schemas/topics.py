@@ -10,9 +10,11 @@ PREDICTIONS_SHADOW = "predictions-shadow.v1"
 """The shadow version's predictions (same Prediction contract); stored apart, never served."""
 OUTCOMES = "outcomes.v1"
 """Purchases reported after the fact (schemas.outcomes.Outcome), keyed by customer_id."""
+PREDICTIONS_REPLAY = "predictions-replay.v1"
+"""Logged events re-scored by a replay's version (same Prediction contract); never served, never cached."""
 
 ALL_TOPICS: tuple[str, ...] = (
-    CUSTOMER_FEATURES, BATCH_ROWS, PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW, OUTCOMES,
+    CUSTOMER_FEATURES, BATCH_ROWS, PREDICTIONS, DEAD_LETTER, PREDICTIONS_SHADOW, OUTCOMES, PREDICTIONS_REPLAY,
 )
 
 SCORER_GROUP = "scorer"

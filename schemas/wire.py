@@ -217,6 +217,7 @@ def prediction_json(event: EventIds, fields: dict[str, Any], scored_at: datetime
             "source": event.source,
             "batch_id": event.batch_id,
             "reasons": fields.get("reasons"),
+            "features_packed": fields.get("features_packed"),
         },
         option=orjson.OPT_UTC_Z,
     )
@@ -242,9 +243,11 @@ def predictions_json(
     segment_score: np.ndarray,
     segment_label: Sequence[str],
     scored_at: datetime,
+    features_packed: Sequence[str] | None = None,
 ) -> list[bytes]:
     """Prediction messages for a scored batch in one pass over its result arrays (same bytes as
-    `prediction_json`); row i pairs events[i] with row i of each (n, 3) / (n,) array.
+    `prediction_json`); row i pairs events[i] with row i of each (n, 3) / (n,) array, and with
+    features_packed[i] (schemas/feature_log.py) when given.
 
     Ids are canonical (validated) and labels, product ids and names are JSON-safe constants, so only the
     model version and the numbers need a serialiser: one orjson call each for the whole batch.
@@ -258,6 +261,8 @@ def predictions_json(
     scores = _json_numbers(np.asarray(segment_score, dtype=np.float64))
     heads = [_RECOMMENDATION_HEADS[k] for k in np.asarray(product_index).ravel().tolist()]
     head = f'{{"schema_version":{SCHEMA_VERSION},"event_id":"'
+    tails = ([f'"{text}"}}' for text in features_packed] if features_packed is not None
+             else ["null}"] * len(events))  # packed text is ASCII 0-Y: nothing to escape
     out: list[bytes] = []
     for i, event in enumerate(events):
         j = 3 * i
@@ -267,7 +272,7 @@ def predictions_json(
             f'"recommendations":[{heads[j]}{probabilities[j]}}},{heads[j + 1]}{probabilities[j + 1]}}},'
             f'{heads[j + 2]}{probabilities[j + 2]}}}],"propensity":{propensities[i]},'
             f'"segment":{{"label":"{segment_label[i]}","score":{scores[i]}}},"scored_at":{stamp},'
-            f'"source":"{event.source}","batch_id":{batch},"reasons":null}}'.encode()
+            f'"source":"{event.source}","batch_id":{batch},"reasons":null,"features_packed":{tails[i]}'.encode()
         )
     return out
 

@@ -236,7 +236,7 @@ async def score_batch(runtime: ScorerRuntime, records: Sequence[SourceRecord]) -
         elapsed = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.observe(elapsed)
         runtime.stats.latency.record(elapsed * 1000.0)
-    scored = assemble(valid, result)
+    scored = assemble(valid, result, matrix if runtime.settings.feature_log else None)
     origins: list[SourceRecord | None] = list(scored.origins)
     scored.dead_letters[:0] = dead
     publishing = batch.begin("publish") if batch is not None else None

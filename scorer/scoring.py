@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from schemas.event_decoding import fast_events
+from schemas.feature_log import pack_rows
 from schemas.features import FEATURE_COUNT
 from schemas.messages import DeadLetter, FeatureEvent
 from schemas.wire import (
@@ -153,20 +154,25 @@ def _score_one(engine: Engine, row: np.ndarray) -> dict[str, Any] | str:
 
 
 def assemble(
-    valid: Sequence[tuple[SourceRecord, EventIds]], result: ScoreBatch | Sequence[dict[str, Any] | str]
+    valid: Sequence[tuple[SourceRecord, EventIds]],
+    result: ScoreBatch | Sequence[dict[str, Any] | str],
+    matrix: np.ndarray | None = None,
 ) -> Scored:
     """Pair each event with its scored row: a prediction payload, or a dead letter with the reason.
 
-    A one-call engine result is encoded in one pass over its arrays; row-by-row results one by one.
+    A one-call engine result is encoded in one pass over its arrays; row-by-row results one by one. With
+    the events' feature matrix, each prediction carries the values it was scored on (the feature log).
     """
     scored = Scored()
     scored_at = utc_now()
+    packed = pack_rows(matrix) if matrix is not None and len(valid) else None
     if isinstance(result, Sequence):
-        for (record, event), row in zip(valid, result, strict=True):
+        for i, ((record, event), row) in enumerate(zip(valid, result, strict=True)):
             if isinstance(row, str):
                 scored.dead_letters.append((record.key, dead_letter(record, "inference", row, event)))
             else:
-                payload = prediction_json(event, row, scored_at)
+                fields = row if packed is None else {**row, "features_packed": packed[i]}
+                payload = prediction_json(event, fields, scored_at)
                 scored.predictions.append((event.customer_id.encode(), payload))
                 scored.origins.append(record)
         return scored
@@ -192,6 +198,7 @@ def assemble(
         result.segment_score[keep],
         np.asarray(result.segment_label[keep]).tolist(),
         scored_at,
+        packed if packed is None or not dropped else [t for i, t in enumerate(packed) if i not in dropped],
     )
     scored.predictions = [(e.customer_id.encode(), p) for e, p in zip(events, payloads, strict=True)]
     scored.origins = [record for record, _ in kept]

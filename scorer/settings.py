@@ -31,6 +31,10 @@ class ScorerSettings(ConsumerSettings):
         default=False,
         description="Add reason codes to streamed predictions (TreeSHAP: costlier than scoring; see docs).",
     )
+    feature_log: bool = Field(
+        default=True,
+        description="Carry each prediction's 86 feature values (`features_packed`) for the feature log.",
+    )
     shadow_scoring: bool = Field(
         default=True, description="Also score with the registry's shadow version, when one is set."
     )

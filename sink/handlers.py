@@ -21,6 +21,7 @@ from infra.logging import dead_letter_fields
 from infra.pipeline import Finish
 from infra.tracing import CURRENT_BATCH, logged, stage
 from schemas import topics
+from schemas.feature_log import unlogged
 from schemas.messages import DeadLetter
 from schemas.wire import SourceRecord, dead_letter, validation_reason
 from sink import metrics
@@ -162,7 +163,7 @@ def latest_entries(items: Sequence[PredictionItem], stored: StoredPredictions) -
         key = (row.customer_id, row.model_version)
         current = best.get(key)
         if current is None or current[3] < version:
-            best[key] = (row.customer_id, row.model_version, record.value or b"", version)
+            best[key] = (row.customer_id, row.model_version, unlogged(record.value or b""), version)
     return list(best.values())
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from schemas.columns import all_fullmatch, all_uuid_text
+from schemas.feature_log import all_packed, stored
 from schemas.messages import SOURCES, DeadLetter, Prediction
 from schemas.wire import (
     CUSTOMER_ID,
@@ -50,6 +51,7 @@ class _CanonicalPrediction(msgspec.Struct, forbid_unknown_fields=True):
     batch_id: str | None = None
     schema_version: int = 1
     reasons: None = None  # reason codes (optional, rare on the stream) take the contract's full validation
+    features_packed: str | None = None  # the feature log (schemas/feature_log.py)
 
 
 _DECODER = msgspec.json.Decoder(_CanonicalPrediction)
@@ -93,6 +95,7 @@ def fast_row(value: bytes) -> PredictionRow | None:
         or raw.source not in SOURCES
         or (batch_id is not None and UUID_TEXT.fullmatch(batch_id) is None)
         or raw.schema_version != 1
+        or (raw.features_packed is not None and not all_packed([raw.features_packed]))
     ):
         return None
     return PredictionRow(
@@ -106,6 +109,8 @@ def fast_row(value: bytes) -> PredictionRow | None:
         segment.label,
         segment.score,
         raw.scored_at,
+        None,
+        None if raw.features_packed is None else stored(raw.features_packed),
     )
 
 
@@ -144,6 +149,7 @@ def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
     stamps = [raw.scored_at for raw in ok]
     sources = [raw.source for raw in ok]
     batch_ids = [raw.batch_id for raw in ok]
+    packed = [raw.features_packed for raw in ok]
     if not (
         all_uuid_text(event_ids)
         and all_fullmatch(CUSTOMER_ID, customers)
@@ -157,12 +163,13 @@ def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
         and set(sources) <= SOURCES
         and all_uuid_text([b for b in batch_ids if b is not None])
         and {raw.schema_version for raw in ok} == {1}
+        and all_packed([p for p in packed if p is not None])
     ):
         return [None if raw is None else fast_row(value) for raw, value in zip(decoded, values, strict=True)]
     texts = _ENCODER.encode_lines(recommendations).decode().split("\n")[:-1]  # each line ends in \n
     rows: list[PredictionRow | None] = list(map(PredictionRow._make, zip(
         event_ids, customers, versions, sources, batch_ids, texts, propensities, labels, scores, stamps,
-        repeat(None),
+        repeat(None), [None if p is None else stored(p) for p in packed],
     )))
     if len(ok) == len(decoded):
         return rows

@@ -10,7 +10,12 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
-async def copy_records(session: AsyncSession, table: str, records: Sequence[tuple[Any, ...]]) -> None:
+async def copy_records(
+    session: AsyncSession,
+    table: str,
+    records: Sequence[tuple[Any, ...]],
+    columns: Sequence[str] | None = None,
+) -> None:
     """COPY records into a table inside the session's transaction, raising SQLAlchemy's error types.
 
     asyncpg's COPY bypasses SQLAlchemy's cursor, so its errors are translated here into what a statement
@@ -23,7 +28,7 @@ async def copy_records(session: AsyncSession, table: str, records: Sequence[tupl
     driver: Any = (await connection.get_raw_connection()).driver_connection
     statement = f"COPY {table}"
     try:
-        await driver.copy_records_to_table(table, records=records)
+        await driver.copy_records_to_table(table, records=records, columns=columns)
     except asyncpg.DataError as error:
         raise DataError(statement, None, error) from error
     except asyncpg.IntegrityConstraintViolationError as error:

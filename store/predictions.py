@@ -13,6 +13,8 @@ import orjson
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.feature_log import named
+from schemas.feature_log import stored as stored_features
 from schemas.messages import DEAD_LETTER_PAYLOAD_MAX, DeadLetter, Prediction
 from store.copying import copy_records
 from store.tables import Prediction as PredictionTable
@@ -38,6 +40,7 @@ class PredictionRow(NamedTuple):
     segment_score: float
     scored_at: str
     reasons: str | None = None  # JSON text of Prediction.reasons, when the prediction carried them
+    features: bytes | None = None  # the feature log: byte i is feature i (schemas/feature_log.py)
 
     @classmethod
     def of(cls, prediction: Prediction) -> PredictionRow:
@@ -61,6 +64,7 @@ class PredictionRow(NamedTuple):
             prediction.scored_at.astimezone(UTC).isoformat(),
             None if prediction.reasons is None
             else orjson.dumps(prediction.model_dump(mode="json", include={"reasons"})["reasons"]).decode(),
+            None if prediction.features_packed is None else stored_features(prediction.features_packed),
         )
 
 
@@ -79,7 +83,7 @@ replayed copies are never inserted again (event_id), so they cannot change it.
 _STAGED_INPUT = """
     SELECT CAST(event_id AS uuid) AS event_id, customer_id, model_version, source,
            CAST(batch_id AS uuid) AS batch_id, recommendations, propensity, segment_label, segment_score,
-           CAST(scored_at AS timestamptz) AS scored_at, reasons, position
+           CAST(scored_at AS timestamptz) AS scored_at, reasons, features, position
     FROM prediction_staging
 """
 # The store statement; its `input` (rows in partition order, with their position) is left open.
@@ -87,9 +91,9 @@ STORE_TEMPLATE = f"""
 WITH input AS ({{input}}),
 inserted AS (
     INSERT INTO predictions (event_id, customer_id, model_version, source, batch_id, recommendations,
-                             propensity, segment_label, segment_score, scored_at, reasons)
+                             propensity, segment_label, segment_score, scored_at, reasons, features)
     SELECT event_id, customer_id, model_version, source, batch_id, recommendations::jsonb,
-           propensity, segment_label, segment_score, scored_at, reasons::jsonb
+           propensity, segment_label, segment_score, scored_at, reasons::jsonb, features
     FROM input
     ORDER BY position
     ON CONFLICT (event_id) DO NOTHING
@@ -114,7 +118,7 @@ _STAGING = text(
 CREATE TEMP TABLE IF NOT EXISTS prediction_staging (
     event_id text, customer_id text, model_version text, source text, batch_id text, recommendations text,
     propensity float8, segment_label text, segment_score float8, scored_at text, reasons text,
-    position bigint
+    features bytea, position bigint
 ) ON COMMIT DELETE ROWS
 """
 )
@@ -260,3 +264,33 @@ def prediction_payload(row: PredictionTable) -> dict[str, Any]:
         "batch_id": row.batch_id,
         "reasons": row.reasons,
     }
+
+
+def prediction_history_entry(row: PredictionTable, with_features: bool) -> dict[str, Any]:
+    """One decision of a customer's history; its logged features (by column name) only when asked."""
+    entry: dict[str, Any] = {
+        "event_id": row.event_id,
+        "model_version": row.model_version,
+        "recommendations": row.recommendations,
+        "propensity": row.propensity,
+        "segment": {"label": row.segment_label, "score": row.segment_score},
+        "reasons": row.reasons,
+        "scored_at": row.scored_at,
+        "source": row.source,
+    }
+    if with_features:
+        entry["features"] = None if row.features is None else named(list(row.features))
+    return entry
+
+
+async def prediction_history(
+    session: AsyncSession, customer_id: str, limit: int
+) -> Sequence[PredictionTable]:
+    """The customer's latest `limit` predictions, newest first (LATEST_ORDER, any model version)."""
+    result = await session.execute(
+        select(PredictionTable)
+        .where(PredictionTable.customer_id == customer_id)
+        .order_by(PredictionTable.scored_at.desc(), PredictionTable.id.desc())  # LATEST_ORDER
+        .limit(limit)
+    )
+    return result.scalars().all()

@@ -11,8 +11,10 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -56,10 +58,12 @@ class Prediction(ScoredColumns, Base):
 
     event_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), unique=True, nullable=False)
     reasons: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)  # Prediction.reasons
+    features: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # the feature log (86 bytes)
 
     __table_args__ = (
         Index("ix_predictions_customer_scored", "customer_id", "scored_at"),
         Index("ix_predictions_batch", "batch_id", "id", postgresql_where="batch_id IS NOT NULL"),
+        Index("ix_predictions_scored_brin", "scored_at", postgresql_using="brin"),  # replay windows
     )
 
 
@@ -211,3 +215,43 @@ class ApiKey(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Replay(Base):
+    """One replay of a window of logged features through a model version, and its agreement figures."""
+
+    __tablename__ = "replays"
+
+    id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), primary_key=True)
+    model_version: Mapped[str] = mapped_column(IDENTIFIER, nullable=False)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # running|completed|failed
+    rows: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    exact_agreement: Mapped[float | None] = mapped_column(Float, nullable=True)  # every served field equal
+    top3_agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
+    top3_set_agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
+    propensity_spearman: Mapped[float | None] = mapped_column(Float, nullable=True)
+    segment_agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
+    served_versions: Mapped[dict[str, int] | None] = mapped_column(JSONB, nullable=True)
+    requested_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_replays_version_finished", "model_version", "finished_at"),)
+
+
+class ReplayPrediction(ScoredColumns, Base):
+    """A replayed prediction: a logged event re-scored by a replay's version; never served."""
+
+    __tablename__ = "predictions_replay"
+
+    replay_id: Mapped[UUID] = mapped_column(
+        PG_UUID(as_uuid=True), ForeignKey("replays.id", ondelete="CASCADE"), nullable=False
+    )
+    event_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), nullable=False)
+
+    __table_args__ = (Index("ix_predictions_replay_replay_event", "replay_id", "event_id"),)

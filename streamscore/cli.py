@@ -22,10 +22,11 @@ def _register() -> None:
     from streamscore.doctor import register as register_doctor
     from streamscore.ops import register as register_ops
     from streamscore.performance import register as register_performance
+    from streamscore.replay import register as register_replay
     from streamscore.services import register as register_services
 
     for register in (register_services, register_models, register_credentials, register_ops, register_doctor,
-                     register_performance):
+                     register_performance, register_replay):
         register(app)
 
 

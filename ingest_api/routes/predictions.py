@@ -14,6 +14,7 @@ from infra.tracing import span
 from ingest_api.auth.dependencies import ReadPrincipal
 from ingest_api.deps import Services, ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
+from ingest_api.routes.history import DecisionHistory, HistoryQuery, decision_history
 from schemas.messages import CUSTOMER_ID_PATTERN, Prediction
 from store import predictions as stored
 from store.cache import cached_json, prediction_key
@@ -45,10 +46,13 @@ async def cached_prediction(services: Services, customer_id: str) -> Prediction 
     if found is None:
         return None
     try:
-        return Prediction.model_validate_json(found)
+        prediction = Prediction.model_validate_json(found)
     except ValidationError:
         log.warning("unreadable cached prediction", extra={"customer_id": customer_id})
         return None
+    if prediction.features_packed is not None:  # features are shown to admins only (?history=N)
+        return prediction.model_copy(update={"features_packed": None})
+    return prediction
 
 
 async def stored_prediction(services: Services, customer_id: str) -> Prediction:
@@ -72,10 +76,16 @@ async def stored_prediction(services: Services, customer_id: str) -> Prediction:
         "The customer's latest prediction (greatest `scored_at`, then the order on the customer's "
         "partition; docs/operations.md): Redis (`predict:{customer_id}:{model_version}` for the active "
         "model version) first, then Postgres (any version) when Redis misses, fails or takes longer than "
-        "`STREAMSCORE_REDIS_TIMEOUT_SECONDS`. 404 when the customer has never been scored."
+        "`STREAMSCORE_REDIS_TIMEOUT_SECONDS`. 404 when the customer has never been scored. With "
+        "`?history=N`: the latest N decisions from Postgres instead (features for the admin scope only)."
     ),
+    response_model=Prediction | DecisionHistory,
     responses=error_responses(*AUTH_ERRORS, 404, 422),
 )
-async def get_prediction(customer_id: CustomerPath, services: ServicesDep, _: ReadPrincipal) -> Prediction:
-    """Look up the latest prediction."""
+async def get_prediction(
+    customer_id: CustomerPath, services: ServicesDep, principal: ReadPrincipal, history: HistoryQuery = None
+) -> Prediction | DecisionHistory:
+    """Look up the latest prediction, or the decision history."""
+    if history is not None:
+        return await decision_history(services, customer_id, history, principal)
     return await stored_prediction(services, customer_id)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
+from schemas.feature_log import pack
 from schemas.features import FEATURE_NAMES, FEATURE_RANGES, PRODUCTS
 from schemas.messages import CUSTOMER_ID_PATTERN
 
@@ -28,6 +29,16 @@ def _uuid_text(value: Any, style: str) -> Any:
     text = str(value)
     return {"upper": text.upper(), "hex": value.hex, "braces": "{" + text + "}"}.get(style, text)
 
+
+bad_packed = st.one_of(
+    features.map(pack).map(lambda text: text[:-1]),  # 85 characters
+    features.map(pack).map(lambda text: text + "0"),  # 87
+    st.tuples(features.map(pack), st.integers(0, 85), st.sampled_from(["/", "Z", "z", "é", "\x00", "\\"]))
+    .map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]),  # one character out of range or alphabet
+    st.tuples(features.map(pack), st.integers(0, 4)).map(lambda t: t[0][:1] + "Y" + t[0][2:]),  # MAANTHUI 41
+    st.sampled_from([1, [0] * 86, ""]),
+)
+"""Values `features_packed` must refuse."""
 
 uuid_styles = st.sampled_from(["canonical"] * 6 + ["upper", "hex", "braces"])
 uuid_texts = st.builds(_uuid_text, st.uuids(), uuid_styles)
@@ -170,6 +181,8 @@ def prediction_dicts(draw: st.DrawFn) -> dict[str, Any]:
         out["batch_id"] = draw(st.one_of(st.none(), uuid_texts))
     if draw(st.booleans()):
         out["schema_version"] = 1
+    if draw(st.booleans()):
+        out["features_packed"] = pack(draw(features))
     return out
 
 
@@ -180,6 +193,7 @@ def prediction_payloads(draw: st.DrawFn) -> bytes:
     mutation = draw(st.sampled_from(["none"] * 8 + [
         "probability", "propensity", "score", "label", "two_recs", "rec_key", "int_number", "nul",
         "long_version", "missing", "unknown", "naive_time", "bad_uuid", "source", "version", "garbage",
+        "packed",
     ]))
     if mutation == "probability":
         value["recommendations"][draw(st.integers(0, 2))]["probability"] = draw(
@@ -212,6 +226,8 @@ def prediction_payloads(draw: st.DrawFn) -> bytes:
         value["source"] = draw(st.sampled_from(["EVENT", None]))
     elif mutation == "version":
         value["schema_version"] = draw(st.sampled_from([2, "1", 1.0, None]))
+    elif mutation == "packed":
+        value["features_packed"] = draw(bad_packed)
     elif mutation == "garbage":
         return draw(st.sampled_from([b"", b"{", b"\xff", b"[]", b"null"])) + draw(st.binary(max_size=10))
     return encode_json(draw, value)

@@ -36,6 +36,8 @@ API_ROUTES = [
     ("delete", "/api/v1/models/shadow"),
     ("post", "/api/v1/models/promote"),
     ("get", "/api/v1/models/drift"),
+    ("post", "/api/v1/replays"),
+    ("get", "/api/v1/replays/{replay_id}"),
 ]
 
 

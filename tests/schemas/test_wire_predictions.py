@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from schemas.feature_log import pack, stored
 from schemas.features import PRODUCTS
 from schemas.messages import Prediction
 from schemas.wire import (
@@ -24,7 +25,7 @@ from schemas.wire import (
 )
 from sink.parsing import fast_row, fast_rows, parse_predictions, unstorable
 from store.predictions import PredictionRow
-from tests.helpers.wire_strategies import aware, customer_ids, prediction_payloads, unit_floats
+from tests.helpers.wire_strategies import aware, customer_ids, features, prediction_payloads, unit_floats
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -62,25 +63,33 @@ def _record(version: str, picks: list[int], probabilities: list[float], propensi
     }
 
 
-def scored_batch(rows: list[tuple[Any, ...]], version: str, scored_at: datetime) -> list[bytes]:
-    """The scorer's prediction messages for scored_rows."""
+def scored_batch(
+    rows: list[tuple[Any, ...]], version: str, scored_at: datetime, packed: list[str] | None = None
+) -> list[bytes]:
+    """The scorer's prediction messages for scored_rows (with the feature log when `packed` is given)."""
     events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
     return predictions_json(
         events, version,
         np.array([r[4] for r in rows]), np.array([r[5] for r in rows]), np.array([r[6] for r in rows]),
-        np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at,
+        np.array([r[7] for r in rows]), [r[8] for r in rows], scored_at, packed,
     )
 
 
+packed_lists = st.one_of(st.none(), st.lists(features.map(pack), min_size=8, max_size=8))
+
+
 @SETTINGS
-@given(st.lists(scored_rows, min_size=1, max_size=8), st.text(max_size=30), aware)
+@given(st.lists(scored_rows, min_size=1, max_size=8), st.text(max_size=30), aware, packed_lists)
 def test_prediction_encoders_write_what_pydantic_writes(
-    rows: list[tuple[Any, ...]], version: str, scored_at: datetime
+    rows: list[tuple[Any, ...]], version: str, scored_at: datetime, packed: list[str] | None
 ) -> None:
     events = [EventIds(e, c, s, b) for e, c, s, b, *_ in rows]
-    batch = scored_batch(rows, version, scored_at)
-    for event, row, payload in zip(events, rows, batch, strict=True):
+    packed = None if packed is None else packed[: len(rows)]
+    batch = scored_batch(rows, version, scored_at, packed)
+    for i, (event, row, payload) in enumerate(zip(events, rows, batch, strict=True)):
         fields = _record(version, *row[4:])
+        if packed is not None:
+            fields["features_packed"] = packed[i]
         expected = Prediction(
             event_id=event.event_id, customer_id=event.customer_id, source=event.source,  # type: ignore[arg-type]
             batch_id=event.batch_id, scored_at=scored_at, **fields,  # type: ignore[arg-type]
@@ -144,6 +153,7 @@ ONE_BAD_FIELD: list[tuple[tuple[str | int, ...], Any]] = [
     (("recommendations",), []), (("recommendations", 1, "probability"), 1.5), (("propensity",), -0.1),
     (("segment", "label"), "HIGH"), (("segment", "score"), 100.5), (("scored_at",), "2026-01-01T00:00:00"),
     (("source",), "EVENT"), (("batch_id",), "x"), (("schema_version",), 2),
+    (("features_packed",), "0" * 85), (("features_packed",), "Z" * 86), (("features_packed",), 5),
 ]
 
 
@@ -184,7 +194,13 @@ def test_parse_predictions_gives_the_contracts_rows_and_reasons(values: list[byt
 
 
 @SETTINGS
-@given(st.lists(scored_rows, min_size=1, max_size=5), aware)
-def test_scorer_output_takes_the_sinks_fast_path(rows: list[tuple[Any, ...]], scored_at: datetime) -> None:
-    payloads = scored_batch(rows, "v1", scored_at)
-    assert all(fast_row(payload) is not None for payload in payloads)
+@given(st.lists(scored_rows, min_size=1, max_size=5), aware, packed_lists)
+def test_scorer_output_takes_the_sinks_fast_path(
+    rows: list[tuple[Any, ...]], scored_at: datetime, packed: list[str] | None
+) -> None:
+    packed = None if packed is None else packed[: len(rows)]
+    payloads = scored_batch(rows, "v1", scored_at, packed)
+    parsed = fast_rows(payloads)
+    assert all(row is not None for row in parsed)
+    expected = [None] * len(rows) if packed is None else [stored(text) for text in packed]
+    assert [row.features for row in parsed if row is not None] == expected
