@@ -33,6 +33,7 @@ from ingest_api.publisher import BackgroundPublisher
 from ingest_api.routes import (
     batch,
     dashboard,
+    dead_letters,
     docs,
     drift,
     events,
@@ -253,6 +254,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
                    registry.router, health.router, shadow.router, drift.router):
         app.include_router(router)
     app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats
+    app.include_router(dead_letters.router)  # /api/v1/dead-letters: list, show, redrive (admin)
     app.include_router(docs.router)  # /docs, /redoc, /asyncapi (JSON or page), without a CDN
     return app
 

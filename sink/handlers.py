@@ -21,7 +21,7 @@ from infra.logging import dead_letter_fields
 from infra.pipeline import Finish
 from schemas import topics
 from schemas.messages import DeadLetter
-from schemas.wire import SourceRecord, dead_letter, validation_reason
+from schemas.wire import KeyedLetter, SourceRecord, dead_letter, validation_reason
 from sink import metrics
 from sink.parsing import parse_predictions
 from sink.settings import SinkSettings
@@ -112,15 +112,16 @@ async def publish_dead_letters(
         log.warning("prediction dead-lettered", extra=dead_letter_fields(letter))
 
 
-def parse_dead_letters(records: Sequence[SourceRecord]) -> list[DeadLetter]:
-    """Dead letters as received; an unreadable one is kept as a record about itself, never dropped."""
-    letters: list[DeadLetter] = []
+def parse_dead_letters(records: Sequence[SourceRecord]) -> list[KeyedLetter]:
+    """Dead letters as received, with their record's key (the original key); an unreadable one is kept as
+    a record about itself, never dropped."""
+    letters: list[KeyedLetter] = []
     for record in records:
         try:
-            letters.append(DeadLetter.model_validate_json(record.value or b""))
+            letters.append(KeyedLetter(record.key, DeadLetter.model_validate_json(record.value or b"")))
         except ValidationError as error:
             reason = f"unreadable dead letter: {validation_reason(error)}"
-            letters.append(dead_letter(record, "decode", reason))
+            letters.append(KeyedLetter(record.key, dead_letter(record, "decode", reason)))
     return letters
 
 
@@ -142,7 +143,7 @@ class Written:
 
 
 PredictionItem = tuple[SourceRecord, PredictionRow]
-Item = PredictionItem | DeadLetter
+Item = PredictionItem | KeyedLetter
 
 
 def is_rejected_row(error: BaseException) -> bool:
@@ -166,8 +167,8 @@ def latest_entries(items: Sequence[PredictionItem], stored: StoredPredictions) -
 
 async def write_items(runtime: SinkRuntime, items: Sequence[Item], written: Written) -> None:
     """One transaction for these items; on commit adds what it changed to `written`."""
-    predictions = [item for item in items if not isinstance(item, DeadLetter)]
-    letters = [item for item in items if isinstance(item, DeadLetter)]
+    predictions = [item for item in items if not isinstance(item, KeyedLetter)]
+    letters = [item for item in items if isinstance(item, KeyedLetter)]
     paused = runtime.redis_paused()
 
     async def work(session: AsyncSession) -> tuple[StoredPredictions, int, list[CacheEntry]]:
@@ -198,8 +199,8 @@ async def store_isolated(runtime: SinkRuntime, publish: Publish, items: Sequence
     letters: list[tuple[bytes | None, DeadLetter]] = []
     for item, error in rejected:
         reason = f"postgres rejected the row: {type(error).__name__}: {str(error)[:300]}"
-        if isinstance(item, DeadLetter):
-            log.error("dead letter not storable", extra={**dead_letter_fields(item), "error": reason})
+        if isinstance(item, KeyedLetter):
+            log.error("dead letter not storable", extra={**dead_letter_fields(item.letter), "error": reason})
             continue
         record, _ = item
         letters.append((record.key, dead_letter(record, "validation", reason)))
@@ -310,7 +311,7 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
         runtime.stats.events_out += inserted
         runtime.stats.dlq += written.dead_letters
         runtime.stats.batches += 1
-        for letter in letters:
+        for _, letter in letters:
             log.info(
                 "dead letter received",
                 extra={
