@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import logging
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from infra.kafka import topic_name
 from ingest_api import dead_letter_redrive as redrive
@@ -25,6 +25,20 @@ from store.tables import DeadLetterRecord
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
 Status = Literal["open", "redriven", "quarantined"]
+ID_MAX = 2**63 - 1  # bigint
+TEXT = r"^[^\x00]+$"  # Postgres text cannot hold NUL
+LetterId = Annotated[int, Field(ge=1, le=ID_MAX)]
+
+
+def _utc(value: datetime) -> datetime:
+    """A time as UTC (a naive one is taken as UTC); one that UTC cannot hold is refused."""
+    try:
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range once converted to UTC") from None
+
+
+Instant = Annotated[datetime, AfterValidator(_utc)]
 
 
 class DeadLetterSummary(BaseModel):
@@ -81,13 +95,13 @@ class RedriveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"stage": "validation",
                                                                                "dry_run": True}]})
 
-    ids: list[int] = Field(default_factory=list, max_length=1000)
+    ids: list[LetterId] = Field(default_factory=list, max_length=1000)
     stage: Stage | None = None
-    reason: str | None = Field(default=None, min_length=1, max_length=200,
+    reason: str | None = Field(default=None, min_length=1, max_length=200, pattern=TEXT,
                                description="Substring of the reason.")
-    source_topic: str | None = Field(default=None, min_length=1, max_length=255)
-    since: datetime | None = None
-    until: datetime | None = None
+    source_topic: str | None = Field(default=None, min_length=1, max_length=255, pattern=TEXT)
+    since: Instant | None = None
+    until: Instant | None = None
     all: bool = Field(default=False, description="Required to redrive every open letter (no ids, no filter).")
     dry_run: bool = Field(default=False, description="Decide and report, but send and change nothing.")
     limit: int = Field(default=1000, ge=1, le=10_000, description="Most letters in one redrive.")
@@ -100,6 +114,11 @@ class RedriveRequest(BaseModel):
     def _scoped(self) -> RedriveRequest:
         if self.payload is not None and len(self.ids) != 1:
             raise ValueError("payload: a corrected payload needs exactly one id")
+        if self.payload is not None:
+            try:
+                self.payload.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("payload: not UTF-8 text (it holds a lone surrogate)") from None
         if not self.all and self.filter().empty():
             raise ValueError("give ids, a filter (stage, reason, source_topic, since, until) or all=true")
         return self
@@ -179,13 +198,14 @@ async def list_letters(
     services: ServicesDep,
     _: AdminPrincipal,
     stage: Stage | None = None,
-    reason: Annotated[str | None, Query(min_length=1, max_length=200, description="Reason text.")] = None,
-    source_topic: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    reason: Annotated[str | None, Query(min_length=1, max_length=200, pattern=TEXT,
+                                        description="Reason text.")] = None,
+    source_topic: Annotated[str | None, Query(min_length=1, max_length=255, pattern=TEXT)] = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=ID_MAX)] = None,
 ) -> DeadLetterPage:
     """Matching letters, newest first, one page at a time."""
     where = stored.DeadLetterFilter(stage=stage, reason=reason, source_topic=source_topic, since=since,
@@ -198,7 +218,7 @@ async def list_letters(
 
 @router.get("/{letter_id}", summary="Show one dead letter", responses=error_responses(*AUTH_ERRORS, 404))
 async def show_letter(
-    services: ServicesDep, _: AdminPrincipal, letter_id: Annotated[int, Path(ge=1)]
+    services: ServicesDep, _: AdminPrincipal, letter_id: Annotated[int, Path(ge=1, le=ID_MAX)]
 ) -> DeadLetterDetail:
     """The letter with its decoded payload and redrive log."""
     async with services.sessionmaker() as session:

@@ -163,3 +163,30 @@ async def letters_all(database_url: str) -> list[Any]:
     """The latest letter per customer."""
     return await fetch(database_url, "SELECT DISTINCT ON (customer_id) customer_id, status FROM dead_letters "
                                      "ORDER BY customer_id, id DESC")
+
+
+async def test_dead_letter_routes_need_admin_and_refuse_bad_input_with_a_4xx(api: Api) -> None:
+    reader = await api.key_with("read")
+    assert (await api.client.get("/api/v1/dead-letters", headers=reader)).status_code == 403
+    assert (await api.client.post("/api/v1/dead-letters/redrive", json={"all": True},
+                                  headers=reader)).status_code == 403
+    bad = [
+        b"{}",  # no ids, no filter, no all
+        b'{"ids": [1, 2], "payload": "{}"}',  # a corrected payload is for one letter
+        b'{"ids": [9223372036854775808]}',  # beyond bigint
+        b'{"reason": "a\\u0000b"}',  # Postgres text cannot hold NUL
+        b'{"ids": [1], "payload": "\\ud800"}',  # not encodable as UTF-8
+    ]
+    for body in bad:
+        response = await api.client.post("/api/v1/dead-letters/redrive", content=body,
+                                         headers={"Content-Type": "application/json"})
+        assert response.status_code == 422, (body, response.text)
+    assert (await api.client.get("/api/v1/dead-letters", params={"reason": "a\x00"})).status_code == 422
+    assert (await api.client.get(f"/api/v1/dead-letters/{2**63}")).status_code == 422
+    assert (await api.client.get("/api/v1/dead-letters/1")).status_code == 404
+    times = {"2026-01-01T00:00:00": 200, "0001-01-01T00:00:00+14:00": 422, "9999-12-31T23:59:59-14:00": 422}
+    for since, expected in times.items():  # beyond what UTC holds: refused, not a database error
+        listed = await api.client.get("/api/v1/dead-letters", params={"since": since, "until": since})
+        assert listed.status_code == expected, listed.text
+    empty = await redrive(api, all=True, dry_run=True)
+    assert (empty["redriven"], empty["results"]) == (0, [])
