@@ -45,6 +45,7 @@ def dlq_list(
     until: datetime | None = UntilOption,
     status: str | None = typer.Option(None, "--status", help="open, redriven or quarantined."),
     limit: int = typer.Option(50, "--limit", min=1, max=1000, help="Most letters shown (newest first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON page instead of a table."),
     api_url: str | None = ApiUrlOption,
     api_key: str | None = ApiKeyOption,
 ) -> None:
@@ -54,9 +55,12 @@ def dlq_list(
         params["status"] = status
     with _client(api_url, api_key) as client:
         page = client.request("GET", PATH, params=params).json()
-    table = Table("id", "failed at", "stage", "topic", "status", "redrives", "cut", "reason")
+    if as_json:
+        print(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table("id", "failed at", "stage", "customer", "status", "redrives", "cut", "reason")
     for item in page["items"]:
-        table.add_row(str(item["id"]), item["failed_at"], item["stage"], escape(item["source_topic"]),
+        table.add_row(str(item["id"]), item["failed_at"], item["stage"], escape(item["customer_id"] or ""),
                       item["status"], str(item["redrive_count"]), "yes" if item["payload_truncated"] else "",
                       escape(item["reason"][:120]))
     console.print(table)
