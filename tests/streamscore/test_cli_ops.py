@@ -24,6 +24,7 @@ from infra.settings import KafkaSettings
 from schemas import topics
 from schemas.messages import Prediction
 from streamscore.client import error_message
+from streamscore.dlq import pretty
 from streamscore.dlq import register as register_dlq
 from streamscore.embedded import free_port
 from streamscore.ops import register
@@ -273,11 +274,17 @@ def test_dlq_list_show_and_redrive_say_what_they_do(stack: Launched, unique_id: 
     assert code == 0 and "cut: only a prefix was kept; it cannot be redriven" in output, output
     code, output = invoke(stack, "dlq", "redrive", str(letters[stuck]["id"]), str(letters[huge]["id"]),
                           "--dry-run")
-    assert code == 0 and "1 would be redriven, 0 would be quarantined, 1 would be refused" in output, output
+    decided = "2 dead letters: 1 would be redriven, 0 would be quarantined, 1 would be refused"
+    assert code == 0 and decided in output, output
     assert "dry run: nothing sent or changed" in output and "features" in output  # the reason's group
     code, output = invoke(stack, "dlq", "redrive", str(letters[huge]["id"]))
     assert code == 1 and "payload was cut" in " ".join(output.split()), output
     code, output = invoke(stack, "dlq", "redrive", str(letters[stuck]["id"]))
-    assert code == 0 and "1 were redriven" in output, output
+    assert code == 0 and "1 dead letter: 1 redriven, 0 quarantined, 0 refused" in output, output
     code, output = invoke(stack, "dlq", "show", str(letters[stuck]["id"]))
     assert "status: redriven" in output and "redrive: redriven #1 by key:" in output, output
+
+
+def test_dlq_show_indents_json_and_escapes_control_characters() -> None:
+    assert pretty('{"a":1}') == '{\n  "a": 1\n}'
+    assert pretty("cut {\x1b[2J\n") == "cut {\\x1b[2J\n"  # a payload cannot clear the operator's screen
