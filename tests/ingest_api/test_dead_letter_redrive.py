@@ -176,6 +176,7 @@ async def test_dead_letter_routes_need_admin_and_refuse_bad_input_with_a_4xx(api
         b'{"ids": [9223372036854775808]}',  # beyond bigint
         b'{"reason": "a\\u0000b"}',  # Postgres text cannot hold NUL
         b'{"ids": [1], "payload": "\\ud800"}',  # not encodable as UTF-8
+        b'{"reason": "\\ud800"}',
     ]
     for body in bad:
         response = await api.client.post("/api/v1/dead-letters/redrive", content=body,
