@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 
+from schemas.messages import DEAD_LETTER_PAYLOAD_MAX
 from schemas.redrive import redrive_headers
 from schemas.wire import original_value
 from store.dead_letters import RedriveEntry
@@ -42,10 +43,12 @@ def decide(
         return Decision(letter, "refused", letter.redrive_count,
                         "the record is itself a dead letter; its origin cannot take it back")
     value = replacement
+    size = f"{letter.payload_size:,}" if letter.payload_size is not None else "its"
     if value is None and letter.payload_truncated:
         return Decision(letter, "refused", letter.redrive_count,
-                        f"payload was cut ({len(letter.payload)} of {letter.payload_size} bytes kept), so "
-                        "the original record cannot be rebuilt; redrive it with the whole corrected payload")
+                        f"payload was cut (only the first {DEAD_LETTER_PAYLOAD_MAX:,} of {size} bytes were "
+                        "kept), so the original record cannot be rebuilt; redrive it with the whole "
+                        "corrected payload")
     if value is None:
         value = original_value(letter.payload, letter.payload_encoding, letter.payload_sha256)
         if value is None:
