@@ -20,6 +20,7 @@ from infra.settings import KafkaSettings
 from schemas import topics
 from schemas.messages import SCHEMA_VERSION, DeadLetter, FeatureEvent, Prediction
 from schemas.outcomes import Outcome
+from schemas.redrive import REDRIVE_HEADER
 
 CONTRACTS: dict[str, type[BaseModel]] = {
     topics.CUSTOMER_FEATURES: FeatureEvent,
@@ -59,6 +60,9 @@ StreamScore's Kafka contracts, schema version {SCHEMA_VERSION}.
 * Every record is UTF-8 JSON; its Kafka key is the `customer_id`, so all events and predictions of one
   customer land on one partition, in order. A dead letter keeps the key of the record that failed.
 * Delivery is at-least-once: deduplicate on `event_id`.
+* A record sent back from the dead letters (`streamscore dlq redrive`) is the original record with its
+  original key and one header, `{REDRIVE_HEADER}`: how many times it was redriven (ASCII decimal). A dead
+  letter of such a record carries that count in `redrive_count`.
 * Additive (optional) fields keep the version; a breaking change publishes new `*.v2` topics alongside
   the old ones for a migration period. See docs/consumers.md.
 """

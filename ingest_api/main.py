@@ -27,7 +27,16 @@ from infra.process import bounded, cancel_tasks
 from ingest_api.auth import routes as auth
 from ingest_api.batch import routes as batch
 from ingest_api.batching import DirectScorer, DynamicBatcher
-from ingest_api.console import dashboard, docs, drift, performance, registry, replays, shadow
+from ingest_api.console import (
+    dashboard,
+    dead_letters,
+    docs,
+    drift,
+    performance,
+    registry,
+    replays,
+    shadow,
+)
 from ingest_api.console.quality import monitor_forever
 from ingest_api.deps import Services, build_redis
 from ingest_api.errors import error_response, install_error_handlers
@@ -258,6 +267,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: InferenceEngine |
     app.include_router(outcomes.router)  # POST /api/v1/outcomes
     app.include_router(performance.router)  # GET /api/v1/models/performance
     app.include_router(dashboard.router)  # /dashboard page, /api/v1/dashboard/stats
+    app.include_router(dead_letters.router)  # /api/v1/dead-letters: list, show, redrive (admin)
     app.include_router(docs.router)  # /docs, /redoc, /asyncapi (JSON or page), without a CDN
     return app
 

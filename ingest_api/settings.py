@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from infra.settings import DatabaseSettings, KafkaSettings, RedisSettings
+from schemas.redrive import REDRIVE_MAX_DEFAULT
 
 
 class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
@@ -118,3 +119,7 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
     dynamic_batch_max: int = Field(default=64, ge=1)
     model_registry: str | None = Field(default=None, description="Registry dir; default: the packaged one.")
     model_refresh_seconds: float = Field(default=5.0, gt=0)
+    dead_letter_redrive_max: int = Field(
+        default=REDRIVE_MAX_DEFAULT, ge=1,
+        description="Redrives after which a dead letter that fails again is quarantined, not redriven.",
+    )

@@ -131,3 +131,7 @@ class DeadLetter(Contract):
     payload_size: int | None = Field(default=None, ge=0, description="Size of the original value in bytes.")
     payload_sha256: str | None = Field(default=None, description="Hex SHA-256 of the original value.")
     payload_truncated: bool | None = Field(default=None, description="True when `payload` is a prefix only.")
+    redrive_count: int = Field(
+        default=0, ge=0, description="Times the record was redriven before it failed (its "
+        "`streamscore-redrive-count` header); 0 for a first failure."
+    )

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Protocol, TypeGuard
+from typing import Any, NamedTuple, Protocol, TypeGuard
 from uuid import UUID, uuid4
 
 import numpy as np
@@ -29,6 +29,7 @@ from schemas.messages import (
     FeatureEvent,
     Stage,
 )
+from schemas.redrive import redrive_count
 
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
@@ -38,7 +39,8 @@ REASON_MAX = 2000
 
 
 class SourceRecord(Protocol):
-    """The parts of a consumed Kafka record the consumers need (aiokafka ConsumerRecord fits)."""
+    """The parts of a consumed Kafka record the consumers need (aiokafka ConsumerRecord fits; its `headers`
+    are read where present, for the redrive count)."""
 
     topic: str
     partition: int
@@ -134,8 +136,28 @@ def dead_letter(record: SourceRecord, stage: Stage, reason: str, event: EventIds
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
+        redrive_count=redrive_count(getattr(record, "headers", None)),
         **ids,
     )
+
+
+class KeyedLetter(NamedTuple):
+    """A dead letter with the Kafka key of its original record (the dead-letter record's own key)."""
+
+    key: bytes | None
+    letter: DeadLetter
+
+
+def original_value(payload: str, encoding: str | None, sha256: str | None) -> bytes | None:
+    """The original record value a whole (uncut) dead-letter payload stands for, or None when the bytes
+    cannot be rebuilt exactly (their SHA-256 differs, e.g. a NUL the store had to replace)."""
+    try:
+        value = base64.b64decode(payload, validate=True) if encoding == "base64" else payload.encode("utf-8")
+    except ValueError:
+        return None
+    if sha256 is not None and hashlib.sha256(value).hexdigest() != sha256:
+        return None
+    return value
 
 
 def is_timestamp(value: Any) -> bool:

@@ -23,7 +23,7 @@ from infra.tracing import CURRENT_BATCH, logged, stage
 from schemas import topics
 from schemas.feature_log import unlogged
 from schemas.messages import DeadLetter
-from schemas.wire import SourceRecord, dead_letter, validation_reason
+from schemas.wire import KeyedLetter, SourceRecord, dead_letter, validation_reason
 from sink import metrics
 from sink.outcomes import parse_outcomes, write_outcomes
 from sink.parsing import parse_predictions
@@ -115,15 +115,16 @@ async def publish_dead_letters(
         log.warning("prediction dead-lettered", extra=dead_letter_fields(letter))
 
 
-def parse_dead_letters(records: Sequence[SourceRecord]) -> list[DeadLetter]:
-    """Dead letters as received; an unreadable one is kept as a record about itself, never dropped."""
-    letters: list[DeadLetter] = []
+def parse_dead_letters(records: Sequence[SourceRecord]) -> list[KeyedLetter]:
+    """Dead letters as received, with their record's key (the original key); an unreadable one is kept as
+    a record about itself, never dropped."""
+    letters: list[KeyedLetter] = []
     for record in records:
         try:
-            letters.append(DeadLetter.model_validate_json(record.value or b""))
+            letters.append(KeyedLetter(record.key, DeadLetter.model_validate_json(record.value or b"")))
         except ValidationError as error:
             reason = f"unreadable dead letter: {validation_reason(error)}"
-            letters.append(dead_letter(record, "decode", reason))
+            letters.append(KeyedLetter(record.key, dead_letter(record, "decode", reason)))
     return letters
 
 
@@ -145,7 +146,7 @@ class Written:
 
 
 PredictionItem = tuple[SourceRecord, PredictionRow]
-Item = PredictionItem | DeadLetter
+Item = PredictionItem | KeyedLetter
 
 
 def is_rejected_row(error: BaseException) -> bool:
@@ -169,8 +170,8 @@ def latest_entries(items: Sequence[PredictionItem], stored: StoredPredictions) -
 
 async def write_items(runtime: SinkRuntime, items: Sequence[Item], written: Written) -> None:
     """One transaction for these items; on commit adds what it changed to `written`."""
-    predictions = [item for item in items if not isinstance(item, DeadLetter)]
-    letters = [item for item in items if isinstance(item, DeadLetter)]
+    predictions = [item for item in items if not isinstance(item, KeyedLetter)]
+    letters = [item for item in items if isinstance(item, KeyedLetter)]
     paused = runtime.redis_paused()
 
     async def work(session: AsyncSession) -> tuple[StoredPredictions, int, list[CacheEntry]]:
@@ -201,8 +202,8 @@ async def store_isolated(runtime: SinkRuntime, publish: Publish, items: Sequence
     letters: list[tuple[bytes | None, DeadLetter]] = []
     for item, error in rejected:
         reason = f"postgres rejected the row: {type(error).__name__}: {str(error)[:300]}"
-        if isinstance(item, DeadLetter):
-            log.error("dead letter not storable", extra={**dead_letter_fields(item), "error": reason})
+        if isinstance(item, KeyedLetter):
+            log.error("dead letter not storable", extra={**dead_letter_fields(item.letter), "error": reason})
             continue
         record, _ = item
         letters.append((record.key, dead_letter(record, "validation", reason)))
@@ -327,7 +328,7 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
             runtime.stats.events_out += inserted
             runtime.stats.dlq += written.dead_letters
             runtime.stats.batches += 1
-            for letter in letters:
+            for _, letter in letters:
                 log.info(
                     "dead letter received",
                     extra={

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.feature_log import named
 from schemas.feature_log import stored as stored_features
-from schemas.messages import DEAD_LETTER_PAYLOAD_MAX, DeadLetter, Prediction
+from schemas.messages import DEAD_LETTER_PAYLOAD_MAX, Prediction
+from schemas.wire import KeyedLetter
 from store.copying import copy_records
 from store.tables import Prediction as PredictionTable
 from store.tables import Segment
@@ -129,12 +130,13 @@ _STORE_DEAD_LETTERS = text(
     """
 INSERT INTO dead_letters (source_topic, source_partition, source_offset, stage, reason, payload,
                           event_id, customer_id, batch_id, failed_at, payload_encoding, payload_size,
-                          payload_sha256, payload_truncated)
+                          payload_sha256, payload_truncated, source_key, redrive_count)
 SELECT * FROM unnest(
     CAST(:topics AS text[]), CAST(:partitions AS int[]), CAST(:offsets AS bigint[]), CAST(:stages AS text[]),
     CAST(:reasons AS text[]), CAST(:payloads AS text[]), CAST(:event_ids AS uuid[]),
     CAST(:customer_ids AS text[]), CAST(:batch_ids AS uuid[]), CAST(:failed_ats AS timestamptz[]),
-    CAST(:encodings AS text[]), CAST(:sizes AS int[]), CAST(:sha256s AS text[]), CAST(:truncated AS bool[])
+    CAST(:encodings AS text[]), CAST(:sizes AS int[]), CAST(:sha256s AS text[]), CAST(:truncated AS bool[]),
+    CAST(:keys AS bytea[]), CAST(:redrive_counts AS int[])
 )
 ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING
 RETURNING batch_id
@@ -183,11 +185,13 @@ def cache_version(scored_us: int, row_id: int) -> str:
 
 
 async def store_dead_letters(
-    session: AsyncSession, letters: Sequence[DeadLetter]
+    session: AsyncSession, keyed: Sequence[KeyedLetter]
 ) -> tuple[int, Counter[UUID]]:
-    """Insert dead letters once per origin (topic, partition, offset): (new rows, new rows per batch job)."""
-    if not letters:
+    """Insert dead letters (with their original record's key, for redrive) once per origin (topic,
+    partition, offset): (new rows, new rows per batch job)."""
+    if not keyed:
         return 0, Counter()
+    letters = [item.letter for item in keyed]
     result = await session.execute(
         _STORE_DEAD_LETTERS,
         {
@@ -206,6 +210,8 @@ async def store_dead_letters(
             "sizes": [d.payload_size for d in letters],
             "sha256s": [d.payload_sha256 for d in letters],
             "truncated": [d.payload_truncated for d in letters],
+            "keys": [item.key for item in keyed],
+            "redrive_counts": [d.redrive_count for d in letters],
         },
     )
     batch_ids = [row[0] for row in result.all()]

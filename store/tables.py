@@ -179,11 +179,42 @@ class DeadLetterRecord(Base):
     payload_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     payload_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     payload_truncated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    source_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    redrive_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # one of DEAD_LETTER_STATUSES
+    status: Mapped[str] = mapped_column(String(12), nullable=False, server_default="open")
 
     __table_args__ = (
         UniqueConstraint("source_topic", "source_partition", "source_offset", name="uq_dead_letters_origin"),
         Index("ix_dead_letters_batch", "batch_id", postgresql_where="batch_id IS NOT NULL"),
+        Index("ix_dead_letters_failed_at", "failed_at"),
     )
+
+
+DEAD_LETTER_STATUSES = ("open", "redriven", "quarantined")
+"""open: may be redriven; redriven: sent back to its origin topic; quarantined: failed too often."""
+
+
+class DeadLetterRedrive(Base):
+    """One redrive decision on a dead letter: who, when, with which count, and what became of it."""
+
+    __tablename__ = "dead_letter_redrives"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    dead_letter_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("dead_letters.id", ondelete="CASCADE"), nullable=False
+    )
+    outcome: Mapped[str] = mapped_column(String(12), nullable=False)  # redriven|quarantined
+    redrive_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    redriven_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    redriven_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    target_topic: Mapped[str] = mapped_column(String(255), nullable=False)
+    target_partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    target_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (Index("ix_dead_letter_redrives_letter", "dead_letter_id"),)
 
 
 class User(Base):

@@ -19,6 +19,7 @@ def _register() -> None:
     """Attach each package's commands; heavy imports stay inside the commands themselves."""
     from ingest_api.auth.cli import register as register_credentials
     from models.cli import register as register_models
+    from streamscore.dlq import register as register_dlq
     from streamscore.doctor import register as register_doctor
     from streamscore.ops import register as register_ops
     from streamscore.performance import register as register_performance
@@ -26,7 +27,7 @@ def _register() -> None:
     from streamscore.services import register as register_services
 
     for register in (register_services, register_models, register_credentials, register_ops, register_doctor,
-                     register_performance, register_replay):
+                     register_performance, register_replay, register_dlq):
         register(app)
 
 

@@ -1,7 +1,7 @@
 """feature log: each prediction's 86 feature values (bytea); replays of a window through a model version
 
 Revision ID: 0008_feature_log
-Revises: 0006_identifier_collation
+Revises: 0007_outcomes
 Create Date: 2026-12-06 20:00:00
 """
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0008_feature_log'
-down_revision: str | None = '0006_identifier_collation'
+down_revision: str | None = '0007_outcomes'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -25,6 +25,7 @@ async def test_migrations_create_all_tables_and_the_customers_view(database_url:
         "segments",
         "batch_jobs",
         "dead_letters",
+        "dead_letter_redrives",
         "users",
         "api_keys",
         "cache_repair",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -18,11 +20,15 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from infra.settings import KafkaSettings
 from schemas import topics
 from schemas.messages import Prediction
 from streamscore.client import error_message
+from streamscore.dlq import pretty
+from streamscore.dlq import register as register_dlq
 from streamscore.embedded import free_port
 from streamscore.ops import register
+from tests.helpers.pipeline import produce, wait_for
 from tests.helpers.stack import CLI, Launched, LineReader, launched_stack, write_feature_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +36,7 @@ UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 runner = CliRunner()
 app = typer.Typer(rich_markup_mode="rich")
 register(app)
+register_dlq(app)
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +249,42 @@ def test_cli_entry_point_runs_outside_the_test_process() -> None:
     assert done.returncode == 0
     for command in ("dev", "batch", "tail", "events", "docs"):
         assert command in done.stdout
+
+
+def test_dlq_list_show_and_redrive_say_what_they_do(stack: Launched, unique_id: str) -> None:
+    stuck, huge = f"stuck{unique_id}", f"huge{unique_id}"
+    settings = KafkaSettings(kafka_bootstrap=stack.bootstrap, kafka_idempotent=False)  # Tansu
+    topic = stack.env["STREAMSCORE_TOPIC_PREFIX"] + topics.CUSTOMER_FEATURES
+    poison = [(stuck.encode(), orjson.dumps({"customer_id": stuck, "features": [1]})),
+              (huge.encode(), orjson.dumps({"customer_id": huge, "features": [1], "note": "x" * 70_000}))]
+    asyncio.run(produce(settings, topic, poison))
+
+    def mine() -> dict[str, dict[str, Any]]:
+        code, output = invoke(stack, "dlq", "list", "--stage", "validation", "--json")
+        assert code == 0, output
+        return {i["customer_id"]: i for i in json.loads(output)["items"] if i["customer_id"] in (stuck, huge)}
+
+    async def stored() -> bool:
+        return len(mine()) == 2
+
+    asyncio.run(wait_for(stored, within_s=30))
+    letters = mine()
+
+    code, output = invoke(stack, "dlq", "show", str(letters[huge]["id"]))
+    assert code == 0 and "cut: only a prefix was kept; it cannot be redriven" in output, output
+    code, output = invoke(stack, "dlq", "redrive", str(letters[stuck]["id"]), str(letters[huge]["id"]),
+                          "--dry-run")
+    decided = "2 dead letters: 1 would be redriven, 0 would be quarantined, 1 would be refused"
+    assert code == 0 and decided in output, output
+    assert "dry run: nothing sent or changed" in output and "features" in output  # the reason's group
+    code, output = invoke(stack, "dlq", "redrive", str(letters[huge]["id"]))
+    assert code == 1 and "payload was cut" in " ".join(output.split()), output
+    code, output = invoke(stack, "dlq", "redrive", str(letters[stuck]["id"]))
+    assert code == 0 and "1 dead letter: 1 redriven, 0 quarantined, 0 refused" in output, output
+    code, output = invoke(stack, "dlq", "show", str(letters[stuck]["id"]))
+    assert "status: redriven" in output and "redrive: redriven #1 by key:" in output, output
+
+
+def test_dlq_show_indents_json_and_escapes_control_characters() -> None:
+    assert pretty('{"a":1}') == '{\n  "a": 1\n}'
+    assert pretty("cut {\x1b[2J\n") == "cut {\\x1b[2J\n"  # a payload cannot clear the operator's screen
