@@ -346,7 +346,7 @@ def docs_asyncapi(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
     yaml: bool = typer.Option(False, "--yaml", help="YAML instead of JSON."),
 ) -> None:
-    """Export the AsyncAPI 3.0 document of all six topics (from the FastStream apps).
+    """Export the AsyncAPI 3.0 document of all seven topics (from the FastStream apps).
 
     [bold]Examples[/]
 
