@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.publisher.producer import AioKafkaFastProducerImpl
 from faststream.message import StreamMessage
 
 from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence, topic_name
@@ -138,25 +139,25 @@ def build_consumer_app(
             CURRENT_BATCH.reset(token)
 
     async def start() -> None:
-        if transactions is not None:
-            await transactions.probe()  # refuses a broker without transactions, before anything else
-        await ensure_topics(settings)
-        if settings.kafka_idempotent and not await resolve_idempotence(settings):
-            # Once per process, before any producer starts: on_start's (via producer_options) and the
-            # broker's, which FastStream builds from kwargs it offers no public way to change.
-            settings.kafka_idempotent = False
-            broker._connection_kwargs["enable_idempotence"] = False
+        # Under FastStream's TestKafkaBroker the producer is in memory: no cluster to prepare, guard, measure.
+        cluster = has_cluster(broker)
+        if cluster:
+            await prepare_cluster(settings, broker, transactions)
         await on_start()
-        # A memory-only broker loses its topics on restart: recreate them instead of failing every commit,
-        # and read the new topics from the start (positions and any offsets committed into them since
-        # the restart refer to the lost incarnation, and would skip its first records).
-        guard = TopicGuard(
-            settings,
-            on_restart=lambda: rewind(pipeline, subscriber.consumer, settings.settle_timeout_seconds),
-        )
-        runtime.tasks.append(asyncio.create_task(guard.run_forever()))
-        if transactions is not None:
-            runtime.tasks.append(asyncio.create_task(transactions.checkpoint_forever()))
+        if cluster:
+            # A memory-only broker loses its topics on restart: recreate them instead of failing every
+            # commit, and read the new topics from the start (positions and any offsets committed into them
+            # since the restart refer to the lost incarnation, and would skip its first records).
+            guard = TopicGuard(
+                settings,
+                on_restart=lambda: rewind(pipeline, subscriber.consumer, settings.settle_timeout_seconds),
+            )
+            runtime.tasks.append(asyncio.create_task(guard.run_forever()))
+            if transactions is not None:
+                runtime.tasks.append(asyncio.create_task(transactions.checkpoint_forever()))
+            runtime.tasks.append(asyncio.create_task(track_lag_forever(
+                lambda: [subscriber.consumer], runtime.stats, spec.set_lag, connection_options(settings)
+            )))
         # Start-up objects (TensorFlow's above all) live forever: keep them out of every collection.
         gc.freeze()
         # A batch keeps thousands of young objects alive at once (records, decoded structs, rows). At 700
@@ -164,10 +165,6 @@ def build_consumer_app(
         # timing over 300k events: 1.5 s in the scorer, 1.9 s in the sink). Few of them form cycles, so
         # collecting less often keeps no memory for long.
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-        runtime.tasks.append(
-            asyncio.create_task(track_lag_forever(lambda: [subscriber.consumer], runtime.stats, spec.set_lag,
-                                                  connection_options(settings)))
-        )
         runtime.stats.providers.append(lambda: {"in_flight": str(pipeline.in_flight)})
         if stats_redis_url:
             key = f"stats:{spec.service}:{settings.instance_id}"
@@ -186,6 +183,25 @@ def build_consumer_app(
     )
     app.context.set_global(RUNTIME_KEY, runtime)
     return app
+
+
+def has_cluster(broker: KafkaBroker) -> bool:
+    """Whether the broker publishes to a Kafka cluster (FastStream's TestKafkaBroker publishes in memory)."""
+    return isinstance(broker.config.producer, AioKafkaFastProducerImpl)
+
+
+async def prepare_cluster(
+    settings: ConsumerSettings, broker: KafkaBroker, transactions: PartitionTransactions | None
+) -> None:
+    """Before any producer starts: check transactions, create the topics, settle idempotence once."""
+    if transactions is not None:
+        await transactions.probe()  # refuses a broker without transactions, before anything else
+    await ensure_topics(settings)
+    if settings.kafka_idempotent and not await resolve_idempotence(settings):
+        # Once per process, before any producer starts: on_start's (via producer_options) and the
+        # broker's, which FastStream builds from kwargs it offers no public way to change.
+        settings.kafka_idempotent = False
+        broker._connection_kwargs["enable_idempotence"] = False
 
 
 async def rewind(pipeline: BatchPipeline, consumer: Any, timeout_s: float) -> None:

@@ -9,7 +9,6 @@ what was not acknowledged, so an attempt never republishes a delivered message.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,8 +84,6 @@ async def settle(pending: Pending) -> list[tuple[Outgoing, BaseException]]:
     """Wait for every queued ack; the messages that failed, each with its error."""
     failures: list[tuple[Outgoing, BaseException]] = []
     for ack, covered in pending:
-        if not inspect.isawaitable(ack):  # already confirmed (FastStream's test broker returns metadata)
-            continue
         try:
             await ack
         except Exception as error:

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaProducer
 from faststream import FastStream
 
-from infra.consumer import ConsumerSpec, Publish, broker_of, build_consumer_app, serve_consumer
+from infra.consumer import (
+    ConsumerSpec,
+    Publish,
+    broker_of,
+    build_consumer_app,
+    has_cluster,
+    serve_consumer,
+)
 from infra.consumer import runtime_of as consumer_runtime
 from infra.kafka import producer_options
 from infra.kafka_connection import connection_options
@@ -62,10 +69,13 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
     async def start() -> None:
         nonlocal producer
         runtime.executor = inference_executor()
-        if transactions is None:
+        broker = broker_of(app)  # exactly-once output goes to its input partition's transaction instead
+        if transactions is None and has_cluster(broker):
             producer = AIOKafkaProducer(**connection_options(settings), **producer_options(settings))
             await producer.start()
             runtime.sender = ProducerSender(producer)
+        elif transactions is None:  # an in-memory broker (FastStream's TestKafkaBroker) delivers in-line
+            runtime.sender = BrokerSender(broker.publish)
         if runtime.engine is None:
             from models.engine import InferenceEngine
 
@@ -78,7 +88,7 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
 
     async def stop() -> None:
         nonlocal producer
-        runtime.sender = BrokerSender(broker_of(app).publish)
+        runtime.sender = None
         if producer is not None:
             await producer.stop()  # flushes whatever is still in flight
             producer = None
@@ -90,8 +100,6 @@ def build_app(settings: ScorerSettings | None = None, *, engine: InferenceEngine
         settings, SPEC, runtime, handle, on_start=start, on_stop=stop, stats_redis_url=settings.redis_url,
         transactions=transactions,
     )
-    # Until start-up brings the aiokafka producer (and under TestKafkaBroker) output goes through the broker.
-    runtime.sender = BrokerSender(broker_of(app).publish)
     return app
 
 

@@ -62,9 +62,16 @@ class ProducerSender:
         return pending
 
 
+def settled(result: Any) -> asyncio.Future[Any]:
+    """An already confirmed ack."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(result)
+    return future
+
+
 @dataclass(frozen=True)
 class BrokerSender:
-    """Through FastStream's broker.publish (before start-up completes, and under TestKafkaBroker)."""
+    """Through FastStream's broker.publish, for a broker without a cluster (FastStream's TestKafkaBroker)."""
 
     publish: Publish
 
@@ -72,13 +79,13 @@ class BrokerSender:
         self, topic: str, messages: Sequence[tuple[bytes | None, bytes]],
         headers: Sequence[Headers | None] | None = None,
     ) -> list[tuple[Any, list[int]]]:
-        """One publish per message."""
+        """One publish per message, each confirmed before the next: the acks handed back are settled."""
         pending: list[tuple[Any, list[int]]] = []
         for i, (key, value) in enumerate(messages):
             given = headers[i] if headers else None
             extra = {"headers": {k: v.decode() for k, v in given}} if given else {}
             try:
-                pending.append((await self.publish(value, topic, key=key, no_confirm=True, **extra), [i]))
+                pending.append((settled(await self.publish(value, topic, key=key, **extra)), [i]))
             except Exception as error:
                 pending.append((failed(error), [i]))
         return pending
@@ -144,9 +151,6 @@ async def publish_scored(
 
     With a traced `batch`, each prediction carries the context of the record it came from on.
     """
-    sender = runtime.sender
-    if sender is None:
-        raise RuntimeError("scorer has no sender yet")
     outgoing = [
         Outgoing(runtime.predictions_topic, key, value, origin)
         for (key, value), origin in zip(scored.predictions, origins, strict=True)
@@ -157,6 +161,9 @@ async def publish_scored(
     outgoing += [letter_message(runtime, key, letter) for key, letter in scored.dead_letters]
     if runtime.route is not None:
         return await publish_routed(runtime, runtime.route, scored, outgoing)
+    sender = runtime.sender
+    if sender is None:
+        raise RuntimeError("scorer has no sender: it is not started")
     queued = await enqueue(sender.send, outgoing)
 
     async def acknowledged() -> None:

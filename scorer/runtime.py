@@ -57,7 +57,7 @@ class ScorerRuntime(ConsumerRuntime):
     settings: ScorerSettings
     engine: InferenceEngine | None = None
     executor: ThreadPoolExecutor | None = None
-    sender: KeyedSender | None = None  # set by build_app: the broker's publish, then the aiokafka producer
+    sender: KeyedSender | None = None  # set at start-up, from what the broker is (scorer/app.py)
     route: Route | None = None  # exactly-once: output goes to the transaction of its input partition
     shadow: ShadowComparison = field(default_factory=ShadowComparison)  # scorer/shadow.py
     drift: DriftMonitor = field(default_factory=DriftMonitor)  # scorer/drift.py

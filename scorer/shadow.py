@@ -105,21 +105,18 @@ async def shadow_batch(
         output = await loop.run_in_executor(runtime.executor, shadow_work, runtime, valid, matrix, active)
         if output is None:
             return
-        sender = runtime.sender
-        if sender is None:
-            raise RuntimeError("scorer has no sender yet")
         topic = topic_name(runtime.settings, topics.PREDICTIONS_SHADOW)
         if runtime.route is None:
-            pending = await sender.send(topic, output.messages)
+            if runtime.sender is None:
+                raise RuntimeError("scorer has no sender: it is not started")
+            pending = await runtime.sender.send(topic, output.messages)
         else:  # exactly-once: into the transaction of each message's input partition
             pending = []
             pairs = list(zip(output.origins, output.messages, strict=True))
             for (source, partition), group in by_origin(pairs, lambda pair: pair[0]).items():
                 routed = await runtime.route(source, partition)
                 pending += await routed.send(topic, [message for _, message in group])
-        futures = [ack for ack, _ in pending if isinstance(ack, asyncio.Future)]
-        if futures:
-            await asyncio.gather(*futures)
+        await asyncio.gather(*(ack for ack, _ in pending))
     except Exception as error:  # the shadow is an experiment: it must never fail the active path
         comparison.failures += 1
         FAILURES.inc()

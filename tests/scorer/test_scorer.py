@@ -13,6 +13,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
+from faststream import TestApp
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 
 from infra.kafka import ensure_topics, topic_name
@@ -91,7 +92,8 @@ async def test_handler_publishes_predictions_and_dead_letters(engine: InferenceE
         seen["dead"].append(body)
 
     event = make_events(1, "unit")[0]
-    async with TestKafkaBroker(broker) as test_broker:
+    # connect_only: TestApp starts the app, so its start-up hooks choose the sender as in production.
+    async with TestKafkaBroker(broker, connect_only=True) as test_broker, TestApp(app):
         features_topic = topic_name(settings, topics.CUSTOMER_FEATURES)
         await test_broker.publish(event.model_dump_json().encode(), features_topic, key=b"unit-0")
         await test_broker.publish(b'{"customer_id": "x", "features": [1, 2]}', features_topic)
