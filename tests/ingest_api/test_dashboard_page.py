@@ -203,7 +203,7 @@ def test_a_prediction_s_trace_id_links_to_the_configured_viewer_or_is_plain_text
 
 
 def test_a_customer_s_last_prediction_shows_its_trace_link(page: Any) -> None:
-    """The lookup reads `?history=1` (here the page's fetch answers with a document of the route's own model)."""
+    """The lookup reads `?history=1` (the page's fetch answers with a document of the route's own model)."""
     from ingest_api.routes.history import DecisionHistory
 
     decision = {"event_id": "2b0c1f1e-0000-4000-8000-000000000001", "model_version": "v1",
@@ -215,7 +215,8 @@ def test_a_customer_s_last_prediction_shows_its_trace_link(page: Any) -> None:
     _render(page, {**_stats(), "trace_url_template": VIEWER})
     page.execute_script(
         "window.asked = null; apiKey = 'k';"
-        "window.fetch = async (url) => { window.asked = url; return new Response(JSON.stringify(arguments[0]),"
+        "const body = JSON.stringify(arguments[0]);"
+        "window.fetch = async (url) => { window.asked = url; return new Response(body,"
         " {status: 200, headers: {'Content-Type': 'application/json'}}); };", history)
     page.find_element("id", "customer-input").send_keys("c-42")
     page.find_element("css selector", "#customer-form button").click()
