@@ -15,9 +15,9 @@ _UNNEST_INPUT = """
         CAST(:sources AS text[]), CAST(:batch_ids AS uuid[]), CAST(:recommendations AS text[]),
         CAST(:propensities AS float8[]), CAST(:segment_labels AS text[]), CAST(:segment_scores AS float8[]),
         CAST(CAST(:scored_ats AS text[]) AS timestamptz[]), CAST(:reasons AS text[]),
-        CAST(:features AS bytea[])
+        CAST(:features AS bytea[]), CAST(:trace_ids AS text[])
     ) WITH ORDINALITY AS t(event_id, customer_id, model_version, source, batch_id, recommendations,
-           propensity, segment_label, segment_score, scored_at, reasons, features, position)
+           propensity, segment_label, segment_score, scored_at, reasons, features, trace_id, position)
 """
 _STORE_PREDICTIONS = text(STORE_TEMPLATE.format(input=_UNNEST_INPUT))
 
@@ -34,6 +34,7 @@ _PREDICTION_PARAMS = (
     "scored_ats",
     "reasons",
     "features",
+    "trace_ids",
 )
 """The unnest parameters above, in PredictionRow field order."""
 

@@ -195,6 +195,9 @@ class BatchTrace:
                     break
             raw[id(record)] = value
         parents = {value: context for value in counts if (context := parse_traceparent(value)) is not None}
+        self._trace_ids = {value: f"{context.trace_id:032x}" for value, context in parents.items()}
+        self.any_sampled = bool(self._trace_ids)
+        """Some record of the batch carries a sampled, valid traceparent."""
         links = [Link(context, {"streamscore.records": counts[value]}) for value, context in parents.items()]
         self.span = tracer.start_span(
             f"{service} batch", kind=SpanKind.CONSUMER, start_time=self._started, links=links,
@@ -231,6 +234,11 @@ class BatchTrace:
         if len(value) != TRACEPARENT_LENGTH:  # malformed: not passed on
             return self._own
         return [(TRACEPARENT, value)]  # unsampled: passed on as it came (a list: aiokafka's C batch needs it)
+
+    def trace_id_of(self, record: Any) -> str | None:
+        """The trace id (32 hex) of a consumed record's sampled, valid traceparent; None otherwise."""
+        value = self._raw.get(id(record))
+        return None if value is None else self._trace_ids.get(value)
 
     @contextlib.contextmanager
     def logged(self) -> Iterator[None]:

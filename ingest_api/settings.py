@@ -102,6 +102,11 @@ class ApiSettings(KafkaSettings, DatabaseSettings, RedisSettings):
     dashboard_counts_ttl_s: float = Field(
         default=10.0, ge=0.0, description="Seconds the dashboard's segment counts are reused (a full scan)."
     )
+    trace_url_template: str | None = Field(
+        default=None, pattern=r"^https?://\S*\{trace_id\}\S*$",
+        description="Trace viewer link of a stored prediction's trace id, e.g. "
+        "`http://jaeger:16686/trace/{trace_id}` (the dashboard shows plain ids when unset).",
+    )
     key_cache_ttl_s: float = Field(
         default=5.0, ge=0.0, description="Seconds a verified API key or user status is cached in-process."
     )

@@ -19,7 +19,7 @@ from infra.delivery import isolate_failing
 from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
 from infra.pipeline import Finish
-from infra.tracing import CURRENT_BATCH, logged, stage
+from infra.tracing import CURRENT_BATCH, BatchTrace, logged, stage
 from schemas import topics
 from schemas.feature_log import unlogged
 from schemas.messages import DeadLetter
@@ -147,6 +147,15 @@ class Written:
 
 PredictionItem = tuple[SourceRecord, PredictionRow]
 Item = PredictionItem | KeyedLetter
+
+
+def with_trace_ids(batch: BatchTrace, items: list[PredictionItem]) -> list[PredictionItem]:
+    """Each row with the trace id of its record's sampled traceparent (the dashboard links it); only while
+    the sink traces, so an untraced sink does no work per row for it."""
+    if not batch.any_sampled:
+        return items
+    return [(record, row._replace(trace_id=trace_id)) if (trace_id := batch.trace_id_of(record)) else
+            (record, row) for record, row in items]
 
 
 def is_rejected_row(error: BaseException) -> bool:
@@ -296,6 +305,8 @@ async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[
     batch = CURRENT_BATCH.get()  # None unless tracing is on (infra/tracing.py)
     with stage(batch, "parse"):
         valid, invalid = parse_predictions(prediction_records)
+        if batch is not None:
+            valid = with_trace_ids(batch, valid)
         letters = parse_dead_letters(dead_records)
     if invalid or bad_outcomes:
         metrics.INVALID.inc(len(invalid) + len(bad_outcomes))

@@ -169,7 +169,7 @@ def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
     texts = _ENCODER.encode_lines(recommendations).decode().split("\n")[:-1]  # each line ends in \n
     rows: list[PredictionRow | None] = list(map(PredictionRow._make, zip(
         event_ids, customers, versions, sources, batch_ids, texts, propensities, labels, scores, stamps,
-        repeat(None), [None if p is None else stored(p) for p in packed],
+        repeat(None), [None if p is None else stored(p) for p in packed], repeat(None),
     )))
     if len(ok) == len(decoded):
         return rows

@@ -42,6 +42,7 @@ class PredictionRow(NamedTuple):
     scored_at: str
     reasons: str | None = None  # JSON text of Prediction.reasons, when the prediction carried them
     features: bytes | None = None  # the feature log: byte i is feature i (schemas/feature_log.py)
+    trace_id: str | None = None  # the sampled trace the prediction went through (sink: its record's header)
 
     @classmethod
     def of(cls, prediction: Prediction) -> PredictionRow:
@@ -84,7 +85,7 @@ replayed copies are never inserted again (event_id), so they cannot change it.
 _STAGED_INPUT = """
     SELECT CAST(event_id AS uuid) AS event_id, customer_id, model_version, source,
            CAST(batch_id AS uuid) AS batch_id, recommendations, propensity, segment_label, segment_score,
-           CAST(scored_at AS timestamptz) AS scored_at, reasons, features, position
+           CAST(scored_at AS timestamptz) AS scored_at, reasons, features, trace_id, position
     FROM prediction_staging
 """
 # The store statement; its `input` (rows in partition order, with their position) is left open.
@@ -92,9 +93,10 @@ STORE_TEMPLATE = f"""
 WITH input AS ({{input}}),
 inserted AS (
     INSERT INTO predictions (event_id, customer_id, model_version, source, batch_id, recommendations,
-                             propensity, segment_label, segment_score, scored_at, reasons, features)
+                             propensity, segment_label, segment_score, scored_at, reasons, features,
+                             trace_id)
     SELECT event_id, customer_id, model_version, source, batch_id, recommendations::jsonb,
-           propensity, segment_label, segment_score, scored_at, reasons::jsonb, features
+           propensity, segment_label, segment_score, scored_at, reasons::jsonb, features, trace_id
     FROM input
     ORDER BY position
     ON CONFLICT (event_id) DO NOTHING
@@ -119,7 +121,7 @@ _STAGING = text(
 CREATE TEMP TABLE IF NOT EXISTS prediction_staging (
     event_id text, customer_id text, model_version text, source text, batch_id text, recommendations text,
     propensity float8, segment_label text, segment_score float8, scored_at text, reasons text,
-    features bytea, position bigint
+    features bytea, trace_id text, position bigint
 ) ON COMMIT DELETE ROWS
 """
 )
@@ -283,6 +285,7 @@ def prediction_history_entry(row: PredictionTable, with_features: bool) -> dict[
         "reasons": row.reasons,
         "scored_at": row.scored_at,
         "source": row.source,
+        "trace_id": row.trace_id,
     }
     if with_features:
         entry["features"] = None if row.features is None else named(list(row.features))

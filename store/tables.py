@@ -59,6 +59,8 @@ class Prediction(ScoredColumns, Base):
     event_id: Mapped[UUID] = mapped_column(PG_UUID(as_uuid=True), unique=True, nullable=False)
     reasons: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)  # Prediction.reasons
     features: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # the feature log (86 bytes)
+    # W3C trace id (32 hex) of a sampled prediction's trace; NULL when it was not traced (infra/tracing.py).
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (
         Index("ix_predictions_customer_scored", "customer_id", "scored_at"),

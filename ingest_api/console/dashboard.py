@@ -54,7 +54,8 @@ async def dashboard_stats(
     shadow, drift = await scorer_stats.current_shadow(services, read), scorer_stats.drift_report(read)
     return await data.dashboard_stats(session, redis, _tracker(request), settings.model_registry,
                                                 version, shadow, drift,
-                                                _counts(request, settings.dashboard_counts_ttl_s))
+                                                _counts(request, settings.dashboard_counts_ttl_s),
+                                                settings.trace_url_template)
 
 
 @router.get("/dashboard", include_in_schema=False)

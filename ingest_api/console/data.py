@@ -78,6 +78,9 @@ class DashboardStats(BaseModel):
     model: dict[str, Any]
     segments: dict[str, int]
     recent_predictions: list[dict[str, Any]]
+    trace_url_template: str | None = Field(
+        default=None, description="STREAMSCORE_TRACE_URL_TEMPLATE: `{trace_id}` in it names a prediction's "
+        "trace (`trace_id`, null when it was not sampled) in the trace viewer.")
     batches: list[dict[str, Any]]
     shadow: ShadowStatus = Field(description="As GET /api/v1/models/shadow answers.")
     drift: DriftReport = Field(description="As GET /api/v1/models/drift answers.")
@@ -186,7 +189,7 @@ class SegmentCounts:
 
 async def dashboard_stats(
     session: AsyncSession, redis: Any, tracker: RateTracker, registry_root: str | None, version: str,
-    shadow: ShadowStatus, drift: DriftReport, counts: SegmentCounts,
+    shadow: ShadowStatus, drift: DriftReport, counts: SegmentCounts, trace_url_template: str | None = None,
 ) -> DashboardStats:
     """Gather every dashboard figure in one round; Redis or registry trouble leaves the rest standing."""
     try:
@@ -214,9 +217,10 @@ async def dashboard_stats(
             {"event_id": str(p.event_id), "customer_id": p.customer_id, "model_version": p.model_version,
              "source": p.source, "propensity": p.propensity, "segment": p.segment_label,
              "segment_score": p.segment_score, "top": (p.recommendations or [{}])[0],
-             "scored_at": _iso(p.scored_at)}
+             "scored_at": _iso(p.scored_at), "trace_id": p.trace_id}
             for p in recent
         ],
+        trace_url_template=trace_url_template,
         batches=[
             {"task_id": str(b.task_id), "status": b.status, "filename": b.filename,
              "rows_valid": b.rows_valid, "rows_invalid": b.rows_invalid, "rows_scored": b.rows_scored,

@@ -38,6 +38,8 @@ class Decision(BaseModel):
     reasons: dict[str, list[Reason]] | None = Field(default=None, description="When they were stored.")
     scored_at: datetime
     source: str
+    trace_id: str | None = Field(
+        default=None, description="W3C trace id of the trace it went through, when that trace was sampled.")
     features: dict[str, int] | None = Field(
         default=None,
         description="Admin scope only: the 86 values it was scored on, by column name (null: not logged).",

@@ -19,6 +19,8 @@ from tests.helpers.served import served_without_lifespan
 ROLE = {"instances": 1, "events_in": 0, "events_out": 0, "dlq": 0, "batches": 0, "lag": 0, "in_flight": 0,
         "p50_ms": 0.0, "p99_ms": 0.0, "rate_in": 0.0, "rate_out": 0.0}
 LONGEST_PRODUCT = "third_party_agriculture"  # the longest of schemas.features.PRODUCT_IDS
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+VIEWER = "http://jaeger.test:16686/trace/{trace_id}"
 
 
 def _stats(read: StatsRead = ({}, None), shadow: str | None = None, **scorer: Any) -> dict[str, Any]:
@@ -26,7 +28,7 @@ def _stats(read: StatsRead = ({}, None), shadow: str | None = None, **scorer: An
                   "model_version": "v20260101-000000", "source": "batch", "propensity": 0.123456,
                   "segment": "high", "segment_score": 92.4,
                   "top": {"product_id": LONGEST_PRODUCT, "probability": 0.4},
-                  "scored_at": "2026-12-01T22:00:00.123Z"}
+                  "scored_at": "2026-12-01T22:00:00.123Z", "trace_id": TRACE_ID}
     batch = {"task_id": "2b0c1f1e-0000-4000-8000-000000000000", "status": "completed", "filename": "x.csv",
              "rows_valid": 123_456, "rows_invalid": 7_890, "rows_scored": 123_456, "rows_dead": 0,
              "progress": 1.0, "created_at": "2026-12-01T22:00:00Z", "finished_at": None}
@@ -182,3 +184,44 @@ def test_live_quality_panel_shows_active_beside_shadow_with_the_reliability_curv
     assert "AUC estimated (CBPE)" in table and "50.0 %" in table and "unmatched outcomes 3 3" in table
     assert page.execute_script("return document.querySelectorAll('#reliability polyline').length") == 2
     assert "calibrated" in _text(page, "quality-caveat")
+
+
+def _trace_cell(page: Any) -> Any:
+    return page.find_element("css selector", "#predictions tbody tr:first-child td:last-child")
+
+
+def test_a_prediction_s_trace_id_links_to_the_configured_viewer_or_is_plain_text(page: Any) -> None:
+    _render(page, {**_stats(), "trace_url_template": VIEWER})
+    (link,) = _trace_cell(page).find_elements("css selector", "a")
+    assert link.text == TRACE_ID and link.get_attribute("href") == VIEWER.format(trace_id=TRACE_ID)
+    _render(page, {**_stats(), "trace_url_template": None})
+    assert _trace_cell(page).text == TRACE_ID and not _trace_cell(page).find_elements("css selector", "a")
+    stats = _stats()
+    stats["recent_predictions"] = [{**stats["recent_predictions"][0], "trace_id": None}]
+    _render(page, stats)
+    assert _trace_cell(page).text == "–"
+
+
+def test_a_customer_s_last_prediction_shows_its_trace_link(page: Any) -> None:
+    """The lookup reads `?history=1` (the page's fetch answers with a document of the route's own model)."""
+    from ingest_api.routes.history import DecisionHistory
+
+    decision = {"event_id": "2b0c1f1e-0000-4000-8000-000000000001", "model_version": "v1",
+                "recommendations": [{"product_id": "car", "name": "Car", "probability": 0.5}] * 3,
+                "propensity": 0.25, "segment": {"label": "high", "score": 91.0},
+                "scored_at": "2026-12-01T22:00:00Z", "source": "api", "trace_id": TRACE_ID}
+    history = DecisionHistory.model_validate(
+        {"customer_id": "c-42", "decisions": [decision], "features_included": False}).model_dump(mode="json")
+    _render(page, {**_stats(), "trace_url_template": VIEWER})
+    page.execute_script(
+        "window.asked = null; apiKey = 'k';"
+        "const body = JSON.stringify(arguments[0]);"
+        "window.fetch = async (url) => { window.asked = url; return new Response(body,"
+        " {status: 200, headers: {'Content-Type': 'application/json'}}); };", history)
+    page.find_element("id", "customer-input").send_keys("c-42")
+    page.find_element("css selector", "#customer-form button").click()
+    wait_until(lambda: page.find_element("id", "customer-figures").is_displayed(), 5, "the lookup")
+    assert page.execute_script("return window.asked") == "/api/v1/predictions/c-42?history=1"
+    link = page.find_element("css selector", "#customer-trace a")
+    assert link.get_attribute("href") == VIEWER.format(trace_id=TRACE_ID)
+    assert _text(page, "customer-propensity") == "0.250"

@@ -26,6 +26,8 @@ SERVICES = ("api", "scorer", "sink")
 CLIENT_TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 CLIENT_SPAN = 0x00F067AA0BA902B7
 CLIENT_PARENT = f"00-{CLIENT_TRACE:032x}-{CLIENT_SPAN:016x}-01"
+UNSAMPLED_PARENT = f"00-{CLIENT_TRACE + 1:032x}-{CLIENT_SPAN:016x}-00"
+TRACE_URL = "http://jaeger.test:16686/trace/{trace_id}"
 
 
 @contextlib.contextmanager
@@ -49,7 +51,8 @@ async def pipeline(
     scorer: FastStream = build_scorer(ScorerSettings(**kafka.model_dump()), engine=engine)
     sink: FastStream = build_sink(SinkSettings(**kafka.model_dump(), database_url=database_url,
                                                redis_url=redis_url))
-    async with running_api(api_settings(kafka, database_url, redis_url), engine) as api:
+    settings = api_settings(kafka, database_url, redis_url, trace_url_template=TRACE_URL)
+    async with running_api(settings, engine) as api:
         await scorer.start()
         await sink.start()
         try:
@@ -91,7 +94,7 @@ async def test_one_event_is_one_chain_from_the_request_to_the_sink_transaction(
     kafka_settings: KafkaSettings, database_url: str, redis_url: str, inference_engine: InferenceEngine,
     unique_id: str,
 ) -> None:
-    customer = f"t{unique_id}"
+    customer, unsampled = f"t{unique_id}", f"u{unique_id}"
     with exporters() as spans:
         async with pipeline(kafka_settings, database_url, redis_url, inference_engine) as api:
             posted = await api.client.post(
@@ -99,11 +102,21 @@ async def test_one_event_is_one_chain_from_the_request_to_the_sink_transaction(
                 headers={"traceparent": CLIENT_PARENT},
             )
             assert posted.status_code == 202, posted.text
+            not_sampled = await api.client.post(
+                "/api/v1/events", json={"customer_id": unsampled, "features": dataset_rows(1)[0]},
+                headers={"traceparent": UNSAMPLED_PARENT},
+            )
+            assert not_sampled.status_code == 202, not_sampled.text
 
             async def stored() -> bool:
-                return (await api.client.get(f"/api/v1/predictions/{customer}")).status_code == 200
+                return all([(await api.client.get(f"/api/v1/predictions/{c}")).status_code == 200
+                            for c in (customer, unsampled)])
 
             await eventually(stored)
+            # The stored rows: the sampled one carries its chain's trace id, the unsampled one none.
+            last = {c: (await api.client.get(f"/api/v1/predictions/{c}?history=1")).json()["decisions"][0]
+                    for c in (customer, unsampled)}
+            dashboard = (await api.client.get("/api/v1/dashboard/stats")).json()
             await eventually(lambda: bool(named(spans["sink"], "redis write")))
             read = await api.client.get(f"/api/v1/predictions/{customer}",
                                         headers={"traceparent": CLIENT_PARENT})
@@ -138,6 +151,12 @@ async def test_one_event_is_one_chain_from_the_request_to_the_sink_transaction(
     (stored_process,) = [s for s in named(spans["sink"], "sink process")
                          if s.context and s.context.trace_id == trace_id]
     assert stored_process.parent is not None and stored_process.parent.span_id == ids(process)[1]
+
+    # The sink stored the trace id of the chain with the prediction; the history and the dashboard show it.
+    assert last[customer]["trace_id"] == f"{trace_id:032x}" and last[unsampled]["trace_id"] is None
+    shown = {p["customer_id"]: p["trace_id"] for p in dashboard["recent_predictions"]}
+    assert shown[customer] == f"{trace_id:032x}" and shown[unsampled] is None
+    assert dashboard["trace_url_template"] == TRACE_URL
 
     # The read of the prediction spans its Redis lookup, under the request's span.
     reads = [s for s in named(spans["api"], "GET /api/v1/predictions/{customer_id}") if s.context

@@ -8,6 +8,9 @@ const rates = { in: [], out: [] };
 let timer = null;
 // The key lives in this page's memory only: never in the URL, history or the browser's session files.
 let apiKey = null;
+// STREAMSCORE_TRACE_URL_TEMPLATE as the last stats poll gave it (null: trace ids shown as plain text).
+let traceUrlTemplate = null;
+const TRACE_ID = /^[0-9a-f]{32}$/;
 
 const $ = (id) => document.getElementById(id);
 const fmt = (n, digits = 0) => (n === null || n === undefined || Number.isNaN(n)) ? "–"
@@ -151,6 +154,7 @@ function render(stats) {
   spark($("spark-out"), rates.out, "#3fb950");
   renderSegments(stats.segments, stats.model.version);
   renderModel(stats.model);
+  traceUrlTemplate = stats.trace_url_template || null;
   renderPredictions(stats.recent_predictions);
   renderBatches(stats.batches);
   renderShadow(stats.shadow);
@@ -283,8 +287,46 @@ function renderPredictions(predictions) {
     cell(tr, seg);
     cell(tr, p.source);
     cell(tr, clock(p.scored_at), "time");
+    cell(tr, traceLink(p.trace_id));
     body.append(tr);
   }
+}
+
+// A trace id as a link into the trace viewer (the operator's template), or as text; "–" when not traced.
+function traceLink(traceId) {
+  if (!traceId || !TRACE_ID.test(traceId)) return "–";
+  const el = document.createElement(traceUrlTemplate ? "a" : "span");
+  el.className = "trace";
+  el.textContent = traceId;
+  el.title = traceId;
+  if (traceUrlTemplate) {
+    el.href = traceUrlTemplate.split("{trace_id}").join(traceId);
+    el.target = "_blank";
+    el.rel = "noopener noreferrer";
+  }
+  return el;
+}
+
+async function lookUpCustomer(customerId) {
+  const state = $("customer-state");
+  $("customer-figures").hidden = true;
+  showState(state, "idle", "looking up…");
+  const url = `/api/v1/predictions/${encodeURIComponent(customerId)}?history=1`;
+  const response = await fetch(url, { headers: { "X-API-Key": apiKey }, cache: "no-store" }).catch(() => null);
+  if (!response || !response.ok) {
+    const body = response ? await response.json().catch(() => ({})) : {};
+    showState(state, "unavailable", (body.error && body.error.message) || "the lookup failed");
+    return;
+  }
+  const last = (await response.json()).decisions[0];
+  showState(state, "live", `${customerId}: event ${last.event_id}`);
+  $("customer-scored").textContent = last.scored_at;
+  $("customer-model").textContent = last.model_version;
+  $("customer-propensity").textContent = fmt(last.propensity, 3);
+  $("customer-segment").textContent = segmentText(last.segment.label, last.segment.score);
+  const trace = traceLink(last.trace_id);
+  $("customer-trace").replaceChildren(trace === "–" ? "not sampled (no trace stored)" : trace);
+  $("customer-figures").hidden = false;
 }
 
 function renderBatches(batches) {
@@ -384,6 +426,12 @@ $("key-form").addEventListener("submit", (event) => {
   apiKey = $("key-input").value.trim();
   $("key-input").value = "";
   poll();
+});
+
+$("customer-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const customerId = $("customer-input").value.trim();
+  if (customerId && apiKey) lookUpCustomer(customerId);
 });
 
 askForKey(refuseKeyInUrl());
