@@ -178,6 +178,7 @@ def test_live_quality_panel_shows_active_beside_shadow_with_the_reliability_curv
                     trial_scored=np.zeros(2), trial_hits=np.array([True, False]), unmatched=3)
     active = {"version": "v-active", **figures(joined)}
     shadow = {**active, "version": "v-shadow"}
+    page.execute_script("render(arguments[0])", _stats())  # the board shows once stats arrive
     page.execute_script("renderQuality(arguments[0])", {**active, "shadow": shadow})
     assert _text(page, "quality-active") == "v-active" and _text(page, "quality-shadow") == "v-shadow"
     table = _text(page, "quality")
