@@ -90,7 +90,9 @@ def train(
         False, "--from-store", help="Build the training set from the feature log (docs/replay.md)."
     ),
     since: str | None = typer.Option(None, help="With --from-store: window start (ISO 8601 or an age, 30d)."),
-    labels: str = typer.Option("logged", help="With --from-store: 'logged' CARAVAN values or 'outcomes'."),
+    labels: str = typer.Option(
+        "logged", help="With --from-store: 'logged' CARAVAN values or 'outcomes' (closed horizons)."
+    ),
 ) -> None:
     """Train the models, estimate the propensity procedure by nested grouped CV, gate, write a new version."""
     import tempfile

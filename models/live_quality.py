@@ -170,3 +170,12 @@ def last_labelled(status: np.ndarray, scored: np.ndarray, n: int) -> np.ndarray:
         return labelled
     cut = np.sort(scored[labelled])[::-1][n - 1]
     return labelled & (scored >= cut)
+
+
+def training_labels(status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of labelled rows, their 0/1 labels) for training: 1 when a caravan was bought within the horizon
+    after the prediction (attributed to it, or superseded: a later prediction took the purchase), 0 when the
+    horizon closed without one; pending predictions are left out."""
+    bought = (status == POSITIVE) | (status == SUPERSEDED)
+    mask = bought | (status == NEGATIVE)
+    return mask, bought[mask].astype(np.int64)

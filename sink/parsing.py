@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from schemas.columns import all_fullmatch, all_uuid_text
-from schemas.feature_log import all_packed, stored
+from schemas.feature_log import all_packed, stored, stored_rows
 from schemas.messages import SOURCES, DeadLetter, Prediction
 from schemas.wire import (
     CUSTOMER_ID,
@@ -128,6 +128,12 @@ def _within(values: list[float], high: float) -> bool:
     return bool(np.all((array >= 0.0) & (array <= high)))
 
 
+def _aligned(packed: Sequence[str | None], features: Sequence[bytes]) -> list[bytes | None]:
+    """The stored features in the places of the records that carried them (None elsewhere)."""
+    made = iter(features)
+    return [None if p is None else next(made) for p in packed]
+
+
 def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
     """fast_row of every value, with each check run once per column when the batch passes them all.
 
@@ -150,6 +156,8 @@ def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
     sources = [raw.source for raw in ok]
     batch_ids = [raw.batch_id for raw in ok]
     packed = [raw.features_packed for raw in ok]
+    logged = [p for p in packed if p is not None]
+    features = stored_rows(logged) if logged else []
     if not (
         all_uuid_text(event_ids)
         and all_fullmatch(CUSTOMER_ID, customers)
@@ -163,13 +171,13 @@ def fast_rows(values: Sequence[bytes]) -> list[PredictionRow | None]:
         and set(sources) <= SOURCES
         and all_uuid_text([b for b in batch_ids if b is not None])
         and {raw.schema_version for raw in ok} == {1}
-        and all_packed([p for p in packed if p is not None])
+        and features is not None
     ):
         return [None if raw is None else fast_row(value) for raw, value in zip(decoded, values, strict=True)]
     texts = _ENCODER.encode_lines(recommendations).decode().split("\n")[:-1]  # each line ends in \n
     rows: list[PredictionRow | None] = list(map(PredictionRow._make, zip(
         event_ids, customers, versions, sources, batch_ids, texts, propensities, labels, scores, stamps,
-        repeat(None), [None if p is None else stored(p) for p in packed], repeat(None),
+        repeat(None), features if len(features) == len(packed) else _aligned(packed, features), repeat(None),
     )))
     if len(ok) == len(decoded):
         return rows

@@ -11,17 +11,21 @@ Rule (docs/outcomes.md). For a model version V and horizon H:
 * Each distinct (prediction, product bought) pair attributed is one recommender trial: a hit when the
   product is in the prediction's top 3.
 
+The rule reads its predictions from a Source: a version's (VERSION, the performance figures), or the
+feature log's served stream (store/replay.py: replays and `train --from-store --labels outcomes`).
+
 Only stored rows and `as_of` enter: redelivered, replayed or out-of-order outcomes (stored once per
 outcome_id) cannot change a figure.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.outcomes import CARAVAN
@@ -38,13 +42,36 @@ def _union(template: str, **fields: str) -> str:
     return " UNION ALL ".join(template.format(tag=tag, table=table, **fields) for tag, table in _TABLES)
 
 
+@dataclass(frozen=True)
+class Source:
+    """The predictions a join labels, as SQL: `candidates` (tbl, id, customer_id, scored_at, recommendations)
+    scored in [{low}, {high}) may take outcomes; `window` (tbl, id, scored_at, propensity) scored in
+    [:since, :until) are labelled; `ids` returns the window's ids in the order of its labels."""
+
+    candidates: str
+    window: str
+    ids: bool = False
+
+
+VERSION = Source(_union(_SCORED, extra="recommendations", low="{low}", high="{high}"),
+                 _union(_SCORED, extra="propensity", low=":since", high=":until"))
+"""A model version's predictions, served and shadow alike (:version)."""
+LOGGED = """
+    SELECT '0' AS tbl, id, customer_id, scored_at, recommendations FROM predictions
+    WHERE scored_at >= {low} AND scored_at < {high} AND features IS NOT NULL"""
+"""Candidates of the feature log's served stream: every logged served prediction, whatever its version."""
+
+
 # Set-based, two sequential scans of the version's predictions and no per-row subquery: one hash join links
 # each outcome to every earlier prediction of its customer within the horizon (with the top-3 check, so no
 # lookup goes back to the table), then the window's predictions meet the few the outcomes touched. (A
 # correlated EXISTS per prediction took 165 s for 100,000 predictions; a probe per outcome 18 µs each.)
 # Predictions scored up to H around the window take part, so attribution is the same as over all time
 # (one scored before `since` can take an outcome, which is then neither unmatched nor the window's).
-_JOIN = text(f"""
+@functools.cache
+def _join(source: Source) -> TextClause:
+    ids = "string_agg(int8send(id), ''::bytea)" if source.ids else "NULL::bytea"
+    return text(f"""
 WITH relevant AS MATERIALIZED (
     SELECT id AS oid, customer_id, product_id, occurred_at FROM outcomes  -- earlier ones touch no window row
     WHERE occurred_at >= :since AND occurred_at <= {_HIGH}
@@ -53,7 +80,7 @@ links AS MATERIALIZED (  -- every (outcome, prediction scored in the horizon bef
     SELECT o.oid, o.product_id, c.tbl, c.id, c.scored_at,
            c.recommendations @> jsonb_build_array(jsonb_build_object('product_id', o.product_id)) AS hit
     FROM relevant o
-    JOIN ({_union(_SCORED, extra="recommendations", low=_LOW, high=_HIGH)}) c
+    JOIN ({source.candidates.format(low=_LOW, high=_HIGH)}) c
       ON c.customer_id = o.customer_id
      AND c.scored_at < o.occurred_at AND c.scored_at >= o.occurred_at - CAST(:horizon AS interval)
 ),
@@ -71,16 +98,16 @@ marks AS (  -- 1: a caravan outcome is attributed to it; 0: a caravan was bought
     ) m GROUP BY tbl, id
 ),
 labels AS (
-    SELECT w.propensity, CAST(extract(epoch FROM w.scored_at) AS float8) AS scored,
+    SELECT w.id, w.propensity, CAST(extract(epoch FROM w.scored_at) AS float8) AS scored,
            CASE WHEN m.mark = 1 THEN 1
                 WHEN m.mark = 0 THEN -2
                 WHEN w.scored_at + CAST(:horizon AS interval) < :as_of THEN 0
                 ELSE -1 END AS status
-    FROM ({_union(_SCORED, extra="propensity", low=":since", high=":until")}) w
+    FROM ({source.window}) w
     LEFT JOIN marks m ON m.tbl = w.tbl AND m.id = w.id
 )
-SELECT l.propensity, l.scored, l.status, t.product, t.scored_trial, t.hit, u.unmatched
-FROM (SELECT string_agg(float8send(propensity), ''::bytea) AS propensity,
+SELECT l.ids, l.propensity, l.scored, l.status, t.product, t.scored_trial, t.hit, u.unmatched
+FROM (SELECT {ids} AS ids, string_agg(float8send(propensity), ''::bytea) AS propensity,
              string_agg(float8send(scored), ''::bytea) AS scored,
              string_agg(int2send(CAST(status AS int2)), ''::bytea) AS status
       FROM labels) l
@@ -105,6 +132,7 @@ class Joined:
     trial_scored: np.ndarray
     trial_hits: np.ndarray
     unmatched: int
+    ids: np.ndarray | None = None  # the window's prediction ids, in label order (Source.ids)
 
 
 async def join_outcomes(
@@ -112,12 +140,20 @@ async def join_outcomes(
     as_of: datetime,
 ) -> Joined:
     """Label the version's predictions scored in [since, until) as of `as_of` (one statement)."""
+    return await join_source(session, VERSION, since, until, horizon, as_of, version=version)
+
+
+async def join_source(
+    session: AsyncSession, source: Source, since: datetime, until: datetime, horizon: timedelta,
+    as_of: datetime, **params: object,
+) -> Joined:
+    """Label the source's window [since, until) as of `as_of` (one statement; `params` bind its SQL)."""
     # The outcomes are hashed and the predictions stream past once: the planner's merge join sorted all
     # 1,000,000 predictions instead (300,000 predictions: 1.2 s against 1.6, bench/bench_performance.py).
     await session.execute(text("SET LOCAL work_mem = '64MB'"))
     await session.execute(text("SET LOCAL enable_mergejoin = off"))
-    row = (await session.execute(_JOIN, {
-        "version": version, "since": since, "until": until, "horizon": horizon, "as_of": as_of,
+    row = (await session.execute(_join(source), {
+        **params, "since": since, "until": until, "horizon": horizon, "as_of": as_of,
         "caravan": CARAVAN,
     })).one()
     return Joined(
@@ -129,4 +165,5 @@ async def join_outcomes(
         trial_scored=np.asarray(row.scored_trial or [], dtype=np.float64),
         trial_hits=np.asarray(row.hit or [], dtype=bool),
         unmatched=int(row.unmatched),
+        ids=np.frombuffer(row.ids or b"", dtype=">i8").astype(np.int64) if source.ids else None,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.feature_log import stored_matrix
 from store.copying import copy_records
+from store.outcome_join import LOGGED, Joined, Source, join_source
 from store.tables import Replay
 
 # Pages walk (scored_at, id): a micro-batch's rows share one scored_at and are consecutive in it, so a
@@ -38,6 +39,24 @@ _COUNT = text(
     "SELECT count(*) FROM predictions "
     "WHERE scored_at >= :since AND scored_at < :until AND features IS NOT NULL"
 )
+# A replay's served and replayed predictions meet the outcomes through the one join rule, on the same rows
+# (the replay's events) with the same scored_at: only their propensities and top 3 differ, so both sides get
+# the same labels and the figures compare the versions on the same customers.
+_REPLAYED_ROWS = """
+    SELECT '0' AS tbl, p.id, p.scored_at, {side}.propensity
+    FROM predictions_replay r JOIN predictions p USING (event_id)
+    WHERE r.replay_id = :replay_id AND p.scored_at >= :since AND p.scored_at < :until"""
+SERVED = Source(LOGGED, _REPLAYED_ROWS.format(side="p"))
+"""The served predictions a replay re-scored."""
+REPLAYED = Source(
+    """
+    SELECT '0' AS tbl, p.id, p.customer_id, p.scored_at,
+           coalesce(r.recommendations, p.recommendations) AS recommendations
+    FROM predictions p LEFT JOIN predictions_replay r ON r.replay_id = :replay_id AND r.event_id = p.event_id
+    WHERE p.scored_at >= {low} AND p.scored_at < {high} AND p.features IS NOT NULL""",
+    _REPLAYED_ROWS.format(side="r"),
+)
+"""The same rows with the replay's outputs in place of the served ones."""
 REPLAY_COLUMNS = (
     "replay_id", "event_id", "customer_id", "model_version", "source", "batch_id", "recommendations",
     "propensity", "segment_label", "segment_score", "scored_at",
@@ -103,6 +122,16 @@ async def logged_page(
     )
 
 
+async def join_replay(
+    session: AsyncSession, replay_id: UUID, since: datetime, until: datetime, horizon: timedelta,
+    as_of: datetime,
+) -> tuple[Joined, Joined]:
+    """(served, replayed) predictions of a replay, each labelled by the outcome join as of `as_of`."""
+    served = await join_source(session, SERVED, since, until, horizon, as_of, replay_id=replay_id)
+    replayed = await join_source(session, REPLAYED, since, until, horizon, as_of, replay_id=replay_id)
+    return served, replayed
+
+
 async def start_replay(
     session: AsyncSession, replay_id: UUID, version: str, since: datetime, until: datetime,
     requested_by: str | None,
@@ -157,6 +186,7 @@ def replay_summary(replay: Replay) -> dict[str, Any]:
         "propensity_spearman": replay.propensity_spearman,
         "segment_agreement": replay.segment_agreement,
         "served_versions": replay.served_versions,
+        "outcomes": replay.outcomes,
         "requested_by": replay.requested_by,
         "error": replay.error,
         "started_at": replay.started_at,

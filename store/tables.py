@@ -267,6 +267,7 @@ class Replay(Base):
     propensity_spearman: Mapped[float | None] = mapped_column(Float, nullable=True)
     segment_agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
     served_versions: Mapped[dict[str, int] | None] = mapped_column(JSONB, nullable=True)
+    outcomes: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)  # served vs replayed
     requested_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[datetime] = mapped_column(

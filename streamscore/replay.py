@@ -125,6 +125,13 @@ def _figure(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _outcome_line(name: str, side: dict[str, Any]) -> str:
+    top = side["top20_buyers"]
+    return (f"  {name:<9} AUC {_figure(side['auc'])}, top-20 % buyers {top:g} of {side['buyers']}, "
+            f"HR@3 {_figure(side['hr3'])} over {side['trials']} purchase(s); {side['labelled']} labelled, "
+            f"{side['pending']} pending")
+
+
 def replay(
     version: str = typer.Option(..., "--version", help="Model version to re-score the window with."),
     since: str = typer.Option(..., "--since", help="Window start: ISO 8601, or an age such as 24h or 7d."),
@@ -136,7 +143,8 @@ def replay(
 
     Replayed predictions go to the predictions_replay table (and predictions-replay.v1), never to the
     served predictions or the cache. Prints top-3 agreement, propensity rank correlation (Spearman) and
-    segment agreement.
+    segment agreement, then the outcome figures (AUC, top-20 % buyers, HR@3) of the served and the
+    replayed predictions on the same customers.
 
     [bold]Examples[/]
 
@@ -167,6 +175,11 @@ def replay(
         f"{_figure(figures['segment_agreement'])}, identical {_figure(figures['exact_agreement'])}; "
         f"served by {figures['served_versions']}"
     )
+    outcomes = figures["outcomes"]
+    typer.echo(f"outcomes on the same customers (horizon {outcomes['horizon_seconds'] / 86400:g} d, "
+               f"as of {outcomes['as_of']}):")
+    typer.echo(_outcome_line("served", outcomes["served"]))
+    typer.echo(_outcome_line("replayed", outcomes["replayed"]))
 
 
 def replay_gate(version: str) -> str | None:

@@ -6,19 +6,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ingest_api.console.quality import QualitySettings, figures
 from ingest_api.publisher import AckedPublisher
 from models.engine import ScoreBatch
 from models.replay import Agreement, Score, replay_pages, score_runs
 from schemas.features import PRODUCTS
 from schemas.wire import EventIds, predictions_json, utc_now
 from store import replay as stored
+from store.outcome_join import Joined
 from store.replay import LoggedPage
 
 if TYPE_CHECKING:
@@ -62,6 +64,35 @@ def replayed_messages(
     return [(event.customer_id.encode(), payload) for event, payload in zip(events, payloads, strict=True)]
 
 
+def outcome_figures(joined: Joined) -> dict[str, Any]:
+    """The headline live-quality figures of one side of a replay (models.live_quality through
+    ingest_api.console.quality.figures)."""
+    document = figures(joined)
+    propensity, recommender = document["propensity"], document["recommender"]
+    return {
+        "predictions": document["predictions"],
+        "labelled": document["labelled"],
+        "pending": document["pending"],
+        "buyers": propensity["buyers"],
+        "auc": propensity["auc"],
+        "top20_buyers": propensity["top20_buyers"],
+        "top20_share": propensity["top20_share"],
+        "hr3": recommender["hr3"],
+        "trials": recommender["pairs"],
+    }
+
+
+async def replay_outcomes(
+    sessionmaker: async_sessionmaker[AsyncSession], replay_id: UUID, since: datetime, until: datetime,
+    horizon: timedelta, as_of: datetime,
+) -> dict[str, Any]:
+    """The outcome figures of a replay's served and replayed predictions on the same rows (same labels)."""
+    async with sessionmaker() as session, session.begin():
+        served, replayed = await stored.join_replay(session, replay_id, since, until, horizon, as_of)
+    return {"as_of": as_of.isoformat(), "horizon_seconds": horizon.total_seconds(),
+            "served": outcome_figures(served), "replayed": outcome_figures(replayed)}
+
+
 async def run_replay(
     sessionmaker: async_sessionmaker[AsyncSession],
     score: Score,
@@ -72,11 +103,14 @@ async def run_replay(
     send: Send | None = None,
     requested_by: str | None = None,
     progress: Callable[[int], None] = lambda rows: None,
+    horizon: timedelta | None = None,
 ) -> dict[str, Any]:
     """Replay [since, until) through `score` (one model version); the `replays` row's figures.
 
-    The replay is recorded as running first, then completed with its figures, or failed with the error.
+    The replay is recorded as running first, then completed with its figures (the outcome figures of both
+    sides as of its end, under `horizon`, default the configured outcome horizon), or failed with the error.
     """
+    horizon = horizon or QualitySettings().horizon
     async with sessionmaker() as session, session.begin():
         await stored.start_replay(session, replay_id, version, since, until, requested_by)
     replayed_at = utc_now()
@@ -103,12 +137,13 @@ async def run_replay(
     try:
         async for running in replay_pages(fetch, threaded, write, (since, 0), progress=progress):
             agreement = running
+        outcomes = await replay_outcomes(sessionmaker, replay_id, since, until, horizon, utc_now())
     except Exception as error:
         async with sessionmaker() as session, session.begin():
             await stored.finish_replay(session, replay_id, status="failed", rows=agreement.rows,
                                        error=f"{type(error).__name__}: {error}"[:2000])
         raise
-    figures = agreement.figures()
+    figures = {**agreement.figures(), "outcomes": outcomes}
     async with sessionmaker() as session, session.begin():
         await stored.finish_replay(session, replay_id, status="completed", **figures)
     log.info("replay completed", extra={"replay_id": str(replay_id), "version": version, **figures})

@@ -61,6 +61,14 @@ class ReplayStatus(BaseModel):
     propensity_spearman: float | None = Field(default=None, description="Rank correlation of propensity.")
     segment_agreement: float | None = Field(default=None, description="Share of rows with the same segment.")
     served_versions: dict[str, int] | None = None
+    outcomes: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Live quality of the `served` and the `replayed` predictions on the same rows, labelled by the "
+            "outcome join as of `as_of` (same labels for both): labelled, pending, buyers, auc, "
+            "top20_buyers, top20_share, hr3 over `trials` attributed purchases (docs/outcomes.md)."
+        ),
+    )
     requested_by: str | None = None
     error: str | None = None
     started_at: datetime | None = None
@@ -125,7 +133,8 @@ async def start_replay(
     summary="A replay's status and figures",
     description=(
         "`running`, then `completed` with the replayed rows and their agreement with what was served (top-3, "
-        "propensity Spearman, segment, identical rows; served versions counted), or `failed` with the error."
+        "propensity Spearman, segment, identical rows; served versions counted) and the outcome figures of "
+        "both on the same customers, or `failed` with the error."
     ),
     responses=error_responses(*AUTH_ERRORS, 404, 422),
 )

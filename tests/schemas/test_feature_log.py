@@ -20,10 +20,12 @@ from schemas.feature_log import (
     pack_rows,
     stored,
     stored_matrix,
+    stored_rows,
     unlogged,
     unpack,
     unpack_rows,
 )
+from schemas.features import FEATURE_LOWER
 from schemas.messages import Prediction
 from tests.helpers.wire_strategies import bad_packed, features, prediction_dicts
 
@@ -40,6 +42,7 @@ def test_packed_and_stored_forms_round_trip_every_valid_vector(vectors: list[lis
     assert all_packed(texts)
     blobs = [stored(t) for t in texts]
     assert [list(b) for b in blobs] == vectors  # byte i is value i
+    assert stored_rows(texts) == blobs  # the sink's batch path
     assert [from_stored(b) for b in blobs] == texts
     assert stored_matrix(blobs).tolist() == vectors
     import re
@@ -55,6 +58,14 @@ def test_a_bad_packed_text_is_refused_alone_and_in_a_batch(vector: list[int], ba
     with pytest.raises(PackedError):
         unpack(bad)
     assert not all_packed([pack(vector), bad])
+    assert stored_rows([pack(vector), bad]) is None
+
+
+def test_lengths_that_only_add_up_as_a_batch_are_refused() -> None:
+    text = pack(FEATURE_LOWER)
+    short, long = text[:85], text[85:] + text  # joined, exactly two valid vectors
+    assert not all_packed([short, long])
+    assert stored_rows([short, long]) is None
 
 
 @SETTINGS
