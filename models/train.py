@@ -50,6 +50,7 @@ def train(
     version: str | None = None,
     cv_repeats: int | None = None,
     recommender_cv_repeats: int = 1,
+    value_cv_repeats: int | None = None,
     thresholds: dict[str, float] | None = None,
     progress: Progress | None = None,
 ) -> str:
@@ -58,7 +59,7 @@ def train(
     The propensity model comes from the nested-CV selection procedure (models/selection.py); its nested
     estimate is compared with the active version's on the same outer folds (models/gate.py). The value model's
     procedure (models/value_cv.py) and the recommender (models/recommender_cv.py) are estimated on the same
-    outer folds: `cv_repeats` repeats for the value model, `recommender_cv_repeats` (0: skip) for the DQN.
+    outer folds: `value_cv_repeats` (default `cv_repeats`; 0: skip) and `recommender_cv_repeats` (0: skip).
     """
     configure_runtime()
     import keras
@@ -92,7 +93,12 @@ def train(
         progress=lambda _message: tick("nested cv", 0),
     )
     repeats = cv_repeats or cv.OUTER_REPEATS
-    value_folds = value_cv.outer_cv(matrix, premium, cv.OUTER_FOLDS, repeats, cv.OUTER_SEED)
+    value_repeats = repeats if value_cv_repeats is None else value_cv_repeats
+    value_folds = (
+        value_cv.outer_cv(matrix, premium, cv.OUTER_FOLDS, value_repeats, cv.OUTER_SEED)
+        if value_repeats > 0
+        else []
+    )
     tick("value cv", 1)
     config = dqn.DQNConfig(**(dqn_overrides or {}))
     rec_folds = (
@@ -178,8 +184,9 @@ def train(
     )
     manifest["value"]["selection"] = value_proc.report
     manifest["value"]["rounds"] = int(value_proc.report["chosen"].split("/")[1])
-    value_summary = value_cv.summarise(value_folds, cv.OUTER_FOLDS)
-    manifest["value"]["nested_cv"] = {"summary": value_summary, "folds": value_folds}
+    if value_folds:
+        value_summary = value_cv.summarise(value_folds, cv.OUTER_FOLDS)
+        manifest["value"]["nested_cv"] = {"summary": value_summary, "folds": value_folds}
     if rec_folds:
         manifest["dqn"]["nested_cv"] = {
             "summary": recommender_cv.summarise(rec_folds, cv.OUTER_FOLDS),

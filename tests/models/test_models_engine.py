@@ -38,7 +38,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
             version=version,
             activate=version == "a",
             cv_repeats=1,
-            recommender_cv_repeats=1 if version == "a" else 0,  # 5 DQN trainings: once is enough here
+            recommender_cv_repeats=1 if version == "a" else 0,  # the outer CVs of the recommender and
+            value_cv_repeats=1 if version == "a" else 0,  # value model: once is enough here
         )
     return root
 
@@ -260,7 +261,8 @@ def test_gate_keeps_a_version_that_does_not_beat_the_active_one_inactive(registr
     manifest = reg.manifest("a")
     assert manifest["value"]["nested_cv"]["summary"]["outer_folds"] == 5
     assert manifest["dqn"]["nested_cv"]["summary"]["outer_folds"] == 5
-    assert "nested_cv" not in reg.manifest("b")["dqn"]  # recommender_cv_repeats=0 skips it
+    assert "nested_cv" not in reg.manifest("b")["dqn"]  # repeats 0 skip them
+    assert "nested_cv" not in reg.manifest("b")["value"]
     from models.cli import train_summary
 
     printed = train_summary(reg.manifest("b"))
