@@ -85,17 +85,35 @@ def fit_propensity(
     return [xgb.train({**choice.params, "seed": s}, matrix, num_boost_round=choice.rounds) for s in seeds]
 
 
-def value_target(premium: np.ndarray) -> np.ndarray:
-    """Regression target: mid-rank of the annual premium in (0, 1] (rank-based score; beat log1p in CV)."""
+VALUE_TARGETS = ("rank", "log1p")
+
+
+def value_target(premium: np.ndarray, kind: str = "rank") -> np.ndarray:
+    """Regression target: mid-rank of the annual premium in (0, 1] (rank), or log(1 + premium) (log1p)."""
     from scipy.stats import rankdata
 
+    if kind == "log1p":
+        return np.log1p(np.asarray(premium, dtype=np.float64))
+    if kind != "rank":
+        raise ValueError(f"unknown value target {kind}")
     return np.asarray(rankdata(premium) / len(premium), dtype=np.float64)
 
 
-def fit_value(x: np.ndarray, premium: np.ndarray, seed: int, rounds: int = VALUE_ROUNDS) -> xgb.Booster:
-    """Train the annual-premium regressor on columns 1-43 and 65-86."""
-    matrix = xgb.DMatrix(x[:, list(VALUE_COLUMNS)].astype(np.float32), label=value_target(premium))
-    return xgb.train({**VALUE_PARAMS, "seed": seed}, matrix, num_boost_round=rounds)
+def fit_value(
+    x: np.ndarray,
+    premium: np.ndarray,
+    seed: int,
+    rounds: int = VALUE_ROUNDS,
+    target: str = "rank",
+    threads: int = 1,
+) -> xgb.Booster:
+    """Train the annual-premium regressor on columns 1-43 and 65-86 (the score is a rank of its output).
+
+    One thread by default: on shared cores 2 XGBoost threads made the many small CV fits several times slower.
+    """
+    matrix = xgb.DMatrix(x[:, list(VALUE_COLUMNS)].astype(np.float32), label=value_target(premium, target))
+    params = {**VALUE_PARAMS, "seed": seed, "nthread": threads}
+    return xgb.train(params, matrix, num_boost_round=rounds)
 
 
 def fit_multiclass(x: np.ndarray, labels: np.ndarray, seed: int, rounds: int = 150) -> xgb.Booster:

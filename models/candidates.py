@@ -181,3 +181,37 @@ def blend(members: list[Fitted], x: np.ndarray) -> Fitted:
     """Rank-averaged ensemble of fitted members; each member's ranks against its scores on x."""
     grids = [rank_grid(m.score(x)) for m in members]
     return Fitted(configs(["ensemble"])[0], members=members, grids=grids)
+
+
+def stepwise_terms(x: np.ndarray, y: np.ndarray, k: int = 8) -> list[P.Term]:
+    """k terms chosen by forward stepwise logistic regression on the rows given (binned_terms' pool).
+
+    Each step adds the term with the largest AIC-penalised score statistic (chi-square - 2 df) given the
+    terms so far, the classical stepwise rule. It is the reproducible stand-in for how the pre-protocol
+    8-term model got its terms (by looking at the data), so that choice can be re-made inside outer folds.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    pool = binned_terms(x)
+    blocks = [P.design(x, [t])[0] for t in pool]
+    target = (np.asarray(y) > 0).astype(np.float64)
+    chosen: list[int] = []
+    for _ in range(min(k, len(pool))):
+        z = np.hstack([np.ones((len(x), 1)), *(blocks[j] for j in chosen)])
+        p = np.full(len(x), target.mean())
+        if chosen:
+            p = LogisticRegression(C=1e4, max_iter=1000).fit(z[:, 1:], target).predict_proba(z[:, 1:])[:, 1]
+        w = p * (1 - p)
+        zwz_inv = np.linalg.pinv((z * w[:, None]).T @ z)
+        best: tuple[float, int] | None = None
+        for i in (i for i in range(len(pool)) if i not in chosen):
+            c = blocks[i]
+            u = c.T @ (target - p)
+            cwz = (c * w[:, None]).T @ z
+            info = (c * w[:, None]).T @ c - cwz @ zwz_inv @ cwz.T
+            stat = float(u @ np.linalg.pinv(info) @ u) - 2.0 * c.shape[1]
+            if best is None or stat > best[0]:
+                best = (stat, i)
+        assert best is not None
+        chosen.append(best[1])
+    return [pool[i] for i in chosen]

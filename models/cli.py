@@ -84,7 +84,10 @@ def train(
         help="Point `active` at the new version if it passes the propensity gate (never with --no-activate).",
     ),
     cv_repeats: int = typer.Option(
-        2, help="Repeats of the outer 5-fold nested CV of the propensity procedure."
+        2, help="Repeats of the outer 5-fold nested CV of the propensity and value procedures."
+    ),
+    recommender_cv_repeats: int = typer.Option(
+        1, help="Repeats of the outer 5-fold CV of the DQN recommender (0: skip; each repeat trains 5 DQNs)."
     ),
     from_store: bool = typer.Option(
         False, "--from-store", help="Build the training set from the feature log (docs/replay.md)."
@@ -130,7 +133,7 @@ def _train(
     from models.dqn import DQNConfig
 
     overrides: dict[str, Any] = {"rounds": dqn_rounds} if dqn_rounds else {}
-    total = (dqn_rounds or DQNConfig().rounds) + 5
+    total = (dqn_rounds or DQNConfig().rounds) + 7
     thresholds = {"segment_high_min": segment_high, "segment_medium_min": segment_medium}
     with Progress(
         TextColumn("{task.description:<12}"),
@@ -148,6 +151,7 @@ def _train(
             final_fit=final_fit,
             activate=activate,
             cv_repeats=cv_repeats,
+            recommender_cv_repeats=recommender_cv_repeats,
             thresholds=thresholds,
             progress=lambda stage, n: bar.update(task, advance=n, description=stage),
         )
@@ -177,6 +181,18 @@ def train_summary(manifest: dict[str, Any], activate: bool = True) -> str:
         SCALING,
         f"gate: {'passed' if gate['passed'] else 'not passed'}: {gate['reason']}",
     ]
+    value = manifest["value"].get("nested_cv", {}).get("summary")
+    if value:
+        lines.append(
+            f"value score Spearman (outer folds, {value['outer_folds']}): {value['spearman']:.4f} "
+            f"± {value['spearman_spread']:.4f} "
+            f"(folds {value['spearman_min']:.4f}–{value['spearman_max']:.4f}); chosen {value['chosen']}"
+        )
+    recommender = manifest["dqn"].get("nested_cv", {}).get("summary")
+    if recommender:
+        lines.append(
+            f"recommender HR@3 (outer folds, {recommender['outer_folds']}): " + recommender_line(recommender)
+        )
     if not active:
         lines.append(f"version {version} kept inactive" + ("" if activate else " (--no-activate)"))
     lines.append(
@@ -185,6 +201,16 @@ def train_summary(manifest: dict[str, Any], activate: bool = True) -> str:
         f"(outside top-3 {rec['hr3_outside_top3']:.3f}), value Spearman {metrics['value']['spearman']:.3f}"
     )
     return "\n".join(lines)
+
+
+def recommender_line(summary: dict[str, Any]) -> str:
+    """HR@3 overall and outside the top 3, one random hidden product and all pairs, mean ± spread."""
+    parts = []
+    for protocol in ("one_random", "all_pairs"):
+        for metric, label in (("hr3", "HR@3"), ("hr3_outside_top3", "outside top 3")):
+            s = summary[f"{protocol}.dqn.{metric}"]
+            parts.append(f"{protocol} {label} {s['mean']:.3f} ± {s['spread']:.3f}")
+    return "; ".join(parts)
 
 
 def predict(

@@ -16,7 +16,7 @@ import numpy as np
 
 from models import candidates as K
 from models.evaluate import COIL_EVAL_BUYERS, COIL_EVAL_ROWS, auc, top_fraction_buyers
-from models.folds import grouped_folds, twin_groups
+from models.folds import outer_splits, twin_groups
 
 OUTER_FOLDS, OUTER_REPEATS, OUTER_SEED = 5, 2, 0  # outer folds depend on the data only, not on --seed
 ECE_BINS = 10
@@ -32,6 +32,12 @@ PROCEDURES: dict[str, tuple[str, ...]] = {  # name -> families the 1-SE rule may
 LEGACY = {  # procedures of versions trained before this protocol, re-run on the same folds for the gate
     "lr_small8": "L2 logistic on the 8 a-priori terms, C by inner CV (v20261201-231012)",
     "xgb_3seeds": "XGBoost depth 2, 327 rounds, 3 seeds (v20261122-110138)",
+    "lr_small8_renested": "lr_small8, its 8 terms re-chosen on the outer training rows (forward stepwise)",
+    "xgb_3seeds_renested": "xgb_3seeds with depth, min_child_weight and rounds re-chosen by its own CV grid",
+}
+RENESTED = {  # legacy procedure whose choices were made on all rows -> it, re-choosing inside the folds
+    "lr_small8": "lr_small8_renested",
+    "xgb_3seeds": "xgb_3seeds_renested",
 }
 FoldResult = dict[str, Any]
 
@@ -62,8 +68,13 @@ def legacy_fit(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Callable[[
 
     if name == "lr_small8":
         return P.fit_default(x, y, seed).predict
-    params = {**boosting.PROPENSITY_BASE, "max_depth": 2, "min_child_weight": 1, "nthread": 1}
-    choice = boosting.PropensityChoice(params=params, rounds=327, cv_auc=float("nan"), grid=[])
+    if name == "lr_small8_renested":
+        return P.fit_logistic(x, y, K.stepwise_terms(x, y, len(P.DEFAULT_TERMS)), P.C_GRID, seed).predict
+    if name == "xgb_3seeds_renested":
+        choice = boosting.select_propensity(x, y, seed)
+    else:
+        params = {**boosting.PROPENSITY_BASE, "max_depth": 2, "min_child_weight": 1, "nthread": 1}
+        choice = boosting.PropensityChoice(params=params, rounds=327, cv_auc=float("nan"), grid=[])
     boosters = boosting.fit_propensity(x, y, choice, [seed, seed + 1, seed + 2])
     return lambda z: boosting.predict_propensity(boosters, z)
 
@@ -84,40 +95,40 @@ def outer_cv(
     y = matrix[:, TARGET_INDEX]
     groups = twin_groups(matrix)
     out: dict[str, list[FoldResult]] = {name: [] for name in [*procedures, *legacy]}
-    for r in range(repeats):
-        for f, test in enumerate(grouped_folds(y, groups, folds, seed + r)):
-            train = np.setdiff1d(np.arange(len(y)), test)
-            fit_seed = 1000 * (seed + r) + f
-            started = time.perf_counter()
-            inner = S.inner_cv(matrix[train], y[train], groups[train], fit_seed)
-            inner_seconds = time.perf_counter() - started
-            cache: dict[str, K.Fitted] = {}
-            for name in procedures:
-                began = time.perf_counter()
-                proc = S.choose_and_fit(inner, PROCEDURES[name], matrix[train], y[train], fit_seed, cache)
-                out[name].append(
-                    {
-                        **fold_scores(y[test], proc.predict(matrix[test])),
-                        "repeat": seed + r,
-                        "fold": f,
-                        "chosen": proc.report["chosen"],
-                        "seconds": time.perf_counter() - began,
-                    }
-                )
-            for name in legacy:
-                began = time.perf_counter()
-                predict = legacy_fit(name, matrix[train], y[train], fit_seed)
-                out[name].append(
-                    {
-                        **fold_scores(y[test], predict(matrix[test])),
-                        "repeat": seed + r,
-                        "fold": f,
-                        "chosen": name,
-                        "seconds": time.perf_counter() - began,
-                    }
-                )
-            if progress:
-                progress(f"outer fold {r * folds + f + 1}/{repeats * folds} (inner CV {inner_seconds:.0f} s)")
+    for repeat, f, train, test in outer_splits(y, groups, folds, repeats, seed):
+        fit_seed = 1000 * repeat + f
+        started = time.perf_counter()
+        inner = S.inner_cv(matrix[train], y[train], groups[train], fit_seed) if procedures else None
+        inner_seconds = time.perf_counter() - started
+        cache: dict[str, K.Fitted] = {}
+        for name in procedures:
+            began = time.perf_counter()
+            assert inner is not None
+            proc = S.choose_and_fit(inner, PROCEDURES[name], matrix[train], y[train], fit_seed, cache)
+            out[name].append(
+                {
+                    **fold_scores(y[test], proc.predict(matrix[test])),
+                    "repeat": repeat,
+                    "fold": f,
+                    "chosen": proc.report["chosen"],
+                    "seconds": time.perf_counter() - began,
+                }
+            )
+        for name in legacy:
+            began = time.perf_counter()
+            predict = legacy_fit(name, matrix[train], y[train], fit_seed)
+            out[name].append(
+                {
+                    **fold_scores(y[test], predict(matrix[test])),
+                    "repeat": repeat,
+                    "fold": f,
+                    "chosen": name,
+                    "seconds": time.perf_counter() - began,
+                }
+            )
+        if progress:
+            done = (repeat - seed) * folds + f + 1
+            progress(f"outer fold {done}/{repeats * folds} (inner CV {inner_seconds:.0f} s)")
     return out
 
 
@@ -210,8 +221,36 @@ SCALING = (
 )
 
 
+def other_model(model: str, data: str | None, folds: int, repeats: int, seed: int, out: str | None) -> None:
+    """The value model's or the recommender's nested estimate on the same outer folds, printed as JSON."""
+    import json
+
+    from models import data as D
+
+    path = D.resolve_data_path(data)
+    matrix = D.load_matrix(path)
+    if model == "value":
+        from models import value_cv
+
+        premium = D.annual_premium(matrix, D.band_midpoints(path.with_name("lookups.json")))
+        rows = value_cv.outer_cv(matrix, premium, folds, repeats, seed, progress=print)
+        summary = value_cv.summarise(rows, folds)
+    else:
+        from models import recommender_cv
+        from models.train import configure_runtime
+
+        configure_runtime()
+        rows = recommender_cv.outer_cv(matrix, folds, repeats, seed, progress=print)
+        summary = recommender_cv.summarise(rows, folds)
+    if out:
+        with open(out, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle)
+    print(json.dumps(summary, indent=1))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: python -m models.cv [--data CSV] [--repeats 2] [--only a,b] [--legacy lr_small8] [--json F]."""
+    """CLI: python -m models.cv [--model propensity|value|recommender] [--data CSV] [--repeats 2] [--folds 5]
+    [--only a,b] [--legacy lr_small8] [--json F]."""
     import argparse
     import json
 
@@ -226,7 +265,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--legacy", default="lr_small8", help="comma-separated legacy procedures, or ''")
     parser.add_argument("--json", default=None, help="write per-fold results here")
     parser.add_argument("--merge", nargs="+", default=None, help="only print the table of these --json files")
+    parser.add_argument("--model", choices=("propensity", "value", "recommender"), default="propensity")
     args = parser.parse_args(argv)
+    if args.model != "propensity":
+        other_model(args.model, args.data, args.folds, args.repeats, args.seed, args.json)
+        return
     if args.merge:
         results: dict[str, list[FoldResult]] = {}
         for name in args.merge:
@@ -235,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     results.setdefault(key, []).extend(rows)
     else:
         matrix = D.load_matrix(D.resolve_data_path(args.data))
-        procedures = args.only.split(",") if args.only else list(PROCEDURES)
+        procedures = [n for n in args.only.split(",") if n] if args.only is not None else list(PROCEDURES)
         legacy = [n for n in args.legacy.split(",") if n]
         results = outer_cv(matrix, procedures, legacy, args.folds, args.repeats, args.seed, progress=print)
         if args.json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from schemas.features import TARGET_INDEX
@@ -38,3 +40,15 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> l
         fold_buyers[f] += buyers[g]
     row_fold = fold_of[inverse.ravel()]
     return [np.flatnonzero(row_fold == f) for f in range(folds)]
+
+
+def outer_splits(
+    y: np.ndarray, groups: np.ndarray, folds: int, repeats: int, seed: int
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """The nested protocol's outer loop: (repeat, fold, training rows, test rows); repeat r uses seed + r.
+
+    Every model (propensity, recommender, value) is estimated on these splits, so their folds are the same.
+    """
+    for r in range(repeats):
+        for f, test in enumerate(grouped_folds(y, groups, folds, seed + r)):
+            yield seed + r, f, np.setdiff1d(np.arange(len(y)), test), test

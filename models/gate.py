@@ -101,27 +101,38 @@ def nested_and_gate(
         active_version, active_manifest = None, None
     stored = active_folds(active_manifest, key)
     legacy = legacy_procedure(active_manifest) if active_manifest is not None and stored is None else None
-    results = cv.outer_cv(
-        matrix, [cv.SELECTED], [legacy] if legacy else [], repeats=repeats, progress=progress
-    )
-    active = stored if stored is not None else results.get(legacy) if legacy else None
+    # A pre-protocol version made its choices (terms, bins, hyper-parameters) on all rows, outer test folds
+    # included: re-run with them fixed, its estimate is leaked, so it is shown but not compared. The gate
+    # compares with the same procedure re-making its choices inside each outer training fold.
+    fair = cv.RENESTED.get(legacy) if legacy else None
+    legacy_runs = [n for n in (fair, legacy) if n]
+    results = cv.outer_cv(matrix, [cv.SELECTED], legacy_runs, repeats=repeats, progress=progress)
+    active = stored if stored is not None else results.get(fair) if fair else None
     decision = decide(results[cv.SELECTED], active, active_version, cv.OUTER_FOLDS)
-    shown = {
-        cv.SELECTED: results[cv.SELECTED],
-        **({f"active ({active_version})": list(active)} if active else {}),
-    }
+    shown: dict[str, list[cv.FoldResult]] = {cv.SELECTED: results[cv.SELECTED]}
+    if stored is not None:
+        shown[f"active ({active_version})"] = list(stored)
+    if fair and legacy:
+        shown[f"active ({active_version}) procedure, choices re-made in the folds: {fair}"] = results[fair]
+        shown[f"active ({active_version}) choices fixed on all rows: {legacy} (leaked, not compared)"] = (
+            results[legacy]
+        )
+    source = (
+        "stored outer folds"
+        if stored is not None
+        else f"re-run: {fair} (the active version's procedure re-making its choices inside the outer folds); "
+        f"{legacy} (its choices fixed on all rows) is shown but leaked, so not compared"
+        if fair
+        else None
+    )
     return {
         "nested_cv": {
             "key": key,
             "protocol": cv.__doc__.split("\n\n", 1)[1].replace("\n", " ").strip(),
             "summary": cv.summarise(shown),
-            "active_source": "stored outer folds"
-            if stored is not None
-            else f"re-run: {legacy}"
-            if legacy
-            else None,
+            "active_source": source,
             "scaling": cv.SCALING,
             "folds": results[cv.SELECTED],
         },
-        "gate": decision,
+        "gate": {**decision, **({"compared_with": fair} if fair and active is not None else {})},
     }

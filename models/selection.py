@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,13 +64,27 @@ def inner_cv(
     return result
 
 
+def one_standard_error(
+    simplest_first: Sequence[str], fold_scores: Mapping[str, Sequence[float]]
+) -> tuple[str, str, float]:
+    """The one-standard-error rule (higher is better): (chosen, best, se).
+
+    Chosen is the first (simplest) name whose mean fold score is within one standard error of the best mean,
+    the standard error being that of the best name's fold scores. Every nested procedure chooses by it.
+    """
+    means = {n: float(np.mean(fold_scores[n])) for n in simplest_first}
+    best = max(simplest_first, key=lambda n: means[n])  # first of equal means: the simpler
+    folds = np.asarray(fold_scores[best])
+    se = float(folds.std(ddof=1) / np.sqrt(len(folds)))
+    chosen = next(n for n in simplest_first if means[n] >= means[best] - se)
+    return chosen, best, se
+
+
 def one_se_choice(inner: InnerResult, families: Sequence[str]) -> tuple[K.Config, dict[str, Any]]:
     """The simplest configuration whose mean inner AUC is within one standard error of the best one's."""
-    pool = [c for c in inner.configs if c.family in families]
-    best = inner.best_of(families)
-    folds = np.asarray(inner.fold_auc[best.name])
-    se = float(folds.std(ddof=1) / np.sqrt(len(folds)))
-    chosen = min((c for c in pool if inner.mean(c.name) >= inner.mean(best.name) - se), key=lambda c: c.rank)
+    pool = sorted((c for c in inner.configs if c.family in families), key=lambda c: c.rank)
+    name, best_name, se = one_standard_error([c.name for c in pool], inner.fold_auc)
+    chosen, best = (next(c for c in pool if c.name == n) for n in (name, best_name))
     return chosen, {
         "best": best.name,
         "best_auc": round(inner.mean(best.name), 5),

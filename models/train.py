@@ -39,54 +39,6 @@ def configure_runtime(threads: int = 2) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def _recommender_eval(
-    features: np.ndarray,
-    seed: int,
-    q_fn: Callable[[np.ndarray], np.ndarray],
-    multiclass: Any,
-    popularity: np.ndarray,
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """HR@3 of DQN, XGBoost multi-class and popularity on validation customers, one owned product hidden.
-
-    Primary protocol (the issue's): each validation customer owning a product has one owned product hidden,
-    chosen at random (seeded); 3 recommendations among the products not owned after hiding; HR@3 overall and
-    for hidden products outside the 3 most popular (by training ownership). `all_pairs` repeats it with every
-    owned product hidden in turn (more pairs, lower variance; weights customers by their number of products).
-    Also returns the (score, hit) pairs of the DQN's recommendations for the calibration.
-    """
-    from models import boosting, dqn
-    from models.evaluate import hit_rates
-
-    top3_popular = [int(i) for i in np.argsort(-popularity)[:3]]
-    metrics: dict[str, Any] = {"top3_popular_products": top3_popular}
-    for protocol in ("one_random", "all_pairs"):
-        if protocol == "one_random":
-            rows, hidden = dqn.sample_hidden(features, np.random.default_rng(seed + 7))
-        else:
-            rows, hidden = dqn.all_pairs(features)
-        visible = dqn.hide(features[rows], hidden)
-        top_dqn, score = dqn.recommend(q_fn, visible)
-        owned = D.owned(visible)
-        pop_scores = np.where(owned, -np.inf, np.broadcast_to(popularity, owned.shape))
-        top_pop = np.argsort(-pop_scores, axis=1, kind="stable")[:, :3]
-        mc = boosting.predict(multiclass, dqn.encode(visible, np.zeros_like(owned))).reshape(len(rows), -1)
-        top_mc = np.argsort(-np.where(owned, -np.inf, mc), axis=1, kind="stable")[:, :3]
-        result = {
-            "dqn": hit_rates(top_dqn, hidden, top3_popular),
-            "xgboost_multiclass": hit_rates(top_mc, hidden, top3_popular),
-            "popularity": hit_rates(top_pop, hidden, top3_popular),
-        }
-        if protocol == "one_random":
-            metrics.update(result)
-            hits = top_dqn == hidden[:, None]
-            calibration = (score.ravel(), hits.ravel().astype(np.float64))
-        else:
-            metrics["all_pairs"] = {
-                name: {k: v for k, v in r.items() if k != "per_product"} for name, r in result.items()
-            }
-    return metrics, calibration[0], calibration[1]
-
-
 def train(
     data_path: Path | None = None,
     seed: int = 0,
@@ -97,13 +49,17 @@ def train(
     activate: bool = True,
     version: str | None = None,
     cv_repeats: int | None = None,
+    recommender_cv_repeats: int = 1,
+    value_cv_repeats: int | None = None,
     thresholds: dict[str, float] | None = None,
     progress: Progress | None = None,
 ) -> str:
     """Train every model, validate, write registry/<version>/; activate it only if the propensity gate passes.
 
     The propensity model comes from the nested-CV selection procedure (models/selection.py); its nested
-    estimate is compared with the active version's on the same outer folds (models/gate.py).
+    estimate is compared with the active version's on the same outer folds (models/gate.py). The value model's
+    procedure (models/value_cv.py) and the recommender (models/recommender_cv.py) are estimated on the same
+    outer folds: `value_cv_repeats` (default `cv_repeats`; 0: skip) and `recommender_cv_repeats` (0: skip).
     """
     configure_runtime()
     import keras
@@ -111,7 +67,7 @@ def train(
     import tensorflow as tf
     import xgboost as xgb
 
-    from models import boosting, cv, dqn, gate, selection
+    from models import boosting, cv, dqn, gate, recommender_cv, selection, value_cv
     from models import served_propensity as served
     from models.evaluate import propensity_metrics, spearman
     from models.folds import twin_groups
@@ -136,6 +92,21 @@ def train(
         cv_repeats or cv.OUTER_REPEATS,
         progress=lambda _message: tick("nested cv", 0),
     )
+    repeats = cv_repeats or cv.OUTER_REPEATS
+    value_repeats = repeats if value_cv_repeats is None else value_cv_repeats
+    value_folds = (
+        value_cv.outer_cv(matrix, premium, cv.OUTER_FOLDS, value_repeats, cv.OUTER_SEED)
+        if value_repeats > 0
+        else []
+    )
+    tick("value cv", 1)
+    config = dqn.DQNConfig(**(dqn_overrides or {}))
+    rec_folds = (
+        recommender_cv.outer_cv(matrix, cv.OUTER_FOLDS, recommender_cv_repeats, cv.OUTER_SEED, config)
+        if recommender_cv_repeats > 0
+        else []
+    )
+    tick("dqn cv", 1)
     procedure = selection.select_and_fit(matrix[tr], y[tr], groups[tr], seed)
     prop_model = served.from_procedure(procedure)
     tick("propensity", 1)
@@ -145,24 +116,21 @@ def train(
     prop_metrics = propensity_metrics(y[va], p_val, threshold)
     tick("propensity", 1)
 
-    value_model = boosting.fit_value(matrix[tr], premium[tr], seed)
-    grid = boosting.quantile_grid(boosting.predict_value(value_model, matrix[tr]))
-    value_score = boosting.percentile_score(boosting.predict_value(value_model, matrix[va]), grid)
+    value_proc = value_cv.select_and_fit(matrix[tr], premium[tr], groups[tr], seed)
     value_metrics = {
-        "spearman": spearman(value_score, premium[va]),
-        "target": "mid-rank of annual premium (guilders); chosen over log1p by inner-split CV",
+        "spearman": spearman(value_proc.score(matrix[va]), premium[va]),
+        "target": "mid-rank of annual premium or log1p, and rounds, by inner grouped CV (1-SE rule)",
     }
     tick("value", 1)
 
-    config = dqn.DQNConfig(**(dqn_overrides or {}))
     q_model, dqn_stats = dqn.train_dqn(matrix[tr], seed, config, progress=lambda n: tick("dqn", n))
     weights = dqn.dense_weights(q_model)
     popularity = D.owned(matrix[tr]).mean(axis=0)
     rows, hidden = dqn.all_pairs(matrix[tr])  # same (customer, hidden product) pairs the DQN trains on
     visible = dqn.hide(matrix[tr][rows], hidden)
     multiclass = boosting.fit_multiclass(dqn.encode(visible, np.zeros((len(rows), 22), bool)), hidden, seed)
-    rec_metrics, q_val, hit_val = _recommender_eval(
-        matrix[va], seed, lambda s: dqn.forward(weights, s), multiclass, popularity
+    rec_metrics, q_val, hit_val = recommender_cv.evaluate(
+        matrix[va], seed, lambda s: dqn.forward(weights, s), popularity, multiclass
     )
     calibrator = dqn.fit_calibrator(q_val, hit_val)
     tick("recommender", 1)
@@ -171,8 +139,7 @@ def train(
         procedure = selection.select_and_fit(matrix, y, groups, seed)
         prop_model = served.from_procedure(procedure)
         threshold = float(np.quantile(prop_model.predict(matrix), 0.8))
-        value_model = boosting.fit_value(matrix, premium, seed)
-        grid = boosting.quantile_grid(boosting.predict_value(value_model, matrix))
+        value_proc = value_cv.select_and_fit(matrix, premium, groups, seed)
 
     name = version or new_version_name()
     staging = registry.root / f".staging-{name}"
@@ -180,8 +147,9 @@ def train(
     staging.mkdir(parents=True)
     q_model.save(staging / "dqn.keras")
     served.save(prop_model, staging, PROPENSITY_ARTIFACT)
-    boosting.save(value_model, staging / "value.ubj")
-    (staging / "value_grid.json").write_text(json.dumps([round(float(v), 6) for v in grid]), encoding="utf-8")
+    boosting.save(value_proc.booster, staging / "value.ubj")
+    grid_values = [round(float(v), 6) for v in value_proc.grid]
+    (staging / "value_grid.json").write_text(json.dumps(grid_values), encoding="utf-8")
     (staging / "dqn_calibration.json").write_text(json.dumps(calibrator), encoding="utf-8")
     metrics = {"propensity": prop_metrics, "recommender": rec_metrics, "value": value_metrics}
     validation = {
@@ -214,6 +182,17 @@ def train(
         },
         subsample,
     )
+    manifest["value"]["selection"] = value_proc.report
+    manifest["value"]["rounds"] = int(value_proc.report["chosen"].split("/")[1])
+    if value_folds:
+        value_summary = value_cv.summarise(value_folds, cv.OUTER_FOLDS)
+        manifest["value"]["nested_cv"] = {"summary": value_summary, "folds": value_folds}
+    if rec_folds:
+        manifest["dqn"]["nested_cv"] = {
+            "summary": recommender_cv.summarise(rec_folds, cv.OUTER_FOLDS),
+            "folds": rec_folds,
+            "note": recommender_cv.NOTE,
+        }
     manifest["drift"] = drift.training_bins(matrix)  # each feature's training distribution
     registry.write_manifest(staging, manifest)
     target = registry.root / name

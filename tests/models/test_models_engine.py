@@ -38,6 +38,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
             version=version,
             activate=version == "a",
             cv_repeats=1,
+            recommender_cv_repeats=1 if version == "a" else 0,  # the outer CVs of the recommender and
+            value_cv_repeats=1 if version == "a" else 0,  # value model: once is enough here
         )
     return root
 
@@ -256,6 +258,11 @@ def test_gate_keeps_a_version_that_does_not_beat_the_active_one_inactive(registr
     assert c["gate"]["passed"] is False and "not comparable" in c["gate"]["reason"]
     assert a["nested_cv"]["summary"]["selected"]["outer_folds"] == 5
     assert 0.0 <= a["nested_cv"]["summary"]["selected"]["ece"] <= 1.0
+    manifest = reg.manifest("a")
+    assert manifest["value"]["nested_cv"]["summary"]["outer_folds"] == 5
+    assert manifest["dqn"]["nested_cv"]["summary"]["outer_folds"] == 5
+    assert "nested_cv" not in reg.manifest("b")["dqn"]  # repeats 0 skip them
+    assert "nested_cv" not in reg.manifest("b")["value"]
     from models.cli import train_summary
 
     printed = train_summary(reg.manifest("b"))
