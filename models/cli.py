@@ -111,10 +111,10 @@ def train(
                 typer.echo(f"error: {error}", err=True)
                 raise typer.Exit(2) from error
             _train(seed, output, path, subsample, dqn_rounds, final_fit, segment_high, segment_medium,
-                   activate, cv_repeats, source)
+                   activate, cv_repeats, recommender_cv_repeats, source)
         return
     _train(seed, output, data, subsample, dqn_rounds, final_fit, segment_high, segment_medium, activate,
-           cv_repeats, None)
+           cv_repeats, recommender_cv_repeats, None)
 
 
 STORE_EXPORT: list[Callable[[str, str, Path], tuple[Path, dict[str, Any]]]] = []
@@ -124,7 +124,7 @@ STORE_EXPORT: list[Callable[[str, str, Path], tuple[Path, dict[str, Any]]]] = []
 def _train(
     seed: int, output: Path | None, data: Path | None, subsample: int | None, dqn_rounds: int | None,
     final_fit: str, segment_high: float, segment_medium: float, activate: bool, cv_repeats: int,
-    source: dict[str, Any] | None,
+    recommender_cv_repeats: int, source: dict[str, Any] | None,
 ) -> None:
     """Run the training protocol with a progress bar; record the data source in the manifest when given."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
