@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -17,17 +16,7 @@ from schemas.wire import feature_event_json
 from scorer.scoring import assemble, decode_records, score_matrix
 from sink.parsing import parse_predictions
 from store.predictions import store_predictions
-
-
-@dataclass
-class Record:
-    """A consumed record (the SourceRecord protocol)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+from tests.helpers.records import Record
 
 
 async def serve(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -24,20 +24,10 @@ from schemas.wire import (
     validation_reason,
 )
 from scorer.scoring import decode_records
+from tests.helpers.records import Record
 from tests.helpers.wire_strategies import aware, customer_ids, feature_event_payloads, features
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@dataclass
-class Record:
-    """A consumed record (the SourceRecord protocol)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def same_ids(ids: EventIds, event: FeatureEvent, value: bytes | None) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,20 +24,10 @@ from schemas.wire import (
 )
 from sink.parsing import fast_row, fast_rows, parse_predictions, unstorable
 from store.predictions import PredictionRow
+from tests.helpers.records import Record
 from tests.helpers.wire_strategies import aware, customer_ids, features, prediction_payloads, unit_floats
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@dataclass
-class Record:
-    """A consumed record (the SourceRecord protocol)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 scored_rows = st.tuples(
