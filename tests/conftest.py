@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from infra.settings import KafkaSettings
-from migrations.runner import upgrade_head
 from streamscore.kafka_server import KafkaCluster
 from tests.helpers import engines
-from tests.helpers.db import asyncpg_dsn
+from tests.helpers.db import fresh_database
 
 pytest_plugins = ["tests.helpers.api_fixtures", "tests.helpers.watchdog"]
 
@@ -92,20 +88,8 @@ def postgres_admin_url(pytestconfig: pytest.Config) -> Iterator[str]:
 @pytest.fixture
 async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test, dropped afterwards."""
-    name = f"ss_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(asyncpg_dsn(postgres_admin_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    await asyncio.to_thread(upgrade_head, url)
-    yield url
-    admin = await asyncpg.connect(asyncpg_dsn(postgres_admin_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(postgres_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
