@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from ingest_api.auth.dependencies import ReadPrincipal
-from ingest_api.console.quality import QualitySettings, performance
+from ingest_api.console.quality import QualitySettings, performance, shadow_of
 from ingest_api.deps import ServicesDep
 from ingest_api.errors import AUTH_ERRORS, ApiError, ErrorDetail, error_responses
 
@@ -65,7 +65,7 @@ async def model_performance(
     engine = services.engine
     document = await performance(services.sessionmaker, version or engine.model_version, since, until,
                                  settings.horizon, now)
-    shadow = engine.shadow_version if version is None else None
+    shadow = await shadow_of(engine) if version is None else None
     document["shadow"] = (
         await performance(services.sessionmaker, shadow, since, until, settings.horizon, now)
         if shadow else None

@@ -145,6 +145,13 @@ async def refresh(sessionmaker: async_sessionmaker[AsyncSession], versions: dict
     return firing
 
 
+async def shadow_of(engine: Any) -> str | None:
+    """The registry's shadow version (the API's engine loads only the active one, so it is read from the
+    pointer the scorers follow), or None."""
+    shadow: str | None = await asyncio.to_thread(engine.registry.shadow_version)
+    return shadow if shadow != engine.model_version else None
+
+
 async def monitor_forever(services: Any, registry: CollectorRegistry) -> None:
     """Background task of the API: refresh the active and shadow versions' gauges every interval."""
     settings = QualitySettings()
@@ -153,8 +160,8 @@ async def monitor_forever(services: Any, registry: CollectorRegistry) -> None:
         engine = services.engine
         versions = {engine.model_version: engine.manifest}
         with contextlib.suppress(Exception):
-            if (shadow := engine.shadow_version) is not None:
-                versions[shadow] = engine.registry.manifest(shadow)
+            if (shadow := await shadow_of(engine)) is not None:
+                versions[shadow] = await asyncio.to_thread(engine.registry.manifest, shadow)
         try:
             await refresh(services.sessionmaker, versions, settings, gauges)
         except Exception as error:  # Postgres down: /ready says so; the next round tries again
