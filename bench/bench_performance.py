@@ -31,7 +31,7 @@ from infra.settings import DatabaseSettings
 from ingest_api.console.quality import figures
 from migrations.runner import upgrade_head
 from schemas.features import PRODUCT_IDS
-from store.outcome_join import VERSION, _join, join_outcomes
+from store.outcome_join import VERSION, _join, join_outcomes, join_parameters
 from store.outcomes import OutcomeRow, store_outcomes
 from store.predictions import PredictionRow, store_predictions
 
@@ -114,9 +114,9 @@ async def main() -> None:
             async with sessions() as session, session.begin():
                 await session.execute(text("SET LOCAL work_mem = '64MB'"))  # as join_outcomes does
                 await session.execute(text("SET LOCAL enable_mergejoin = off"))
-                plan = await session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + _join(VERSION).text), {
-                    "version": "v-bench", "since": NOW - timedelta(days=365), "until": NOW,
-                    "horizon": timedelta(days=90), "as_of": NOW, "caravan": "caravan"})
+                plan = await session.execute(
+                    text("EXPLAIN (ANALYZE, COSTS OFF) " + _join(VERSION).text),
+                    join_parameters(NOW - timedelta(days=365), NOW, timedelta(days=90), version="v-bench"))
                 print("\n".join(row[0] for row in plan))
         sql, math, total, cpu = [], [], [], []
         document: dict[str, object] = {}
