@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -30,47 +30,51 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.outcomes import CARAVAN
+from store.prediction_chunks import Packed, read_chunks, unix_us, watermarks
 
 
 @dataclass(frozen=True)
 class Source:
-    """The predictions a join labels, as SQL. `candidates` (tbl, id, customer_id, scored_at) scored in
-    [:low, :high) may take outcomes; `window` (tbl, id, scored_at, propensity) scored in [:since, :until)
-    are labelled; `top3` selects the `recommendations` of prediction ({tbl}, {id}). tbl is 0 or 1."""
+    """The predictions a join labels, as SQL. `candidates` (tbl, id, customer_id, scored_at, recommendations)
+    scored in [:low, :high) may take outcomes; `window` (tbl, id, scored_at, propensity) scored in
+    [:since, :until) are labelled; tbl is 0 or 1. A chunked window reads only ids above the watermarks
+    (:after0, :after1): the rest comes packed (store/prediction_chunks.py)."""
 
     candidates: str
     window: str
-    top3: str
+    chunked: bool = False
 
 
 _SCORED = """
-    SELECT {tag} AS tbl, id, customer_id, scored_at, propensity FROM {table}
-    WHERE model_version = :version AND scored_at >= {low} AND scored_at < {high}"""
-_TOP3 = "SELECT recommendations FROM {table} WHERE {{tbl}} = {tag} AND id = {{id}}"
+    SELECT {tag} AS tbl, id, customer_id, scored_at, {extra} FROM {table}
+    WHERE model_version = :version AND scored_at >= {low} AND scored_at < {high}{live}"""
 _TABLES = ((0, "predictions"), (1, "predictions_shadow"))
 
 
 def _union(template: str, **fields: str) -> str:
-    return " UNION ALL ".join(template.format(tag=tag, table=table, **fields) for tag, table in _TABLES)
+    return " UNION ALL ".join(
+        template.format(tag=tag, table=table, **{k: v.format(tag=tag) for k, v in fields.items()})
+        for tag, table in _TABLES)
 
 
-# The links carry no jsonb: the top 3 is fetched by primary key for the window's trials alone.
-VERSION = Source(_union(_SCORED, low=":low", high=":high"), _union(_SCORED, low=":since", high=":until"),
-                 _union(_TOP3))
+VERSION = Source(
+    _union(_SCORED, extra="recommendations", low=":low", high=":high", live=""),
+    _union(_SCORED, extra="propensity", low=":since", high=":until", live=" AND id > :after{tag}"),
+    chunked=True)
 """A model version's predictions, served and shadow alike (:version)."""
 LOGGED = """
-    SELECT 0 AS tbl, id, customer_id, scored_at FROM predictions
+    SELECT 0 AS tbl, id, customer_id, scored_at, recommendations FROM predictions
     WHERE scored_at >= :low AND scored_at < :high AND features IS NOT NULL"""
 """Candidates of the feature log's served stream: every logged served prediction, whatever its version."""
-LOGGED_TOP3 = "SELECT recommendations FROM predictions WHERE id = {id}"
-"""The top 3 of a served prediction."""
 
 
-# Set-based, one scan of the version's predictions around the window and no per-row subquery:
-# a hash join links each outcome to every earlier prediction of its customer within the horizon, DISTINCT
-# ON picks the latest. The window's predictions then stream out untouched by any join, as binary arrays
-# (id, propensity, scored_at); the few the caravan outcomes marked (positive or superseded) are applied by
-# id on the client, and the horizon's close is compared there too. Predictions scored up to H around the
+# Set-based, one scan of the version's predictions around the window and no per-row subquery: a hash join
+# links each outcome to every earlier prediction of its customer within the horizon (with the top-3 check),
+# DISTINCT ON picks the latest. (A correlated EXISTS per prediction took 165 s for 100,000 predictions; an
+# index probe per outcome cost more CPU than hashing 100,000 outcomes against 1,000,000 predictions.) The
+# window's predictions come packed (chunks) or stream out untouched by any join as binary arrays (id,
+# propensity, scored_at); the few the caravan outcomes marked (positive or superseded) are applied by id on
+# the client, and the horizon's close is compared there too. Predictions scored up to H around the
 # window take part, so attribution is the same as over all time (one scored before `since` can take an
 # outcome, which is then neither unmatched nor the window's). Every timestamp bound arrives computed.
 @functools.cache
@@ -82,17 +86,18 @@ WITH relevant AS MATERIALIZED (  -- earlier outcomes touch no window row
     FROM outcomes WHERE occurred_at >= :since AND occurred_at <= :high
 ),
 links AS MATERIALIZED (  -- every (outcome, prediction scored in the horizon before it) pair
-    SELECT o.oid, o.product_id, o.occurred_at, c.tbl, c.id, c.scored_at
+    SELECT o.oid, o.product_id, o.occurred_at, c.tbl, c.id, c.scored_at,
+           c.recommendations @> jsonb_build_array(jsonb_build_object('product_id', o.product_id)) AS hit
     FROM relevant o
     JOIN ({source.candidates}) c
       ON c.customer_id = o.customer_id AND c.scored_at < o.occurred_at AND c.scored_at >= o.opened
 ),
 attributed AS MATERIALIZED (  -- each linked outcome's latest prediction
-    SELECT DISTINCT ON (oid) oid, occurred_at, product_id, tbl, id, scored_at FROM links
+    SELECT DISTINCT ON (oid) oid, occurred_at, product_id, tbl, id, scored_at, hit FROM links
     ORDER BY oid, scored_at DESC, tbl DESC, id DESC
 ),
 trials AS MATERIALIZED (  -- one recommender trial per (prediction of the window, product bought)
-    SELECT DISTINCT tbl, id, product_id, scored_at FROM attributed
+    SELECT DISTINCT tbl, id, product_id, scored_at, hit FROM attributed
     WHERE scored_at >= :since AND scored_at < :until
 ),
 marks AS (  -- 1: a caravan outcome is attributed to it; 0: a caravan was bought within its horizon
@@ -109,10 +114,8 @@ FROM (SELECT array_send(array_agg(id * 2 + tbl)) AS window_key,
       FROM ({source.window}) w) w
 CROSS JOIN (SELECT array_send(array_agg(id * 2 + tbl)) AS mark_key, array_send(array_agg(mark)) AS mark
             FROM marks) k
-CROSS JOIN (SELECT array_agg(t.product_id) AS product, array_send(array_agg(t.scored_at)) AS trial_at,
-                   array_agg(h.recommendations
-                             @> jsonb_build_array(jsonb_build_object('product_id', t.product_id))) AS hit
-            FROM trials t CROSS JOIN LATERAL ({source.top3.format(tbl="t.tbl", id="t.id")}) h) t
+CROSS JOIN (SELECT array_agg(product_id) AS product, array_send(array_agg(scored_at)) AS trial_at,
+                   array_agg(hit) AS hit FROM trials) t
 CROSS JOIN (SELECT (SELECT count(*) FROM relevant WHERE occurred_at >= :since AND occurred_at < :until)
                  - (SELECT count(*) FROM attributed WHERE occurred_at >= :since AND occurred_at < :until)
                    AS unmatched) u
@@ -121,13 +124,7 @@ CROSS JOIN (SELECT (SELECT count(*) FROM relevant WHERE occurred_at >= :since AN
 
 # models.live_quality's status codes (models is a sibling layer: store cannot import it).
 POSITIVE, NEGATIVE, PENDING, SUPERSEDED = 1, 0, -1, -2
-_POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # timestamptz counts microseconds from here
-_POSTGRES_EPOCH_US = 946_684_800 * 1_000_000
-
-
-def _postgres_us(moment: datetime) -> int:
-    """A timestamptz as Postgres stores it: microseconds since 2000-01-01 UTC (exact integer arithmetic)."""
-    return (moment - _POSTGRES_EPOCH) // timedelta(microseconds=1)
+_POSTGRES_EPOCH_US = 946_684_800 * 1_000_000  # timestamptz counts microseconds from 2000-01-01 UTC
 
 
 def _array(sent: bytes | None, element: str) -> np.ndarray:
@@ -173,27 +170,35 @@ async def join_source(
     session: AsyncSession, source: Source, since: datetime, until: datetime, horizon: timedelta,
     as_of: datetime, **params: object,
 ) -> Joined:
-    """Label the source's window [since, until) as of `as_of` (one statement; `params` bind its SQL)."""
-    # The outcomes are hashed and the predictions stream past once: the planner's merge join sorted all
-    # 1,000,000 predictions instead (300,000 predictions: 1.2 s against 1.6, bench/bench_performance.py).
+    """Label the source's window [since, until) as of `as_of` (one statement, after the packed rows of a
+    chunked source; `params` bind its SQL)."""
+    # Per outcome, its customer's predictions are probed by index (ix_predictions_customer_scored): with the
+    # window packed, hashing every prediction around it would cost more than the rest of the question.
     await session.execute(text("SET LOCAL work_mem = '64MB'"))
     await session.execute(text("SET LOCAL enable_mergejoin = off"))
+    await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    packed = Packed(np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64))
+    if source.chunked:
+        marks = await watermarks(session)
+        packed = await read_chunks(session, str(params["version"]), since, until, marks)
+        params = {**params, "after0": marks.get(0, 0), "after1": marks.get(1, 0)}
     row = (await session.execute(_join(source), join_parameters(since, until, horizon, **params))).one()
-    keys, scored_us = _array(row.window_key, ">i8"), _array(row.window_at, ">i8")
-    closed = scored_us < _postgres_us(as_of - horizon)  # scored_at + H < as_of
+    keys = np.concatenate((packed.keys, _array(row.window_key, ">i8")))
+    scored_us = np.concatenate((packed.scored_us, _array(row.window_at, ">i8") + _POSTGRES_EPOCH_US))
+    closed = scored_us < unix_us(as_of - horizon)  # scored_at + H < as_of
     status = np.where(closed, NEGATIVE, PENDING)
-    mark_keys, marks = _array(row.mark_key, ">i8"), _array(row.mark, ">i4")
+    mark_keys, marks_ = _array(row.mark_key, ">i8"), _array(row.mark, ">i4")
     if len(mark_keys):  # each window prediction finds its mark (if any) by binary search
         order = np.argsort(mark_keys)
-        mark_keys, marks = mark_keys[order], marks[order]
+        mark_keys, marks_ = mark_keys[order], marks_[order]
         at = np.minimum(np.searchsorted(mark_keys, keys), len(mark_keys) - 1)
         found = mark_keys[at] == keys
-        status[found] = np.where(marks[at[found]] == 1, POSITIVE, SUPERSEDED)
+        status[found] = np.where(marks_[at[found]] == 1, POSITIVE, SUPERSEDED)
     return Joined(
-        propensity=_array(row.window_p, ">f8"),
+        propensity=np.concatenate((packed.propensity, _array(row.window_p, ">f8"))),
         # Exact: the microsecond count is below 2**53 and one IEEE division rounds it as Postgres's
         # CAST(extract(epoch ...) AS float8) does.
-        scored=(scored_us + _POSTGRES_EPOCH_US) / 1e6,
+        scored=scored_us / 1e6,
         status=status.astype(np.int64),
         trial_products=list(row.product or []),
         trial_scored=(_array(row.trial_at, ">i8") + _POSTGRES_EPOCH_US) / 1e6,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.feature_log import stored_matrix
 from store.copying import copy_records
-from store.outcome_join import LOGGED, LOGGED_TOP3, Joined, Source, join_source
+from store.outcome_join import LOGGED, Joined, Source, join_source
 from store.tables import Replay
 
 # Pages walk (scored_at, id): a micro-batch's rows share one scored_at and are consecutive in it, so a
@@ -46,15 +46,15 @@ _REPLAYED_ROWS = """
     SELECT 0 AS tbl, p.id, p.scored_at, {side}.propensity
     FROM predictions_replay r JOIN predictions p USING (event_id)
     WHERE r.replay_id = :replay_id AND p.scored_at >= :since AND p.scored_at < :until"""
-SERVED = Source(LOGGED, _REPLAYED_ROWS.format(side="p"), LOGGED_TOP3)
+SERVED = Source(LOGGED, _REPLAYED_ROWS.format(side="p"))
 """The served predictions a replay re-scored."""
 REPLAYED = Source(
-    LOGGED,
-    _REPLAYED_ROWS.format(side="r"),
     """
-    SELECT coalesce(r.recommendations, p.recommendations) AS recommendations
+    SELECT 0 AS tbl, p.id, p.customer_id, p.scored_at,
+           coalesce(r.recommendations, p.recommendations) AS recommendations
     FROM predictions p LEFT JOIN predictions_replay r ON r.replay_id = :replay_id AND r.event_id = p.event_id
-    WHERE p.id = {id}""",
+    WHERE p.scored_at >= :low AND p.scored_at < :high AND p.features IS NOT NULL""",
+    _REPLAYED_ROWS.format(side="r"),
 )
 """The same rows with the replay's outputs in place of the served ones."""
 REPLAY_COLUMNS = (

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.feature_log import stored_matrix
-from store.outcome_join import LOGGED, LOGGED_TOP3, Joined, Source, join_source
+from store.outcome_join import LOGGED, Joined, Source, join_source
 
 # One row per customer, its latest logged prediction (LATEST_ORDER) of the window; rows in customer_id
 # order (bytewise, COLLATE "C"), so the set and its order do not depend on how the events were partitioned.
@@ -21,8 +21,7 @@ WHERE scored_at >= :since AND scored_at < :until AND features IS NOT NULL
 ORDER BY customer_id, scored_at DESC, id DESC
 """
 _LATEST_LOGGED = text(_LATEST)
-LATEST = Source(LOGGED, f"SELECT 0 AS tbl, id, scored_at, propensity FROM ({_LATEST}) latest",
-                LOGGED_TOP3)
+LATEST = Source(LOGGED, f"SELECT 0 AS tbl, id, scored_at, propensity FROM ({_LATEST}) latest")
 """The training rows as an outcome-join window (candidates: every logged served prediction)."""
 
 
