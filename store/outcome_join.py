@@ -15,7 +15,8 @@ The rule reads its predictions from a Source: a version's (VERSION, the performa
 feature log's served stream (store/replay.py: replays and `train --from-store --labels outcomes`).
 
 Only stored rows and `as_of` enter: redelivered, replayed or out-of-order outcomes (stored once per
-outcome_id) cannot change a figure.
+outcome_id) cannot change a figure. A version's window predictions come mostly packed
+(store/prediction_chunks.py): what a prediction is, never its label, so outcomes cannot stale them.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ async def join_outcomes(
     session: AsyncSession, version: str, since: datetime, until: datetime, horizon: timedelta,
     as_of: datetime,
 ) -> Joined:
-    """Label the version's predictions scored in [since, until) as of `as_of` (one statement)."""
+    """Label the version's predictions scored in [since, until) as of `as_of` (packed rows, one statement)."""
     return await join_source(session, VERSION, since, until, horizon, as_of, version=version)
 
 
@@ -172,14 +173,15 @@ async def join_source(
 ) -> Joined:
     """Label the source's window [since, until) as of `as_of` (one statement, after the packed rows of a
     chunked source; `params` bind its SQL)."""
-    # Per outcome, its customer's predictions are probed by index (ix_predictions_customer_scored): with the
-    # window packed, hashing every prediction around it would cost more than the rest of the question.
+    # The outcomes are hashed and the predictions stream past once: the planner's merge join sorted all
+    # 1,000,000 predictions instead. Custom plans: the watermarks decide between a primary-key range scan
+    # and a sequential scan for the live rows.
     await session.execute(text("SET LOCAL work_mem = '64MB'"))
     await session.execute(text("SET LOCAL enable_mergejoin = off"))
     await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     packed = Packed(np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64))
     if source.chunked:
-        marks = await watermarks(session)
+        marks = await watermarks(session)  # first: the join reads every id above them live
         packed = await read_chunks(session, str(params["version"]), since, until, marks)
         params = {**params, "after0": marks.get(0, 0), "after1": marks.get(1, 0)}
     row = (await session.execute(_join(source), join_parameters(since, until, horizon, **params))).one()
@@ -187,13 +189,13 @@ async def join_source(
     scored_us = np.concatenate((packed.scored_us, _array(row.window_at, ">i8") + _POSTGRES_EPOCH_US))
     closed = scored_us < unix_us(as_of - horizon)  # scored_at + H < as_of
     status = np.where(closed, NEGATIVE, PENDING)
-    mark_keys, marks_ = _array(row.mark_key, ">i8"), _array(row.mark, ">i4")
+    mark_keys, mark_values = _array(row.mark_key, ">i8"), _array(row.mark, ">i4")
     if len(mark_keys):  # each window prediction finds its mark (if any) by binary search
         order = np.argsort(mark_keys)
-        mark_keys, marks_ = mark_keys[order], marks_[order]
+        mark_keys, mark_values = mark_keys[order], mark_values[order]
         at = np.minimum(np.searchsorted(mark_keys, keys), len(mark_keys) - 1)
         found = mark_keys[at] == keys
-        status[found] = np.where(marks_[at[found]] == 1, POSITIVE, SUPERSEDED)
+        status[found] = np.where(mark_values[at[found]] == 1, POSITIVE, SUPERSEDED)
     return Joined(
         propensity=np.concatenate((packed.propensity, _array(row.window_p, ">f8"))),
         # Exact: the microsecond count is below 2**53 and one IEEE division rounds it as Postgres's

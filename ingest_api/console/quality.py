@@ -59,7 +59,7 @@ async def performance(
 ) -> dict[str, Any]:
     """One version's live quality over predictions scored in [since, until), labelled as of `as_of`."""
     as_of = as_of or datetime.now(UTC)
-    await refresh_chunks(sessionmaker)  # pack what the sink stored since (a no-op below a few thousand)
+    await refresh_chunks(sessionmaker)  # pack what the sink stored since (a no-op below REFRESH_MIN_ROWS)
     async with sessionmaker() as session, session.begin():
         joined = await join_outcomes(session, version, since, until, horizon, as_of)
     return {"version": version, "since": since, "until": until, "as_of": as_of,
