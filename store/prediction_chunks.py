@@ -9,7 +9,7 @@ most its table's watermark, and of no other. It is exact by construction, not by
   transaction, serialised on the watermark rows, so no row is packed twice;
 * `upto` is read under a SHARE lock on both prediction tables (held only for `max(id)`): the lock waits
   for every inserting transaction to end, so no row with a smaller id can commit afterwards (ids come
-  only from the column default, drawn after the insert has locked the table);
+  only from the column default, a sequence with cache 1, drawn after the insert has locked the table);
 * the join reads the watermark first, keeps only chunk rows with ids up to it, and reads every row above
   it live (store/outcome_join.py). Outcomes never enter a chunk: labels are applied at question time.
 """
