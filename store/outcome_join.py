@@ -1,6 +1,6 @@
 """The one owner of the outcome join: which prediction each outcome is attributed to, and each label.
 
-Rule (docs/outcomes.md). For a model version V and horizon H:
+Rule (docs/outcomes.md). For a model version V and horizon H (elapsed seconds):
 
 * An outcome (customer c bought product x at time t) is attributed, per version, to c's latest prediction
   of V (served `predictions` and `predictions_shadow` alike; latest = greatest scored_at, then id) scored
@@ -15,7 +15,8 @@ The rule reads its predictions from a Source: a version's (VERSION, the performa
 feature log's served stream (store/replay.py: replays and `train --from-store --labels outcomes`).
 
 Only stored rows and `as_of` enter: redelivered, replayed or out-of-order outcomes (stored once per
-outcome_id) cannot change a figure.
+outcome_id) cannot change a figure. A version's window predictions come mostly packed
+(store/prediction_chunks.py): what a prediction is, never its label, so outcomes cannot stale them.
 """
 
 from __future__ import annotations
@@ -23,102 +24,117 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.outcomes import CARAVAN
-
-_SCORED = """
-    SELECT {tag} AS tbl, id, customer_id, scored_at, {extra} FROM {table}
-    WHERE model_version = :version AND scored_at >= {low} AND scored_at < {high}"""
-_TABLES = (("0", "predictions"), ("1", "predictions_shadow"))
-_LOW = "CAST(:since AS timestamptz) - CAST(:horizon AS interval)"
-_HIGH = "CAST(:until AS timestamptz) + CAST(:horizon AS interval)"
-
-
-def _union(template: str, **fields: str) -> str:
-    return " UNION ALL ".join(template.format(tag=tag, table=table, **fields) for tag, table in _TABLES)
+from store.prediction_chunks import Packed, read_chunks, unix_us, watermarks
 
 
 @dataclass(frozen=True)
 class Source:
-    """The predictions a join labels, as SQL: `candidates` (tbl, id, customer_id, scored_at, recommendations)
-    scored in [{low}, {high}) may take outcomes; `window` (tbl, id, scored_at, propensity) scored in
-    [:since, :until) are labelled; `ids` returns the window's ids in the order of its labels."""
+    """The predictions a join labels, as SQL. `candidates` (tbl, id, customer_id, scored_at, recommendations)
+    scored in [:low, :high) may take outcomes; `window` (tbl, id, scored_at, propensity) scored in
+    [:since, :until) are labelled; tbl is 0 or 1. A chunked window reads only ids above the watermarks
+    (:after0, :after1): the rest comes packed (store/prediction_chunks.py)."""
 
     candidates: str
     window: str
-    ids: bool = False
+    chunked: bool = False
 
 
-VERSION = Source(_union(_SCORED, extra="recommendations", low="{low}", high="{high}"),
-                 _union(_SCORED, extra="propensity", low=":since", high=":until"))
+_SCORED = """
+    SELECT {tag} AS tbl, id, customer_id, scored_at, {extra} FROM {table}
+    WHERE model_version = :version AND scored_at >= {low} AND scored_at < {high}{live}"""
+_TABLES = ((0, "predictions"), (1, "predictions_shadow"))
+
+
+def _union(template: str, **fields: str) -> str:
+    return " UNION ALL ".join(
+        template.format(tag=tag, table=table, **{k: v.format(tag=tag) for k, v in fields.items()})
+        for tag, table in _TABLES)
+
+
+VERSION = Source(
+    _union(_SCORED, extra="recommendations", low=":low", high=":high", live=""),
+    _union(_SCORED, extra="propensity", low=":since", high=":until", live=" AND id > :after{tag}"),
+    chunked=True)
 """A model version's predictions, served and shadow alike (:version)."""
 LOGGED = """
-    SELECT '0' AS tbl, id, customer_id, scored_at, recommendations FROM predictions
-    WHERE scored_at >= {low} AND scored_at < {high} AND features IS NOT NULL"""
+    SELECT 0 AS tbl, id, customer_id, scored_at, recommendations FROM predictions
+    WHERE scored_at >= :low AND scored_at < :high AND features IS NOT NULL"""
 """Candidates of the feature log's served stream: every logged served prediction, whatever its version."""
 
 
-# Set-based, two sequential scans of the version's predictions and no per-row subquery: one hash join links
-# each outcome to every earlier prediction of its customer within the horizon (with the top-3 check, so no
-# lookup goes back to the table), then the window's predictions meet the few the outcomes touched. (A
-# correlated EXISTS per prediction took 165 s for 100,000 predictions; a probe per outcome 18 µs each.)
-# Predictions scored up to H around the window take part, so attribution is the same as over all time
-# (one scored before `since` can take an outcome, which is then neither unmatched nor the window's).
+# Set-based, one scan of the version's predictions around the window and no per-row subquery: a hash join
+# links each outcome to every earlier prediction of its customer within the horizon (with the top-3 check),
+# DISTINCT ON picks the latest. (A correlated EXISTS per prediction took 165 s for 100,000 predictions; an
+# index probe per outcome cost more CPU than hashing 100,000 outcomes against 1,000,000 predictions.) The
+# window's predictions come packed (chunks) or stream out untouched by any join as binary arrays (id,
+# propensity, scored_at); the few the caravan outcomes marked (positive or superseded) are applied by id on
+# the client, and the horizon's close is compared there too. Predictions scored up to H around the
+# window take part, so attribution is the same as over all time (one scored before `since` can take an
+# outcome, which is then neither unmatched nor the window's). Every timestamp bound arrives computed.
 @functools.cache
 def _join(source: Source) -> TextClause:
-    ids = "string_agg(int8send(id), ''::bytea)" if source.ids else "NULL::bytea"
     return text(f"""
-WITH relevant AS MATERIALIZED (
-    SELECT id AS oid, customer_id, product_id, occurred_at FROM outcomes  -- earlier ones touch no window row
-    WHERE occurred_at >= :since AND occurred_at <= {_HIGH}
+WITH relevant AS MATERIALIZED (  -- earlier outcomes touch no window row
+    SELECT id AS oid, customer_id, product_id, occurred_at,
+           occurred_at - make_interval(secs => :horizon_seconds) AS opened
+    FROM outcomes WHERE occurred_at >= :since AND occurred_at <= :high
 ),
 links AS MATERIALIZED (  -- every (outcome, prediction scored in the horizon before it) pair
-    SELECT o.oid, o.product_id, c.tbl, c.id, c.scored_at,
+    SELECT o.oid, o.product_id, o.occurred_at, c.tbl, c.id, c.scored_at,
            c.recommendations @> jsonb_build_array(jsonb_build_object('product_id', o.product_id)) AS hit
     FROM relevant o
-    JOIN ({source.candidates.format(low=_LOW, high=_HIGH)}) c
-      ON c.customer_id = o.customer_id
-     AND c.scored_at < o.occurred_at AND c.scored_at >= o.occurred_at - CAST(:horizon AS interval)
+    JOIN ({source.candidates}) c
+      ON c.customer_id = o.customer_id AND c.scored_at < o.occurred_at AND c.scored_at >= o.opened
 ),
-pairs AS MATERIALIZED (  -- each outcome's latest prediction, then one trial per (prediction, product)
-    SELECT DISTINCT tbl, id, product_id, scored_at, hit FROM (
-        SELECT DISTINCT ON (oid) oid, product_id, tbl, id, scored_at, hit FROM links
-        ORDER BY oid, scored_at DESC, tbl DESC, id DESC
-    ) attributed
+attributed AS MATERIALIZED (  -- each linked outcome's latest prediction
+    SELECT DISTINCT ON (oid) oid, occurred_at, product_id, tbl, id, scored_at, hit FROM links
+    ORDER BY oid, scored_at DESC, tbl DESC, id DESC
+),
+trials AS MATERIALIZED (  -- one recommender trial per (prediction of the window, product bought)
+    SELECT DISTINCT tbl, id, product_id, scored_at, hit FROM attributed
+    WHERE scored_at >= :since AND scored_at < :until
 ),
 marks AS (  -- 1: a caravan outcome is attributed to it; 0: a caravan was bought within its horizon
     SELECT tbl, id, max(mark) AS mark FROM (
-        SELECT tbl, id, 1 AS mark FROM pairs WHERE product_id = :caravan
+        SELECT tbl, id, 1 AS mark FROM attributed WHERE product_id = :caravan
         UNION ALL
         SELECT tbl, id, 0 FROM links WHERE product_id = :caravan
     ) m GROUP BY tbl, id
-),
-labels AS (
-    SELECT w.id, w.propensity, CAST(extract(epoch FROM w.scored_at) AS float8) AS scored,
-           CASE WHEN m.mark = 1 THEN 1
-                WHEN m.mark = 0 THEN -2
-                WHEN w.scored_at + CAST(:horizon AS interval) < :as_of THEN 0
-                ELSE -1 END AS status
-    FROM ({source.window}) w
-    LEFT JOIN marks m ON m.tbl = w.tbl AND m.id = w.id
 )
-SELECT l.ids, l.propensity, l.scored, l.status, t.product, t.scored_trial, t.hit, u.unmatched
-FROM (SELECT {ids} AS ids, string_agg(float8send(propensity), ''::bytea) AS propensity,
-             string_agg(float8send(scored), ''::bytea) AS scored,
-             string_agg(int2send(CAST(status AS int2)), ''::bytea) AS status
-      FROM labels) l
-CROSS JOIN (SELECT array_agg(product_id) AS product,
-                   array_agg(CAST(extract(epoch FROM scored_at) AS float8)) AS scored_trial,
-                   array_agg(hit) AS hit
-            FROM pairs WHERE scored_at >= :since AND scored_at < :until) t
-CROSS JOIN (SELECT count(*) AS unmatched FROM relevant o
-            WHERE o.occurred_at >= :since AND o.occurred_at < :until
-              AND NOT EXISTS (SELECT 1 FROM links k WHERE k.oid = o.oid)) u
+SELECT w.*, k.*, t.*, u.*
+FROM (SELECT array_send(array_agg(id * 2 + tbl)) AS window_key,
+             array_send(array_agg(propensity)) AS window_p,
+             array_send(array_agg(scored_at)) AS window_at
+      FROM ({source.window}) w) w
+CROSS JOIN (SELECT array_send(array_agg(id * 2 + tbl)) AS mark_key, array_send(array_agg(mark)) AS mark
+            FROM marks) k
+CROSS JOIN (SELECT array_agg(product_id) AS product, array_send(array_agg(scored_at)) AS trial_at,
+                   array_agg(hit) AS hit FROM trials) t
+CROSS JOIN (SELECT (SELECT count(*) FROM relevant WHERE occurred_at >= :since AND occurred_at < :until)
+                 - (SELECT count(*) FROM attributed WHERE occurred_at >= :since AND occurred_at < :until)
+                   AS unmatched) u
 """)
+
+
+# models.live_quality's status codes (models is a sibling layer: store cannot import it).
+POSITIVE, NEGATIVE, PENDING, SUPERSEDED = 1, 0, -1, -2
+_POSTGRES_EPOCH_US = 946_684_800 * 1_000_000  # timestamptz counts microseconds from 2000-01-01 UTC
+
+
+def _array(sent: bytes | None, element: str) -> np.ndarray:
+    """A one-dimensional, null-free array from Postgres's binary send format (element: a numpy dtype)."""
+    if not sent:
+        return np.empty(0, dtype=np.dtype(element).newbyteorder("="))
+    # 20 header bytes (ndim, null flag, element type, length, lower bound), then a 4-byte length per value.
+    values = np.frombuffer(sent, dtype=np.dtype([("length", ">i4"), ("value", element)]), offset=20)
+    return values["value"].astype(np.dtype(element).newbyteorder("="))
 
 
 @dataclass(frozen=True)
@@ -132,14 +148,22 @@ class Joined:
     trial_scored: np.ndarray
     trial_hits: np.ndarray
     unmatched: int
-    ids: np.ndarray | None = None  # the window's prediction ids, in label order (Source.ids)
+    ids: np.ndarray | None = None  # the window's prediction ids, in label order
+
+
+def join_parameters(since: datetime, until: datetime, horizon: timedelta, **params: object) -> dict[str, Any]:
+    """The join's bind parameters: every timestamp bound computed once here, not once per row."""
+    # Plain elapsed time (as the settings' seconds and Python's arithmetic mean it): an interval in days
+    # would make Postgres convert through the session's time zone on every row.
+    return {**params, "since": since, "until": until, "low": since - horizon, "high": until + horizon,
+            "horizon_seconds": horizon.total_seconds(), "caravan": CARAVAN}
 
 
 async def join_outcomes(
     session: AsyncSession, version: str, since: datetime, until: datetime, horizon: timedelta,
     as_of: datetime,
 ) -> Joined:
-    """Label the version's predictions scored in [since, until) as of `as_of` (one statement)."""
+    """Label the version's predictions scored in [since, until) as of `as_of` (packed rows, one statement)."""
     return await join_source(session, VERSION, since, until, horizon, as_of, version=version)
 
 
@@ -147,23 +171,40 @@ async def join_source(
     session: AsyncSession, source: Source, since: datetime, until: datetime, horizon: timedelta,
     as_of: datetime, **params: object,
 ) -> Joined:
-    """Label the source's window [since, until) as of `as_of` (one statement; `params` bind its SQL)."""
+    """Label the source's window [since, until) as of `as_of` (one statement, after the packed rows of a
+    chunked source; `params` bind its SQL)."""
     # The outcomes are hashed and the predictions stream past once: the planner's merge join sorted all
-    # 1,000,000 predictions instead (300,000 predictions: 1.2 s against 1.6, bench/bench_performance.py).
+    # 1,000,000 predictions instead. Custom plans: the watermarks decide between a primary-key range scan
+    # and a sequential scan for the live rows.
     await session.execute(text("SET LOCAL work_mem = '64MB'"))
     await session.execute(text("SET LOCAL enable_mergejoin = off"))
-    row = (await session.execute(_join(source), {
-        **params, "since": since, "until": until, "horizon": horizon, "as_of": as_of,
-        "caravan": CARAVAN,
-    })).one()
+    await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    packed = Packed(np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64))
+    if source.chunked:
+        marks = await watermarks(session)  # first: the join reads every id above them live
+        packed = await read_chunks(session, str(params["version"]), since, until, marks)
+        params = {**params, "after0": marks.get(0, 0), "after1": marks.get(1, 0)}
+    row = (await session.execute(_join(source), join_parameters(since, until, horizon, **params))).one()
+    keys = np.concatenate((packed.keys, _array(row.window_key, ">i8")))
+    scored_us = np.concatenate((packed.scored_us, _array(row.window_at, ">i8") + _POSTGRES_EPOCH_US))
+    closed = scored_us < unix_us(as_of - horizon)  # scored_at + H < as_of
+    status = np.where(closed, NEGATIVE, PENDING)
+    mark_keys, mark_values = _array(row.mark_key, ">i8"), _array(row.mark, ">i4")
+    if len(mark_keys):  # each window prediction finds its mark (if any) by binary search
+        order = np.argsort(mark_keys)
+        mark_keys, mark_values = mark_keys[order], mark_values[order]
+        at = np.minimum(np.searchsorted(mark_keys, keys), len(mark_keys) - 1)
+        found = mark_keys[at] == keys
+        status[found] = np.where(mark_values[at[found]] == 1, POSITIVE, SUPERSEDED)
     return Joined(
-        # One big-endian binary column each (a million Python floats would cost more than the query).
-        propensity=np.frombuffer(row.propensity or b"", dtype=">f8").astype(np.float64),
-        scored=np.frombuffer(row.scored or b"", dtype=">f8").astype(np.float64),
-        status=np.frombuffer(row.status or b"", dtype=">i2").astype(np.int64),
+        propensity=np.concatenate((packed.propensity, _array(row.window_p, ">f8"))),
+        # Exact: the microsecond count is below 2**53 and one IEEE division rounds it as Postgres's
+        # CAST(extract(epoch ...) AS float8) does.
+        scored=scored_us / 1e6,
+        status=status.astype(np.int64),
         trial_products=list(row.product or []),
-        trial_scored=np.asarray(row.scored_trial or [], dtype=np.float64),
+        trial_scored=(_array(row.trial_at, ">i8") + _POSTGRES_EPOCH_US) / 1e6,
         trial_hits=np.asarray(row.hit or [], dtype=bool),
         unmatched=int(row.unmatched),
-        ids=np.frombuffer(row.ids or b"", dtype=">i8").astype(np.int64) if source.ids else None,
+        ids=keys >> 1,
     )

@@ -43,17 +43,17 @@ _COUNT = text(
 # (the replay's events) with the same scored_at: only their propensities and top 3 differ, so both sides get
 # the same labels and the figures compare the versions on the same customers.
 _REPLAYED_ROWS = """
-    SELECT '0' AS tbl, p.id, p.scored_at, {side}.propensity
+    SELECT 0 AS tbl, p.id, p.scored_at, {side}.propensity
     FROM predictions_replay r JOIN predictions p USING (event_id)
     WHERE r.replay_id = :replay_id AND p.scored_at >= :since AND p.scored_at < :until"""
 SERVED = Source(LOGGED, _REPLAYED_ROWS.format(side="p"))
 """The served predictions a replay re-scored."""
 REPLAYED = Source(
     """
-    SELECT '0' AS tbl, p.id, p.customer_id, p.scored_at,
+    SELECT 0 AS tbl, p.id, p.customer_id, p.scored_at,
            coalesce(r.recommendations, p.recommendations) AS recommendations
     FROM predictions p LEFT JOIN predictions_replay r ON r.replay_id = :replay_id AND r.event_id = p.event_id
-    WHERE p.scored_at >= {low} AND p.scored_at < {high} AND p.features IS NOT NULL""",
+    WHERE p.scored_at >= :low AND p.scored_at < :high AND p.features IS NOT NULL""",
     _REPLAYED_ROWS.format(side="r"),
 )
 """The same rows with the replay's outputs in place of the served ones."""

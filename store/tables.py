@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -276,6 +277,30 @@ class Replay(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_replays_version_finished", "model_version", "finished_at"),)
+
+
+class PredictionChunk(Base):
+    """The outcome join's pre-aggregate: one table's, version's and UTC day's window columns, packed
+    (store/prediction_chunks.py)."""
+
+    __tablename__ = "prediction_chunks"
+
+    tbl: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    model_version: Mapped[str] = mapped_column(IDENTIFIER, primary_key=True)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    keys: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    propensity: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    scored: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class PredictionChunkWatermark(Base):
+    """Per table, the id up to which every prediction is in its chunk."""
+
+    __tablename__ = "prediction_chunk_watermarks"
+
+    tbl: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class ReplayPrediction(ScoredColumns, Base):

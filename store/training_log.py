@@ -21,7 +21,7 @@ WHERE scored_at >= :since AND scored_at < :until AND features IS NOT NULL
 ORDER BY customer_id, scored_at DESC, id DESC
 """
 _LATEST_LOGGED = text(_LATEST)
-LATEST = Source(LOGGED, f"SELECT '0' AS tbl, id, scored_at, propensity FROM ({_LATEST}) latest", ids=True)
+LATEST = Source(LOGGED, f"SELECT 0 AS tbl, id, scored_at, propensity FROM ({_LATEST}) latest")
 """The training rows as an outcome-join window (candidates: every logged served prediction)."""
 
 
