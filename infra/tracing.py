@@ -8,9 +8,9 @@ with a link to each distinct sampled context of its records, and per distinct sa
 `process` span in the record's own trace (child of the producer's span, linked to the batch span), whose
 context the outputs of those records carry on. The output of an unsampled record carries no traceparent: its
 context leads nowhere in a trace viewer, and a ParentBased sampler downstream would not sample it either, so
-passing it on would only carry ~70 bytes per record through one more Kafka hop, the producer's encoding and the
-sink's decoding (at 1 % sampling, 99 % of predictions; docs/operations.md, "Tracing", measures it). A record
-without a usable traceparent gets the batch span's context when the batch is recorded.
+passing it on would only carry ~70 bytes a record through one more Kafka hop, the producer's encoding and
+the sink's decoding (at 1 % sampling, 99 % of predictions; docs/operations.md, "Tracing", measures it). A
+record without a usable traceparent gets the batch span's context when the batch is recorded.
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def exporter_from_env(service: str) -> SpanExporter:
         # Open for the process's life: the exporter writes each exported span to it.
         target = path.format(service=service, pid=os.getpid()) if path else None
         out = open(target, "a", encoding="utf-8") if target else sys.stdout  # noqa: SIM115
-        return ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
+        from infra.span_json import span_line
+
+        return ConsoleSpanExporter(out=out, formatter=span_line)
     if name != "otlp":
         raise ValueError(f"OTEL_TRACES_EXPORTER={name!r} is not supported here: use otlp, console or none")
     protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")

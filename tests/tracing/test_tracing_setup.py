@@ -21,6 +21,7 @@ from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from infra import tracing
 from infra.logging import JsonFormatter
+from infra.span_json import span_line
 from streamscore.embedded import free_port
 
 
@@ -179,3 +180,23 @@ def test_a_batch_not_recorded_passes_sampled_contexts_on_as_they_came() -> None:
     batch.end()
     assert not batch.recording and not exporter.get_finished_spans()
     assert batch.output_headers == {id(records[0]): [("traceparent", sampled)]}
+
+
+def test_a_span_line_holds_what_the_sdk_s_to_json_writes() -> None:
+    exporter = InMemorySpanExporter()
+    tracer = tracing.setup("line-test", exporter)
+    assert tracer is not None
+    try:
+        sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        batch = tracing.BatchTrace(tracer, "line-test", [SimpleNamespace(headers=[("traceparent", sampled)])])
+        with batch.stage("decode"):
+            pass
+        batch.end(ValueError("bad batch"))
+    finally:
+        tracing.forget("line-test")
+    spans = exporter.get_finished_spans()
+    assert {s.name for s in spans} == {"line-test batch", "line-test process", "decode"}
+    for span in spans:
+        line = span_line(span)
+        assert line.endswith("\n") and "\n" not in line[:-1]
+        assert json.loads(line) == json.loads(span.to_json(indent=None))
