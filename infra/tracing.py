@@ -152,14 +152,6 @@ def outgoing_headers() -> Headers | None:
     return [(TRACEPARENT, traceparent(context))] if context.is_valid else None
 
 
-def record_traceparent(record: Any) -> bytes | None:
-    """The traceparent header of a consumed record, if any."""
-    for name, value in getattr(record, "headers", None) or ():
-        if name == TRACEPARENT:
-            return value
-    return None
-
-
 _ODD_HEX = frozenset(b"13579bdfBDF")
 
 
