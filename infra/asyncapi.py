@@ -38,7 +38,8 @@ TRACE_HEADERS: dict[str, Any] = {
     "properties": {"traceparent": {
         "type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
         "description": "Optional W3C trace context of the event the record belongs to; present only while "
-                       "StreamScore runs with tracing on (docs/operations.md, Tracing).",
+                       "StreamScore runs with tracing on, and on predictions only for sampled traces "
+                       "(docs/operations.md, Tracing).",
     }},
 }
 PRODUCERS: tuple[tuple[str, str, str], ...] = (

@@ -6,8 +6,11 @@ OTEL_SDK_DISABLED is not true. While off, `setup` returns None, no SDK is import
 `None`. Micro-batches are traced the way the messaging conventions describe batch receiving: a root batch span
 with a link to each distinct sampled context of its records, and per distinct sampled context a short
 `process` span in the record's own trace (child of the producer's span, linked to the batch span), whose
-context the outputs of those records carry on. An unsampled record's traceparent is passed on unchanged, so
-the trace id survives every hop without any span being made for it (docs/operations.md, "Tracing").
+context the outputs of those records carry on. The output of an unsampled record carries no traceparent: its
+context leads nowhere in a trace viewer, and a ParentBased sampler downstream would not sample it either, so
+passing it on would only carry ~70 bytes a record through one more Kafka hop, the producer's encoding and
+the sink's decoding (at 1 % sampling, 99 % of predictions; docs/operations.md, "Tracing", measures it). A
+record without a usable traceparent gets the batch span's context when the batch is recorded.
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ def exporter_from_env(service: str) -> SpanExporter:
         # Open for the process's life: the exporter writes each exported span to it.
         target = path.format(service=service, pid=os.getpid()) if path else None
         out = open(target, "a", encoding="utf-8") if target else sys.stdout  # noqa: SIM115
-        return ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
+        from infra.span_json import span_line
+
+        return ConsoleSpanExporter(out=out, formatter=span_line)
     if name != "otlp":
         raise ValueError(f"OTEL_TRACES_EXPORTER={name!r} is not supported here: use otlp, console or none")
     protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -147,14 +152,6 @@ def outgoing_headers() -> Headers | None:
     return [(TRACEPARENT, traceparent(context))] if context.is_valid else None
 
 
-def record_traceparent(record: Any) -> bytes | None:
-    """The traceparent header of a consumed record, if any."""
-    for name, value in getattr(record, "headers", None) or ():
-        if name == TRACEPARENT:
-            return value
-    return None
-
-
 _ODD_HEX = frozenset(b"13579bdfBDF")
 
 
@@ -180,23 +177,28 @@ class BatchTrace:
     def __init__(self, tracer: Tracer, service: str, records: Sequence[Any]) -> None:
         self._tracer = tracer
         self._started = time.time_ns()
-        # By record identity: the scorer asks for each output's headers by the record it came from. One
-        # inlined pass (~0.5 µs a record): it runs for every record of every batch while tracing is on.
-        self._raw: dict[int, bytes | None] = {}
-        raw = self._raw
+        # One inlined pass over the batch (it runs for every record while tracing is on) that keeps, by
+        # record identity, only what an output needs: the sampled traceparents and the records without a
+        # usable one. An unsampled record, the common case at 1 %, leaves nothing behind (module doc).
+        sampled: dict[int, bytes] = {}
+        bare: list[int] = []
         counts: dict[bytes, int] = {}
         for record in records:
-            value = None
             for name, found in getattr(record, "headers", None) or ():
                 if name == TRACEPARENT:
-                    value = found
-                    if len(found) == TRACEPARENT_LENGTH and found[-1] in _ODD_HEX:  # is_sampled(), inlined
+                    if len(found) != TRACEPARENT_LENGTH:  # malformed: as if absent
+                        bare.append(id(record))
+                    elif found[-1] in _ODD_HEX:  # is_sampled(), inlined
+                        sampled[id(record)] = found
                         counts[found] = counts.get(found, 0) + 1
                     break
-            raw[id(record)] = value
+            else:
+                bare.append(id(record))
         parents = {value: context for value in counts if (context := parse_traceparent(value)) is not None}
-        self._trace_ids = {value: f"{context.trace_id:032x}" for value, context in parents.items()}
-        self.any_sampled = bool(self._trace_ids)
+        trace_ids = {value: f"{context.trace_id:032x}" for value, context in parents.items()}
+        self.trace_ids = {key: trace_ids[value] for key, value in sampled.items() if value in trace_ids}
+        """The trace id (32 hex) of each record with a sampled, valid traceparent, by id(record)."""
+        self.any_sampled = bool(parents)
         """Some record of the batch carries a sampled, valid traceparent."""
         links = [Link(context, {"streamscore.records": counts[value]}) for value, context in parents.items()]
         self.span = tracer.start_span(
@@ -209,8 +211,8 @@ class BatchTrace:
         # Only a recorded trace id goes into the logs: an unsampled one leads nowhere in the trace viewer.
         self.trace_id = f"{self.span.get_span_context().trace_id:032x}" if self.recording else None
         self._own = [(TRACEPARENT, traceparent(self.span.get_span_context()))] if self.recording else None
-        self._outgoing: dict[bytes, Headers] = {}
         self._process: list[Span] = []
+        outgoing: dict[bytes, Headers] = {}
         if self.recording:
             batch_link = [Link(self.span.get_span_context())]
             for value, context in parents.items():
@@ -220,25 +222,39 @@ class BatchTrace:
                     attributes={"streamscore.records": counts[value]},
                 )
                 self._process.append(process)
-                self._outgoing[value] = [(TRACEPARENT, traceparent(process.get_span_context()))]
+                outgoing[value] = [(TRACEPARENT, traceparent(process.get_span_context()))]
+        self._sampled, self._bare, self._outgoing = sampled, bare, outgoing
+        self._headers: dict[int, Headers] | None = None
         self._ended = False
 
+    @property
+    def output_headers(self) -> dict[int, Headers]:
+        """The headers of each consumed record's output, by id(record); a record absent here has an output
+        without any (its context was unsampled, or the batch is not recorded and it had none).
+
+        A sampled record's output carries its process span's context (or, in a batch not recorded, its own
+        traceparent); one without a usable traceparent, the batch span's. Built on first use: only the
+        scorer publishes outputs of its records.
+        """
+        if self._headers is None:
+            own, outgoing = self._own, self._outgoing
+            chosen: dict[int, Headers] = {} if own is None else dict.fromkeys(self._bare, own)
+            for key, value in self._sampled.items():
+                headers = outgoing.get(value)
+                if headers is None and key in self.trace_ids:  # valid, in a batch not recorded: as it came
+                    headers = [(TRACEPARENT, value)]  # a list: aiokafka's C record batch takes no tuple
+                if (headers := headers or own) is not None:
+                    chosen[key] = headers
+            self._headers = chosen
+        return self._headers
+
     def headers_for(self, record: Any) -> Headers | None:
-        """Headers for the output of a consumed record: its own trace carried on (see the module doc)."""
-        value = self._raw.get(id(record)) or record_traceparent(record)
-        if value is None:
-            return self._own
-        headers = self._outgoing.get(value)
-        if headers is not None:  # a sampled context: its process span's
-            return headers
-        if len(value) != TRACEPARENT_LENGTH:  # malformed: not passed on
-            return self._own
-        return [(TRACEPARENT, value)]  # unsampled: passed on as it came (a list: aiokafka's C batch needs it)
+        """Headers for the output of a consumed record (see `output_headers`)."""
+        return self.output_headers.get(id(record))
 
     def trace_id_of(self, record: Any) -> str | None:
         """The trace id (32 hex) of a consumed record's sampled, valid traceparent; None otherwise."""
-        value = self._raw.get(id(record))
-        return None if value is None else self._trace_ids.get(value)
+        return self.trace_ids.get(id(record))
 
     @contextlib.contextmanager
     def logged(self) -> Iterator[None]:

@@ -149,15 +149,15 @@ async def publish_scored(
 ) -> Finish:
     """Queue every prediction and dead letter now, in record order; returns what waits for their acks.
 
-    With a traced `batch`, each prediction carries the context of the record it came from on.
+    With a traced `batch`, a prediction of a sampled trace carries it on (infra/tracing.py: unsampled, none).
     """
     outgoing = [
         Outgoing(runtime.predictions_topic, key, value, origin)
         for (key, value), origin in zip(scored.predictions, origins, strict=True)
     ]
-    if batch is not None:
+    if batch is not None and (chosen := batch.output_headers):  # only records of sampled traces, mostly
         for message in outgoing:
-            message.headers = batch.headers_for(message.origin)
+            message.headers = chosen.get(id(message.origin))
     outgoing += [letter_message(runtime, key, letter) for key, letter in scored.dead_letters]
     if runtime.route is not None:
         return await publish_routed(runtime, runtime.route, scored, outgoing)

@@ -152,9 +152,9 @@ Item = PredictionItem | KeyedLetter
 def with_trace_ids(batch: BatchTrace, items: list[PredictionItem]) -> list[PredictionItem]:
     """Each row with the trace id of its record's sampled traceparent (the dashboard links it); only while
     the sink traces, so an untraced sink does no work per row for it."""
-    if not batch.any_sampled:
+    if not (trace_ids := batch.trace_ids):
         return items
-    return [(record, row._replace(trace_id=trace_id)) if (trace_id := batch.trace_id_of(record)) else
+    return [(record, row._replace(trace_id=trace_id)) if (trace_id := trace_ids.get(id(record))) else
             (record, row) for record, row in items]
 
 

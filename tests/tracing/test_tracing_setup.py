@@ -13,11 +13,15 @@ import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from infra import tracing
 from infra.logging import JsonFormatter
+from infra.span_json import span_line
 from streamscore.embedded import free_port
 
 
@@ -136,21 +140,63 @@ def test_log_lines_of_a_batch_carry_its_trace_id() -> None:
     assert batch.headers_for(record) != [("traceparent", sampled)]  # its process span's context
 
 
-def test_outputs_of_unsampled_records_carry_their_traceparent_into_a_record_batch() -> None:
+def test_only_outputs_of_sampled_traces_carry_a_traceparent_into_a_record_batch() -> None:
     exporter = InMemorySpanExporter()
     tracer = tracing.setup("forward-test", exporter)
     assert tracer is not None
     try:
         unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
-        records = [SimpleNamespace(headers=(("traceparent", unsampled),)), SimpleNamespace(headers=())]
+        sampled = b"00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        records = [SimpleNamespace(headers=(("traceparent", unsampled),)), SimpleNamespace(headers=()),
+                   SimpleNamespace(headers=[("other", b"x"), ("traceparent", b"00-too-short-01")]),
+                   SimpleNamespace(headers=(("traceparent", sampled),))]
         batch = tracing.BatchTrace(tracer, "forward-test", records)
-        forwarded, bare = batch.headers_for(records[0]), batch.headers_for(records[1])
+        dropped, bare, malformed, carried = (batch.headers_for(record) for record in records)
         batch.end()
     finally:
         tracing.forget("forward-test")
-    assert forwarded == [("traceparent", unsampled)]
-    (batch_span,) = exporter.get_finished_spans()  # sampled by the root sampler (always_on): the batch
-    assert batch_span.context is not None and not batch_span.links
-    assert bare == [("traceparent", tracing.traceparent(batch_span.context))]  # no context of its own
+    assert dropped is None  # an unsampled context leads nowhere in a viewer: not passed on
+    (batch_span,) = [s for s in exporter.get_finished_spans() if s.name == "forward-test batch"]
+    (process,) = [s for s in exporter.get_finished_spans() if s.name == "forward-test process"]
+    assert batch_span.context is not None and process.context is not None
+    assert [link.context.trace_id for link in batch_span.links] == [0x5BF92F3577B34DA6A3CE929D0E0E4736]
+    own = [("traceparent", tracing.traceparent(batch_span.context))]
+    assert bare == malformed == own  # no usable context of their own: the batch span's
+    assert carried == [("traceparent", tracing.traceparent(process.context))]
+    assert process.context.trace_id == 0x5BF92F3577B34DA6A3CE929D0E0E4736
+    assert batch.trace_id_of(records[3]) == "5bf92f3577b34da6a3ce929d0e0e4736"
+    assert [batch.trace_id_of(record) for record in records[:3]] == [None, None, None]
     builder = DefaultRecordBatchBuilder(2, 0, -1, -1, -1, False, 1 << 20)  # what the scorer's sender fills
-    assert builder.append(0, timestamp=None, key=b"k", value=b"v", headers=forwarded) is not None
+    assert builder.append(0, timestamp=None, key=b"k", value=b"v", headers=carried) is not None
+
+
+def test_a_batch_not_recorded_passes_sampled_contexts_on_as_they_came() -> None:
+    exporter = InMemorySpanExporter()
+    provider = SdkTracerProvider(sampler=ALWAYS_OFF)  # a sampler that records no batch, links or not
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    records = [SimpleNamespace(headers=(("traceparent", sampled),)), SimpleNamespace(headers=())]
+    batch = tracing.BatchTrace(provider.get_tracer("t"), "quiet", records)
+    batch.end()
+    assert not batch.recording and not exporter.get_finished_spans()
+    assert batch.output_headers == {id(records[0]): [("traceparent", sampled)]}
+
+
+def test_a_span_line_holds_what_the_sdk_s_to_json_writes() -> None:
+    exporter = InMemorySpanExporter()
+    tracer = tracing.setup("line-test", exporter)
+    assert tracer is not None
+    try:
+        sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        batch = tracing.BatchTrace(tracer, "line-test", [SimpleNamespace(headers=[("traceparent", sampled)])])
+        with batch.stage("decode"):
+            pass
+        batch.end(ValueError("bad batch"))
+    finally:
+        tracing.forget("line-test")
+    spans = exporter.get_finished_spans()
+    assert {s.name for s in spans} == {"line-test batch", "line-test process", "decode"}
+    for span in spans:
+        line = span_line(span)
+        assert line.endswith("\n") and "\n" not in line[:-1]
+        assert json.loads(line) == json.loads(span.to_json(indent=None))
