@@ -49,7 +49,17 @@ def _proba(model: Any) -> ScoreFn:
 
 
 def fit(name: str, x: np.ndarray, hidden: np.ndarray, seed: int, fitted: dict[str, ScoreFn]) -> ScoreFn:
-    """One ranker on the training pairs; returns its (n, 22) score function (an ensemble reuses `fitted`)."""
+    """One ranker on the training pairs; returns its (n, 22) score function (an ensemble reuses `fitted`).
+
+    scikit-learn's BLAS runs on one thread: on shared cores more threads made the fits 5-10x slower.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _fit(name, x, hidden, seed, fitted)
+
+
+def _fit(name: str, x: np.ndarray, hidden: np.ndarray, seed: int, fitted: dict[str, ScoreFn]) -> ScoreFn:
     from models import boosting
 
     if name == "xgboost_multiclass":  # the report's baseline, same settings
