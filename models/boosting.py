@@ -197,14 +197,9 @@ class TreeTable:
             depth = max(depth, _depth(lefts, rights))
         base = float(str(learner["learner_model_param"]["base_score"]).strip("[]"))
         return cls(
-            np.array(roots, dtype=np.int64),
-            np.array(feature, dtype=np.int64),
-            np.array(threshold, dtype=np.float32),
-            np.array(left, dtype=np.int64),
-            np.array(right, dtype=np.int64),
-            np.array(leaf, dtype=np.float32),
-            depth,
-            np.float32(base),
+            np.array(roots, dtype=np.int64), np.array(feature, dtype=np.int64),
+            np.array(threshold, dtype=np.float32), np.array(left, dtype=np.int64),
+            np.array(right, dtype=np.int64), np.array(leaf, dtype=np.float32), depth, np.float32(base),
         )
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -21,14 +21,13 @@ Trees = dict[str, dict[str, Any]]
 SERVED_TREES: Trees = {"": {}}  # the procedure's one tree setting: boosting.VALUE_PARAMS
 GRIDS: dict[str, tuple[tuple[str, ...], Trees, tuple[int, ...]]] = {  # targets, tree settings, rounds
     "served": (boosting.VALUE_TARGETS, SERVED_TREES, ROUNDS),
-    # measured, not adopted (docs/models.md, Value segment): it does not raise the nested Spearman
+    # measured, not adopted (docs/models.md, "a wider grid"): it does not raise the nested Spearman
     "wide": (
         ("rank",),
         {f"d{d}mcw{m}": {"max_depth": d, "min_child_weight": m} for d in (2, 3, 4, 5) for m in (5, 1)},
         (200, 400, 600, 1000),
     ),
 }
-RULES = ("one_se", "best")
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ def select_and_fit(
         "best": best,
         "se": round(se, 5),
         "inner_spearman": {n: round(float(np.mean(v)), 5) for n, v in scores.items()},
-        "rule": "one-standard-error rule on inner grouped 5-fold Spearman, toward fewer rounds"
+        "rule": "one-standard-error rule on inner grouped 5-fold Spearman, toward fewer rounds x 2^depth"
         if rule == "one_se"
         else "best mean inner grouped 5-fold Spearman",
     }
