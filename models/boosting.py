@@ -106,13 +106,15 @@ def fit_value(
     rounds: int = VALUE_ROUNDS,
     target: str = "rank",
     threads: int = 1,
+    trees: dict[str, Any] | None = None,
 ) -> xgb.Booster:
     """Train the annual-premium regressor on columns 1-43 and 65-86 (the score is a rank of its output).
 
-    One thread by default: on shared cores 2 XGBoost threads made the many small CV fits several times slower.
+    `trees` overrides VALUE_PARAMS (e.g. max_depth). One thread by default: on shared cores 2 XGBoost threads
+    made the many small CV fits several times slower.
     """
     matrix = xgb.DMatrix(x[:, list(VALUE_COLUMNS)].astype(np.float32), label=value_target(premium, target))
-    params = {**VALUE_PARAMS, "seed": seed, "nthread": threads}
+    params = {**VALUE_PARAMS, **(trees or {}), "seed": seed, "nthread": threads}
     return xgb.train(params, matrix, num_boost_round=rounds)
 
 

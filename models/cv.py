@@ -221,8 +221,18 @@ SCALING = (
 )
 
 
-def other_model(model: str, data: str | None, folds: int, repeats: int, seed: int, out: str | None) -> None:
-    """The value model's or the recommender's nested estimate on the same outer folds, printed as JSON."""
+def other_model(
+    model: str,
+    data: str | None,
+    folds: int,
+    repeats: int,
+    seed: int,
+    out: str | None,
+    value_grid: str = "served",
+    value_rule: str = "one_se",
+) -> None:
+    """The value model's, the recommender's (or its supervised baselines') nested estimate on the same outer
+    folds, printed as JSON."""
     import json
 
     from models import data as D
@@ -233,14 +243,17 @@ def other_model(model: str, data: str | None, folds: int, repeats: int, seed: in
         from models import value_cv
 
         premium = D.annual_premium(matrix, D.band_midpoints(path.with_name("lookups.json")))
-        rows = value_cv.outer_cv(matrix, premium, folds, repeats, seed, progress=print)
+        rows = value_cv.outer_cv(matrix, premium, folds, repeats, seed, print, value_grid, value_rule)
         summary = value_cv.summarise(rows, folds)
     else:
-        from models import recommender_cv
+        from models import recommender_baselines, recommender_cv
         from models.train import configure_runtime
 
         configure_runtime()
-        rows = recommender_cv.outer_cv(matrix, folds, repeats, seed, progress=print)
+        if model == "recommender":
+            rows = recommender_cv.outer_cv(matrix, folds, repeats, seed, progress=print)
+        else:
+            rows = recommender_baselines.outer_cv(matrix, folds, repeats, seed, progress=print)
         summary = recommender_cv.summarise(rows, folds)
     if out:
         with open(out, "w", encoding="utf-8") as handle:
@@ -249,8 +262,9 @@ def other_model(model: str, data: str | None, folds: int, repeats: int, seed: in
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: python -m models.cv [--model propensity|value|recommender] [--data CSV] [--repeats 2] [--folds 5]
-    [--only a,b] [--legacy lr_small8] [--json F]."""
+    """CLI: python -m models.cv [--model propensity|value|recommender|recommender_baselines] [--data CSV]
+    [--repeats 2] [--folds 5] [--only a,b] [--legacy lr_small8] [--json F] [--value-grid served|wide]
+    [--value-rule one_se|best]."""
     import argparse
     import json
 
@@ -265,10 +279,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--legacy", default="lr_small8", help="comma-separated legacy procedures, or ''")
     parser.add_argument("--json", default=None, help="write per-fold results here")
     parser.add_argument("--merge", nargs="+", default=None, help="only print the table of these --json files")
-    parser.add_argument("--model", choices=("propensity", "value", "recommender"), default="propensity")
+    models = ("propensity", "value", "recommender", "recommender_baselines")
+    parser.add_argument("--model", choices=models, default="propensity")
+    parser.add_argument(
+        "--value-grid", choices=("served", "wide"), default="served", help="value: inner grid"
+    )
+    parser.add_argument(
+        "--value-rule", choices=("one_se", "best"), default="one_se", help="value: inner choice"
+    )
     args = parser.parse_args(argv)
     if args.model != "propensity":
-        other_model(args.model, args.data, args.folds, args.repeats, args.seed, args.json)
+        other_model(
+            args.model,
+            args.data,
+            args.folds,
+            args.repeats,
+            args.seed,
+            args.json,
+            args.value_grid,
+            args.value_rule,
+        )
         return
     if args.merge:
         results: dict[str, list[FoldResult]] = {}

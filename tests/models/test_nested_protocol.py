@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models import candidates as K
-from models import cv, dqn, gate, recommender_cv, value_cv
+from models import cv, dqn, gate, recommender_baselines, recommender_cv, value_cv
 from models import data as D
 from models.folds import outer_splits, twin_groups
 
@@ -90,6 +90,18 @@ def test_recommender_is_trained_and_ranked_on_outer_training_rows_only(
         assert row["all_pairs.dqn.pairs"] == int(D.owned(sample[test]).sum())  # scored on the test fold
     summary = recommender_cv.summarise(rows, 3)
     assert 0.0 <= summary["one_random.dqn.hr3"]["mean"] <= 1.0 and summary["outer_folds"] == 3
+
+
+def test_supervised_rankers_are_fitted_on_outer_training_rows_only(
+    sample: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[np.ndarray] = []
+    spy(monkeypatch, recommender_baselines, "training_pairs", seen)
+    rows = recommender_baselines.outer_cv(sample, folds=3, repeats=1, seed=0, models=("logistic",))
+    assert_fitted_on_training_rows_only(sample, seen, per_fold=1)
+    summary = recommender_cv.summarise(rows, 3)
+    ranker, popular = summary["all_pairs.logistic.hr3"]["mean"], summary["all_pairs.popularity.hr3"]["mean"]
+    assert ranker > popular  # a fitted ranker, scored like the DQN, beats the popularity baseline
 
 
 def test_a_leaked_incumbent_is_compared_through_its_procedure_re_choosing_in_the_folds(
