@@ -80,16 +80,18 @@ _LIVE_CANDIDATES = _union(_SCORED, extra="recommendations", low=":low", high=":h
                           live=" AND id > :links_p{tag}")
 
 
-def _links(source: Source) -> str:
-    """Every linked pair of a relevant outcome and a candidate: for a chunked source, the packed pairs inside
-    the link watermarks, outcomes above the outcome watermark with every candidate (an index probe each
-    when few), and outcomes up to it with candidates above their table's (an index probe each on
-    ix_outcomes_customer_product); store/outcome_links.py."""
-    everything = f"{_LINK} FROM outcomes o JOIN ({source.candidates}) c ON {LINKED} WHERE {_RELEVANT}"
-    if not source.chunked:
-        return everything
-    return (f"{PACKED}\n    UNION ALL{everything} AND o.id > :links_o\n    UNION ALL{_LINK} "
-            f"FROM ({_LIVE_CANDIDATES}) c JOIN outcomes o ON {LINKED} WHERE {_RELEVANT} AND o.id <= :links_o")
+def _links(source: Source, packed: bool) -> str:
+    """Every linked pair of a relevant outcome and a candidate: all by one join, or (packed) the packed pairs
+    inside the link watermarks, outcomes above the outcome watermark with every candidate (an index probe
+    each on the predictions' (customer_id, scored_at); OFFSET 0 keeps the planner from flattening it into a
+    hash join that scans them all), and outcomes up to it with candidates above their table's watermark
+    (few: probes or a hash); store/outcome_links.py."""
+    if not packed:
+        return f"{_LINK} FROM outcomes o JOIN ({source.candidates}) c ON {LINKED} WHERE {_RELEVANT}"
+    return (f"{PACKED}\n    UNION ALL{_LINK} FROM outcomes o CROSS JOIN LATERAL (SELECT * FROM "
+            f"({source.candidates}) c WHERE {LINKED} OFFSET 0) c WHERE {_RELEVANT} AND o.id > :links_o"
+            f"\n    UNION ALL{_LINK} FROM ({_LIVE_CANDIDATES}) c JOIN outcomes o ON {LINKED} "
+            f"WHERE {_RELEVANT} AND o.id <= :links_o")
 
 
 # Set-based, no per-row subquery: the links come packed or by a join (a hash join of the outcomes against
@@ -104,10 +106,10 @@ def _links(source: Source) -> str:
 # window take part, so attribution is the same as over all time (one scored before `since` can take an
 # outcome, which is then neither unmatched nor the window's). Every timestamp bound arrives computed.
 @functools.cache
-def _join(source: Source) -> TextClause:
+def _join(source: Source, packed: bool = False) -> TextClause:
     return text(f"""
 WITH links AS MATERIALIZED (  -- every (outcome, prediction scored in the horizon before it) pair
-{_links(source)}
+{_links(source, packed)}
 ),
 attributed AS MATERIALIZED (  -- each linked outcome's latest prediction
     SELECT DISTINCT ON (oid) oid, occurred_at, product_id, tbl, id, scored_at, hit FROM links
@@ -196,12 +198,15 @@ async def join_source(
     await session.execute(text("SET LOCAL enable_mergejoin = off"))
     await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     packed = Packed(np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64))
+    linked = False  # without packed links (a horizon never refreshed): every link by one hash join
     if source.chunked:
         marks = await watermarks(session)  # first: the join reads every id above them live
         packed = await read_chunks(session, str(params["version"]), since, until, marks)
         links = await link_watermarks(session, horizon)
+        linked = any(links[mark] for mark in ("links_o", "links_p0", "links_p1"))
         params = {**params, **links, "after0": marks.get(0, 0), "after1": marks.get(1, 0)}
-    row = (await session.execute(_join(source), join_parameters(since, until, horizon, **params))).one()
+    statement = _join(source, linked)
+    row = (await session.execute(statement, join_parameters(since, until, horizon, **params))).one()
     keys = np.concatenate((packed.keys, _array(row.window_key, ">i8")))
     scored_us = np.concatenate((packed.scored_us, _array(row.window_at, ">i8") + _POSTGRES_EPOCH_US))
     closed = scored_us < unix_us(as_of - horizon)  # scored_at + H < as_of
