@@ -36,7 +36,7 @@ from infra.settings import DatabaseSettings
 from ingest_api.console.quality import figures
 from migrations.runner import upgrade_head
 from schemas.features import PRODUCT_IDS
-from store.outcome_join import VERSION, _join, join_outcomes, join_parameters
+from store.outcome_join import VERSION, Source, _join, join_outcomes, join_parameters, join_source
 from store.outcome_links import PACKED, link_watermarks, refresh_links
 from store.outcomes import OutcomeRow, store_outcomes
 from store.prediction_chunks import REFRESH_MIN_ROWS, read_chunks, refresh_chunks, watermarks
@@ -89,6 +89,27 @@ async def sink_costs(sessions: object, rows: int, batches: int) -> tuple[float, 
     return results[0], results[1]
 
 
+def largest_difference(a: Any, b: Any) -> float:
+    """The largest absolute difference between two performance documents (inf when their shapes differ)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return max((largest_difference(a[k], b.get(k)) for k in a), default=0.0) if a.keys() == b.keys() \
+            else float("inf")
+    if isinstance(a, list) and isinstance(b, list):
+        return max(map(largest_difference, a, b), default=0.0) if len(a) == len(b) else float("inf")
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return abs(float(a) - float(b))
+    return 0.0 if a == b else float("inf")
+
+
+async def full_statement(sessions: Any) -> dict[str, Any]:
+    """The performance document by the full statement: every prediction and every link read live."""
+    async with sessions() as session, session.begin():
+        joined = await join_source(session, Source(VERSION.candidates, VERSION.window),
+                                   NOW - timedelta(days=365), NOW, HORIZON, NOW, version="v-bench", after0=0,
+                                   after1=0)
+    return figures(joined)
+
+
 async def question(sessions: Any, repeat: int, title: str) -> None:
     """Time the performance question `repeat` times and print its medians and step breakdown."""
     since, until = NOW - timedelta(days=365), NOW
@@ -126,7 +147,8 @@ async def question(sessions: Any, repeat: int, title: str) -> None:
           f"metric math {statistics.median(math):.0f} ms), best {min(total):.0f} ms over {repeat} runs; "
           f"{document['predictions']:,} predictions, {document['labelled']:,} labelled, "
           f"{document['pending']:,} pending, {document['unmatched']:,} unmatched outcomes; CPU (Postgres "
-          f"backend + client) median {statistics.median(cpu):.0f} ms")
+          f"backend + client) median {statistics.median(cpu):.0f} ms; largest difference from the full "
+          f"statement {largest_difference(document, await full_statement(sessions)):.3g}")
 
 
 async def vacuum(engine: Any) -> None:
@@ -199,6 +221,10 @@ async def main() -> None:
             await explain(sessions)
         await question(sessions, args.repeat,
                        f"with {REFRESH_MIN_ROWS - 1:,} predictions and as many outcomes beyond the packs")
+        started = time.perf_counter()
+        await refresh_links(sessions, HORIZON)
+        print(f"a later link refresh (those {REFRESH_MIN_ROWS - 1:,} outcomes and predictions): "
+              f"{time.perf_counter() - started:.2f} s")
         outcome_us, prediction_us = await sink_costs(sessions, args.rows, 4)
         print(f"sink store, {args.rows} rows a batch: outcomes {outcome_us:.1f} µs/row, "
               f"predictions {prediction_us:.1f} µs/row")
