@@ -222,8 +222,8 @@ async def main() -> None:
         await question(sessions, args.repeat,
                        f"with {REFRESH_MIN_ROWS - 1:,} predictions and as many outcomes beyond the packs")
         started = time.perf_counter()
-        await refresh_links(sessions, HORIZON)
-        print(f"a later link refresh (those {REFRESH_MIN_ROWS - 1:,} outcomes and predictions): "
+        moved = await refresh_links(sessions, HORIZON, min_rows=1)
+        print(f"a later link refresh ({moved:,} outcome and prediction ids beyond the watermarks): "
               f"{time.perf_counter() - started:.2f} s")
         outcome_us, prediction_us = await sink_costs(sessions, args.rows, 4)
         print(f"sink store, {args.rows} rows a batch: outcomes {outcome_us:.1f} µs/row, "
