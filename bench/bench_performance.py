@@ -150,8 +150,8 @@ async def question(sessions: Any, repeat: int, title: str) -> None:
           f"backend + client) median {statistics.median(cpu):.0f} ms")
     started = time.perf_counter()
     full = await full_statement(sessions)
-    print(f"  the full statement instead (nothing packed read): {time.perf_counter() - started:.2f} s; largest "
-          f"difference from it {largest_difference(document, full):.3g}")
+    print(f"  the full statement instead (nothing packed read): {time.perf_counter() - started:.2f} s; "
+          f"largest difference from it {largest_difference(document, full):.3g}")
 
 
 async def vacuum(engine: Any) -> None:
