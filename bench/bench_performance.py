@@ -5,12 +5,14 @@ sink's cost per outcome against its cost per prediction.
 
 Creates a scratch database (STREAMSCORE_BENCH_ADMIN_URL), migrates it, fills `predictions` (4 per customer
 over 200 days, 3 random products each) and `outcomes` (30 % caravan, a tenth of customers unknown) with
-server-side generate_series, ANALYZEs, packs the prediction chunks once (store/prediction_chunks.py, timed),
-then times GET /api/v1/models/performance's work for the whole window (after VACUUM ANALYZE, as autovacuum
-would): the packed rows read, the join in one statement, then the metric math. Prints their milliseconds
-(median of `--repeat`), the CPU of the Postgres backend and this process (parallel workers off, so the
-backend's CPU is all of Postgres's), the same with `REFRESH_MIN_ROWS - 1` predictions stored after the pack
-(read live), and the sink's µs per row storing outcomes and predictions in batches of `--rows`.
+server-side generate_series, ANALYZEs, packs the prediction chunks and the 90-day horizon's outcome links once
+(store/prediction_chunks.py, store/outcome_links.py, timed), then times GET /api/v1/models/performance's work
+for the whole window (after VACUUM ANALYZE, as autovacuum would): the packed rows read, the join in one
+statement (which reads the packed links: their read alone is timed apart), then the metric math. Prints
+their milliseconds (median of `--repeat`), the CPU of the Postgres backend and this process (parallel workers
+off, so the backend's CPU is all of Postgres's), the same with `REFRESH_MIN_ROWS - 1` predictions and as many
+outcomes stored after the packs (linked live), and the sink's µs per row storing outcomes and predictions in
+batches of `--rows`.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from infra.settings import DatabaseSettings
 from ingest_api.console.quality import figures
 from migrations.runner import upgrade_head
 from schemas.features import PRODUCT_IDS
-from store.outcome_join import VERSION, _join, join_outcomes, join_parameters
+from store.outcome_join import VERSION, Source, _join, join_outcomes, join_parameters, join_source
+from store.outcome_links import PACKED, link_watermarks, refresh_links
 from store.outcomes import OutcomeRow, store_outcomes
 from store.prediction_chunks import REFRESH_MIN_ROWS, read_chunks, refresh_chunks, watermarks
 from store.predictions import PredictionRow, store_predictions
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
+HORIZON = timedelta(days=90)
 _PRODUCTS = "ARRAY[" + ",".join(f"'{p}'" for p in PRODUCT_IDS) + "]"
 _FILL_PREDICTIONS = f"""
 INSERT INTO predictions (event_id, customer_id, model_version, source, recommendations, propensity,
@@ -53,7 +57,7 @@ FROM generate_series(0, CAST(:n AS int) - 1) AS i
 """
 _FILL_OUTCOMES = f"""
 INSERT INTO outcomes (outcome_id, customer_id, product_id, occurred_at, source)
-SELECT 'o' || i, 'c' || floor(random() * CAST(:customers AS int) * 1.1)::bigint,
+SELECT :prefix || i, 'c' || floor(random() * CAST(:customers AS int) * 1.1)::bigint,
        CASE WHEN random() < 0.3 THEN 'caravan' ELSE ({_PRODUCTS})[1 + floor(random() * 22)::int] END,
        CAST(:now AS timestamptz) - make_interval(secs => random() * 200 * 86400), 'bench'
 FROM generate_series(0, CAST(:n AS int) - 1) AS i
@@ -85,23 +89,48 @@ async def sink_costs(sessions: object, rows: int, batches: int) -> tuple[float, 
     return results[0], results[1]
 
 
+def largest_difference(a: Any, b: Any) -> float:
+    """The largest absolute difference between two performance documents (inf when their shapes differ)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return max((largest_difference(a[k], b.get(k)) for k in a), default=0.0) if a.keys() == b.keys() \
+            else float("inf")
+    if isinstance(a, list) and isinstance(b, list):
+        return max(map(largest_difference, a, b), default=0.0) if len(a) == len(b) else float("inf")
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return abs(float(a) - float(b))
+    return 0.0 if a == b else float("inf")
+
+
+async def full_statement(sessions: Any) -> dict[str, Any]:
+    """The performance document by the full statement: every prediction and every link read live."""
+    async with sessions() as session, session.begin():
+        joined = await join_source(session, Source(VERSION.candidates, VERSION.window),
+                                   NOW - timedelta(days=365), NOW, HORIZON, NOW, version="v-bench", after0=0,
+                                   after1=0)
+    return figures(joined)
+
+
 async def question(sessions: Any, repeat: int, title: str) -> None:
     """Time the performance question `repeat` times and print its medians and step breakdown."""
-    since, until, horizon = NOW - timedelta(days=365), NOW, timedelta(days=90)
-    packed, sql, math, total, cpu = [], [], [], [], []
+    since, until = NOW - timedelta(days=365), NOW
+    packed, links, sql, math, total, cpu = [], [], [], [], [], []
     document: dict[str, Any] = {}
     for _ in range(repeat):
         async with sessions() as session, session.begin():
             t0 = time.perf_counter()
             await read_chunks(session, "v-bench", since, until, await watermarks(session))
             packed.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            await session.execute(text(f"SELECT count(*), bool_or(hit) FROM ({PACKED}) l"), join_parameters(
+                since, until, HORIZON, version="v-bench", **await link_watermarks(session, HORIZON)))
+            links.append((time.perf_counter() - t0) * 1000)
         async with sessions() as session, session.begin():
             await session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
             pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
             backend = psutil.Process(pid)
             server_cpu, client_cpu = sum(backend.cpu_times()[:2]), time.process_time()
             t0 = time.perf_counter()
-            joined = await join_outcomes(session, "v-bench", since, until, horizon, NOW)
+            joined = await join_outcomes(session, "v-bench", since, until, HORIZON, NOW)
             t1 = time.perf_counter()
             server_cpu = sum(backend.cpu_times()[:2]) - server_cpu
         document = figures(joined)
@@ -113,11 +142,37 @@ async def question(sessions: Any, repeat: int, title: str) -> None:
         # machine is shared (the statement runs on one backend: parallel workers are off above).
         cpu.append((server_cpu + time.process_time() - client_cpu) * 1000)
     print(f"{title}: median {statistics.median(total):.0f} ms (packed rows read "
-          f"{statistics.median(packed):.0f} ms, with the join statement {statistics.median(sql):.0f} ms + "
+          f"{statistics.median(packed):.0f} ms, with the join statement {statistics.median(sql):.0f} ms "
+          f"(its packed links alone read in {statistics.median(links):.0f} ms) + "
           f"metric math {statistics.median(math):.0f} ms), best {min(total):.0f} ms over {repeat} runs; "
           f"{document['predictions']:,} predictions, {document['labelled']:,} labelled, "
           f"{document['pending']:,} pending, {document['unmatched']:,} unmatched outcomes; CPU (Postgres "
           f"backend + client) median {statistics.median(cpu):.0f} ms")
+    started = time.perf_counter()
+    full = await full_statement(sessions)
+    print(f"  the full statement instead (nothing packed read): {time.perf_counter() - started:.2f} s; "
+          f"largest difference from it {largest_difference(document, full):.3g}")
+
+
+async def vacuum(engine: Any) -> None:
+    """VACUUM ANALYZE the database: the visibility map and statistics, as autovacuum keeps them."""
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.execute(text("VACUUM ANALYZE"))
+
+
+async def explain(sessions: Any) -> None:
+    """Print the join statement's EXPLAIN ANALYZE with the current watermarks, as join_outcomes binds it."""
+    async with sessions() as session, session.begin():
+        await session.execute(text("SET LOCAL work_mem = '64MB'"))
+        await session.execute(text("SET LOCAL enable_mergejoin = off"))
+        marks = await watermarks(session)
+        plan = await session.execute(
+            text("EXPLAIN (ANALYZE, COSTS OFF) " + _join(VERSION, packed=True).text),
+            join_parameters(NOW - timedelta(days=365), NOW, HORIZON, version="v-bench",
+                            after0=marks.get(0, 0), after1=marks.get(1, 0),
+                            **await link_watermarks(session, HORIZON)))
+        print("\n".join(row[0] for row in plan))
 
 
 async def main() -> None:
@@ -142,30 +197,37 @@ async def main() -> None:
         started = time.perf_counter()
         async with sessions() as session, session.begin():
             await session.execute(text(_FILL_PREDICTIONS), {"n": args.predictions, "now": NOW})
-            await session.execute(text(_FILL_OUTCOMES), {"n": args.outcomes, "now": NOW,
+            await session.execute(text(_FILL_OUTCOMES), {"n": args.outcomes, "now": NOW, "prefix": "o",
                                                           "customers": args.predictions // 4})
-        async with engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.execute(text("VACUUM ANALYZE"))  # the visibility map, as autovacuum keeps it
+        await vacuum(engine)
         print(f"filled {args.predictions:,} predictions and {args.outcomes:,} outcomes in "
               f"{time.perf_counter() - started:.1f} s")
-        if args.explain:
-            async with sessions() as session, session.begin():
-                await session.execute(text("SET LOCAL work_mem = '64MB'"))  # as join_outcomes does
-                await session.execute(text("SET LOCAL enable_mergejoin = off"))
-                plan = await session.execute(
-                    text("EXPLAIN (ANALYZE, COSTS OFF) " + _join(VERSION).text),
-                    join_parameters(NOW - timedelta(days=365), NOW, timedelta(days=90), version="v-bench",
-                                    after0=0, after1=0))
-                print("\n".join(row[0] for row in plan))
         started = time.perf_counter()
         packed = await refresh_chunks(sessions, min_rows=1)
         print(f"packed {packed:,} predictions into chunks in {time.perf_counter() - started:.1f} s "
               "(once; each later refresh packs only the rows stored since)")
+        started = time.perf_counter()
+        await refresh_links(sessions, HORIZON, min_rows=1)
+        async with sessions() as session, session.begin():
+            links = (await session.execute(text("SELECT count(*) FROM outcome_links"))).scalar_one()
+        print(f"packed {links:,} outcome links in {time.perf_counter() - started:.1f} s (once; each later "
+              "refresh links only the outcomes and predictions stored since)")
+        await vacuum(engine)
+        if args.explain:
+            await explain(sessions)
         await question(sessions, args.repeat, "performance query")
         async with sessions() as session, session.begin():
             await session.execute(text(_FILL_PREDICTIONS), {"n": REFRESH_MIN_ROWS - 1, "now": NOW})
-        await question(sessions, args.repeat, f"with {REFRESH_MIN_ROWS - 1:,} predictions beyond the chunks")
+            await session.execute(text(_FILL_OUTCOMES), {
+                "n": REFRESH_MIN_ROWS - 1, "now": NOW, "prefix": "late", "customers": args.predictions // 4})
+        if args.explain:
+            await explain(sessions)
+        await question(sessions, args.repeat,
+                       f"with {REFRESH_MIN_ROWS - 1:,} predictions and as many outcomes beyond the packs")
+        started = time.perf_counter()
+        moved = await refresh_links(sessions, HORIZON, min_rows=1)
+        print(f"a later link refresh ({moved:,} outcome and prediction ids beyond the watermarks): "
+              f"{time.perf_counter() - started:.2f} s")
         outcome_us, prediction_us = await sink_costs(sessions, args.rows, 4)
         print(f"sink store, {args.rows} rows a batch: outcomes {outcome_us:.1f} µs/row, "
               f"predictions {prediction_us:.1f} µs/row")

@@ -16,7 +16,9 @@ feature log's served stream (store/replay.py: replays and `train --from-store --
 
 Only stored rows and `as_of` enter: redelivered, replayed or out-of-order outcomes (stored once per
 outcome_id) cannot change a figure. A version's window predictions come mostly packed
-(store/prediction_chunks.py): what a prediction is, never its label, so outcomes cannot stale them.
+(store/prediction_chunks.py): what a prediction is, never its label, so outcomes cannot stale them. Its
+links (which outcome may go to which prediction, store/outcome_links.py) come mostly packed too, per
+horizon: a link is fixed by its two rows, and attribution is still chosen among all links at question time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.outcomes import CARAVAN
+from store.outcome_links import HIT, LINKED, PACKED, link_watermarks
 from store.prediction_chunks import Packed, read_chunks, unix_us, watermarks
 
 
@@ -39,7 +42,8 @@ class Source:
     """The predictions a join labels, as SQL. `candidates` (tbl, id, customer_id, scored_at, recommendations)
     scored in [:low, :high) may take outcomes; `window` (tbl, id, scored_at, propensity) scored in
     [:since, :until) are labelled; tbl is 0 or 1. A chunked window reads only ids above the watermarks
-    (:after0, :after1): the rest comes packed (store/prediction_chunks.py)."""
+    (:after0, :after1): the rest comes packed (store/prediction_chunks.py); so do its links, up to the link
+    watermarks (:links_o, :links_p0, :links_p1; store/outcome_links.py)."""
 
     candidates: str
     window: str
@@ -69,9 +73,32 @@ LOGGED = """
 """Candidates of the feature log's served stream: every logged served prediction, whatever its version."""
 
 
-# Set-based, one scan of the version's predictions around the window and no per-row subquery: a hash join
-# links each outcome to every earlier prediction of its customer within the horizon (with the top-3 check),
-# DISTINCT ON picks the latest. (A correlated EXISTS per prediction took 165 s for 100,000 predictions; an
+_LINK = f"""
+    SELECT o.id AS oid, o.product_id, o.occurred_at, c.tbl, c.id, c.scored_at, {HIT} AS hit"""
+_RELEVANT = "o.occurred_at >= :since AND o.occurred_at <= :high"  # earlier outcomes touch no window row
+_LIVE_CANDIDATES = _union(_SCORED, extra="recommendations", low=":low", high=":high",
+                          live=" AND id > :links_p{tag}")
+
+
+def _links(source: Source, packed: bool) -> str:
+    """Every linked pair of a relevant outcome and a candidate: all by one join, or (packed) the packed pairs
+    inside the link watermarks, outcomes above the outcome watermark with every candidate (an index probe
+    each on the predictions' (customer_id, scored_at); OFFSET 0 keeps the planner from flattening it into a
+    hash join that scans them all), and outcomes up to it with candidates above their table's watermark
+    (few: probes or a hash); store/outcome_links.py."""
+    if not packed:
+        return f"{_LINK} FROM outcomes o JOIN ({source.candidates}) c ON {LINKED} WHERE {_RELEVANT}"
+    return (f"{PACKED}\n    UNION ALL{_LINK} FROM outcomes o CROSS JOIN LATERAL (SELECT * FROM "
+            f"({source.candidates}) c WHERE {LINKED} OFFSET 0) c WHERE {_RELEVANT} AND o.id > :links_o"
+            f"\n    UNION ALL{_LINK} FROM ({_LIVE_CANDIDATES}) c JOIN outcomes o ON {LINKED} "
+            f"WHERE {_RELEVANT} AND o.id <= :links_o")
+
+
+# Set-based, no per-row subquery: the links come packed or by a join (a hash join of the outcomes against
+# the predictions around the window when nothing is packed: each outcome to every earlier prediction of its
+# customer within the horizon, with the top-3 check), DISTINCT ON picks the latest. Links are idempotent
+# here (DISTINCT ON, max, DISTINCT): the watermark bounds keep the three parts disjoint for cost, not truth.
+# (A correlated EXISTS per prediction took 165 s for 100,000 predictions; an
 # index probe per outcome cost more CPU than hashing 100,000 outcomes against 1,000,000 predictions.) The
 # window's predictions come packed (chunks) or stream out untouched by any join as binary arrays (id,
 # propensity, scored_at); the few the caravan outcomes marked (positive or superseded) are applied by id on
@@ -79,19 +106,10 @@ LOGGED = """
 # window take part, so attribution is the same as over all time (one scored before `since` can take an
 # outcome, which is then neither unmatched nor the window's). Every timestamp bound arrives computed.
 @functools.cache
-def _join(source: Source) -> TextClause:
+def _join(source: Source, packed: bool = False) -> TextClause:
     return text(f"""
-WITH relevant AS MATERIALIZED (  -- earlier outcomes touch no window row
-    SELECT id AS oid, customer_id, product_id, occurred_at,
-           occurred_at - make_interval(secs => :horizon_seconds) AS opened
-    FROM outcomes WHERE occurred_at >= :since AND occurred_at <= :high
-),
-links AS MATERIALIZED (  -- every (outcome, prediction scored in the horizon before it) pair
-    SELECT o.oid, o.product_id, o.occurred_at, c.tbl, c.id, c.scored_at,
-           c.recommendations @> jsonb_build_array(jsonb_build_object('product_id', o.product_id)) AS hit
-    FROM relevant o
-    JOIN ({source.candidates}) c
-      ON c.customer_id = o.customer_id AND c.scored_at < o.occurred_at AND c.scored_at >= o.opened
+WITH links AS MATERIALIZED (  -- every (outcome, prediction scored in the horizon before it) pair
+{_links(source, packed)}
 ),
 attributed AS MATERIALIZED (  -- each linked outcome's latest prediction
     SELECT DISTINCT ON (oid) oid, occurred_at, product_id, tbl, id, scored_at, hit FROM links
@@ -117,7 +135,7 @@ CROSS JOIN (SELECT array_send(array_agg(id * 2 + tbl)) AS mark_key, array_send(a
             FROM marks) k
 CROSS JOIN (SELECT array_agg(product_id) AS product, array_send(array_agg(scored_at)) AS trial_at,
                    array_agg(hit) AS hit FROM trials) t
-CROSS JOIN (SELECT (SELECT count(*) FROM relevant WHERE occurred_at >= :since AND occurred_at < :until)
+CROSS JOIN (SELECT (SELECT count(*) FROM outcomes WHERE occurred_at >= :since AND occurred_at < :until)
                  - (SELECT count(*) FROM attributed WHERE occurred_at >= :since AND occurred_at < :until)
                    AS unmatched) u
 """)
@@ -180,11 +198,15 @@ async def join_source(
     await session.execute(text("SET LOCAL enable_mergejoin = off"))
     await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     packed = Packed(np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64))
+    linked = False  # without packed links (a horizon never refreshed): every link by one hash join
     if source.chunked:
         marks = await watermarks(session)  # first: the join reads every id above them live
         packed = await read_chunks(session, str(params["version"]), since, until, marks)
-        params = {**params, "after0": marks.get(0, 0), "after1": marks.get(1, 0)}
-    row = (await session.execute(_join(source), join_parameters(since, until, horizon, **params))).one()
+        links = await link_watermarks(session, horizon)
+        linked = any(links[mark] for mark in ("links_o", "links_p0", "links_p1"))
+        params = {**params, **links, "after0": marks.get(0, 0), "after1": marks.get(1, 0)}
+    statement = _join(source, linked)
+    row = (await session.execute(statement, join_parameters(since, until, horizon, **params))).one()
     keys = np.concatenate((packed.keys, _array(row.window_key, ">i8")))
     scored_us = np.concatenate((packed.scored_us, _array(row.window_at, ">i8") + _POSTGRES_EPOCH_US))
     closed = scored_us < unix_us(as_of - horizon)  # scored_at + H < as_of

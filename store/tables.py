@@ -303,6 +303,34 @@ class PredictionChunkWatermark(Base):
     last_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
+class OutcomeLink(Base):
+    """The outcome join's pre-aggregate: one (outcome, prediction) pair the link rule joins under a horizon
+    (store/outcome_links.py)."""
+
+    __tablename__ = "outcome_links"
+
+    horizon_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    oid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tbl: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    model_version: Mapped[str] = mapped_column(IDENTIFIER, nullable=False)
+    product_id: Mapped[str] = mapped_column(String(32, collation="C"), nullable=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    hit: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+class OutcomeLinkWatermark(Base):
+    """Per horizon, the outcome and prediction ids up to which every link is packed."""
+
+    __tablename__ = "outcome_link_watermarks"
+
+    horizon_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    last_outcome: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last0: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last1: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
 class ReplayPrediction(ScoredColumns, Base):
     """A replayed prediction: a logged event re-scored by a replay's version; never served."""
 

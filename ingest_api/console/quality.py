@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models import live_quality
 from store.outcome_join import Joined, join_outcomes
+from store.outcome_links import refresh_links
 from store.prediction_chunks import refresh_chunks
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ async def performance(
     """One version's live quality over predictions scored in [since, until), labelled as of `as_of`."""
     as_of = as_of or datetime.now(UTC)
     await refresh_chunks(sessionmaker)  # pack what the sink stored since (a no-op below REFRESH_MIN_ROWS)
+    await refresh_links(sessionmaker, horizon)
     async with sessionmaker() as session, session.begin():
         joined = await join_outcomes(session, version, since, until, horizon, as_of)
     return {"version": version, "since": since, "until": until, "as_of": as_of,
@@ -139,6 +141,7 @@ async def refresh(sessionmaker: async_sessionmaker[AsyncSession], versions: dict
     now = datetime.now(UTC)
     since = now - timedelta(seconds=settings.quality_lookback_seconds)
     await refresh_chunks(sessionmaker)
+    await refresh_links(sessionmaker, settings.horizon)
     firing: dict[str, bool] = {}
     for version, manifest in versions.items():
         async with sessionmaker() as session, session.begin():

@@ -20,6 +20,7 @@ from schemas import topics
 from schemas.features import PRODUCT_IDS, PRODUCTS
 from schemas.messages import Prediction, Recommendation
 from schemas.outcomes import Outcome
+from store.outcome_links import refresh_links
 from store.prediction_chunks import refresh_chunks
 from tests.helpers.pipeline import (
     count,
@@ -165,9 +166,10 @@ async def test_live_quality_equals_offline_and_ignores_replay_order_and_duplicat
             await wait_for(stored, within_s=30)
             first = await performance(sessions, SERVED, since, until, HORIZON, as_of)
             first_shadow = await performance(sessions, SHADOW, since, until, HORIZON, as_of)
-            # Pack every stored prediction (store/prediction_chunks.py): the figures below come from the
-            # chunks instead of rows read live, and must not move either.
+            # Pack every stored prediction and link (store/prediction_chunks.py, store/outcome_links.py): the
+            # figures below come from the packs instead of rows read live, and must not move either.
             assert await refresh_chunks(sessions, min_rows=1) > 0
+            assert await refresh_links(sessions, HORIZON, min_rows=1) > 0
             # Replay everything in reverse order: nothing new is stored, no figure moves.
             sent += await produce(settings, outcomes_topic, wire[::-1])
             group = settings.topic_prefix + topics.SINK_GROUP
