@@ -25,10 +25,9 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from store.prediction_chunks import LOCK_TIMEOUT, REFRESH_MIN_ROWS, TABLES
+from store.prediction_chunks import REFRESH_MIN_ROWS, TABLES, read_locked
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +78,9 @@ async def refresh_links(sessions: async_sessionmaker[AsyncSession], horizon: tim
         tops = await _max_ids(session)
     if all(top - mark < min_rows for top, mark in zip(tops, _last(marks), strict=True)):
         return 0
-    async with sessions() as session, session.begin():
-        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        try:
-            await session.execute(text("LOCK TABLE predictions, predictions_shadow, outcomes IN SHARE MODE"))
-        except DBAPIError as error:  # the sink or a vacuum holds a table: the question links more rows live
-            log.info("outcome links not refreshed", extra={"error": repr(error)[:200]})
-            return 0
-        upto = await _max_ids(session)
+    upto = await read_locked(sessions, "predictions, predictions_shadow, outcomes", _max_ids, "outcome links")
+    if upto is None:  # the sink or a vacuum holds a table: the question links more rows live
+        return 0
     async with sessions() as session, session.begin():
         await session.execute(text("SET LOCAL work_mem = '64MB'"))
         await session.execute(text("SET LOCAL enable_mergejoin = off"))

@@ -17,8 +17,10 @@ most its table's watermark, and of no other. It is exact by construction, not by
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 from sqlalchemy import text
@@ -26,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TABLES = ((0, "predictions"), (1, "predictions_shadow"))
 REFRESH_MIN_ROWS = 10_000
@@ -101,14 +104,9 @@ async def refresh_chunks(sessions: async_sessionmaker[AsyncSession], min_rows: i
         tops = await _max_ids(session)
     if all(tops[tag] - marks.get(tag, 0) < min_rows for tag, _ in TABLES):
         return 0
-    async with sessions() as session, session.begin():
-        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        try:
-            await session.execute(text("LOCK TABLE predictions, predictions_shadow IN SHARE MODE"))
-        except DBAPIError as error:  # the sink or a vacuum holds the tables: the join reads more rows live
-            log.info("prediction chunks not refreshed", extra={"error": repr(error)[:200]})
-            return 0
-        upto = await _max_ids(session)
+    upto = await read_locked(sessions, "predictions, predictions_shadow", _max_ids, "prediction chunks")
+    if upto is None:  # the sink or a vacuum holds the tables: the join reads more rows live
+        return 0
     async with sessions() as session, session.begin():
         marks = {int(tbl): int(last) for tbl, last in (await session.execute(
             text("SELECT tbl, last_id FROM prediction_chunk_watermarks FOR UPDATE"))).all()}
@@ -120,6 +118,23 @@ async def refresh_chunks(sessions: async_sessionmaker[AsyncSession], min_rows: i
                                            "WHERE tbl = :tbl"), {"upto": upto[tag], "tbl": tag})
                 packed += upto[tag] - marks[tag]
     return packed
+
+
+async def read_locked(
+    sessions: async_sessionmaker[AsyncSession], tables: str,
+    read: Callable[[AsyncSession], Awaitable[T]], what: str,
+) -> T | None:
+    """`read` under a SHARE lock on `tables`, held only for it; None when not had within LOCK_TIMEOUT."""
+    # SHARE waits for every transaction inserting into the tables to end, and ids come only from sequences
+    # with cache 1 drawn after the insert has locked its table: no smaller id can commit after `read`.
+    async with sessions() as session, session.begin():
+        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        try:
+            await session.execute(text(f"LOCK TABLE {tables} IN SHARE MODE"))
+        except DBAPIError as error:
+            log.info(f"{what} not refreshed", extra={"error": repr(error)[:200]})
+            return None
+        return await read(session)
 
 
 async def _max_ids(session: AsyncSession) -> dict[int, int]:
