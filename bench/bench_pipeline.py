@@ -12,7 +12,9 @@ latency from send to `predictions.stored_at` (p99 target <= 300 ms at 2,000 even
 the scorer at least once and then exactly once (transactions: Apache Kafka only), each on fresh topics and a
 fresh database, and prints the two side by side. --tracing both runs it without tracing and then with
 tracing on (infra/tracing.py: spans to a JSON-lines file, head sampling at --sample, every event carrying a
-traceparent sampled at that rate, as the API would send it), and prints the two side by side.
+traceparent sampled at that rate, as the API would send it), and prints the two side by side; `headers` in
+its comma list runs a leg whose events carry those traceparents while the services do not trace (what the
+header alone costs the broker and the consumers).
 
     .venv/bin/python bench/bench_pipeline.py --events 200000
     .venv/bin/python bench/bench_pipeline.py --events 0 --rate 2000 --seconds 20
@@ -295,7 +297,8 @@ class Stack:
     settings: KafkaSettings
     guarantee: str = "at-least-once"
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    sample: float | None = None  # tracing on at this head-sampling ratio; None: off
+    sample: float | None = None  # events carry traceparents sampled at this ratio; None: none
+    traced: bool = False  # the services trace (OTEL_* set), at `sample`
     log_dir: Path = Path(".")
 
     @property
@@ -321,7 +324,7 @@ class Stack:
             "STREAMSCORE_REDIS_URL": redis_url,
             "STREAMSCORE_INSTANCE_ID": f"bench{self.run}",
             "STREAMSCORE_LOG_LEVEL": "WARNING",
-            **({} if self.sample is None else {
+            **({} if self.sample is None or not self.traced else {
                 "OTEL_TRACES_EXPORTER": "console",
                 "STREAMSCORE_TRACES_FILE": str(self.log_dir / f"traces-{self.run}-{{service}}.jsonl"),
                 "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
@@ -513,10 +516,11 @@ async def main(args: argparse.Namespace) -> None:
 async def bench_run(args: argparse.Namespace, guarantee: str, tracing: str = "off") -> str:
     """One bench: throughput, then (with --rate) latency at a steady rate; a one-line summary."""
     log_dir = Path(args.log_dir)
-    summary = f"{guarantee:<14} tracing {tracing + (f' ({args.sample:g})' if tracing == 'on' else ''):<12}"
+    summary = f"{guarantee:<14} tracing {tracing + (f' ({args.sample:g})' if tracing != 'off' else ''):<12}"
     async with bench_stack(args.partitions, log_dir, args.redis_url, args.keep_db, args.broker,
                            args.bootstrap, guarantee, args.broker_pid) as stack:
-        stack.sample = args.sample if tracing == "on" else None
+        stack.sample = args.sample if tracing != "off" else None
+        stack.traced = tracing == "on"
         stack.log_dir = log_dir
         print(f"--- {guarantee}, tracing {tracing}, on "
               f"{'Kafka at ' + args.bootstrap if args.bootstrap else args.broker}")
@@ -558,9 +562,9 @@ async def bench_run(args: argparse.Namespace, guarantee: str, tracing: str = "of
 
 
 def tracing_order(text: str) -> str:
-    """--tracing: both, or a comma list of off/on."""
-    if text != "both" and not set(text.split(",")) <= {"off", "on"}:
-        raise argparse.ArgumentTypeError("off, on, both, or a comma list of off/on")
+    """--tracing: both, or a comma list of off/on/headers."""
+    if text != "both" and not set(text.split(",")) <= {"off", "on", "headers"}:
+        raise argparse.ArgumentTypeError("off, on, both, or a comma list of off/on/headers")
     return text
 
 
@@ -587,7 +591,8 @@ def parse_args() -> argparse.Namespace:
                         default="at-least-once", help="The scorer's STREAMSCORE_PROCESSING_GUARANTEE.")
     parser.add_argument("--tracing", default="off", type=tracing_order,
                         help="off, on (OTEL_* tracing in both services, events with sampled traceparents), "
-                             "both (off then on), or a comma list in the order to run (on,off; off,off)")
+                             "both (off then on), or a comma list in the order to run (on,off; off,off); "
+                             "headers: the events carry on's traceparents, the services do not trace")
     parser.add_argument("--sample", type=float, default=0.01, help="Head-sampling ratio with --tracing on.")
     parser.add_argument("--feature-log", choices=["on", "off", "both"], default="on",
                         help="The scorer's STREAMSCORE_FEATURE_LOG; both: off, then on, side by side.")

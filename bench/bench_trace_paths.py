@@ -1,7 +1,7 @@
 """CPU per event of the work tracing adds to the scorer and the sink, in one process, without engines.
 
-Models both services' record path as aiokafka and FastStream run it (record batch decode, the consumer's
-ConsumerRecord, FastStream's per-record header dict, the outputs' record batch encode) around what
+Models both services' record path as aiokafka runs it (record batch decode, the consumer's ConsumerRecord,
+the outputs' record batch encode; infra/consumer.py keeps FastStream's parser off the records) around what
 infra/tracing.py does per batch: BatchTrace, its stage spans, the predictions' headers, the sink's trace
 ids, and the export (console exporter into a file, as bench/bench_pipeline.py --tracing on). Process CPU
 time, not throughput, so other jobs on the host disturb it far less than a pipeline run; legs alternate.
@@ -43,15 +43,12 @@ def encode(items: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]] | None]])
 
 
 def consume(data: bytes) -> list[Any]:
-    """A batch's records as the consumer hands them over, and FastStream's batch parser's header dicts."""
+    """A batch's records as the consumer hands them over."""
     from aiokafka.record.default_records import DefaultRecordBatch
     from aiokafka.structs import ConsumerRecord
 
-    records = [ConsumerRecord("t", 0, r.offset, r.timestamp, 0, r.key, r.value, None, 1, 1, tuple(r.headers))
-               for r in DefaultRecordBatch(data)]
-    for record in records:
-        {name: value.decode() for name, value in record.headers}
-    return records
+    return [ConsumerRecord("t", 0, r.offset, r.timestamp, 0, r.key, r.value, None, 1, 1, tuple(r.headers))
+            for r in DefaultRecordBatch(data)]
 
 
 def leg(mode: str, batches: int, size: int, sample: float, out: Path) -> float:
@@ -101,7 +98,7 @@ def leg(mode: str, batches: int, size: int, sample: float, out: Path) -> float:
             tracing.close(sunk.begin("commit"))
             sunk.end()
     for tracer in (scorer, sink):  # the export thread's backlog counts too
-        flush = getattr(getattr(tracer, "_span_processor", None), "force_flush", None)
+        flush = getattr(getattr(tracer, "span_processor", None), "force_flush", None)
         if flush is not None:
             flush()
     return (time.process_time() - started) / (batches * size) * 1e6
