@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,17 +33,27 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI, settings: ApiSettings) -> AsyncIterator[Served]:
+async def serve(
+    app: FastAPI, settings: ApiSettings, *, send_buffer: int | None = None
+) -> AsyncIterator[Served]:
     """Serve an app whose lifespan is already entered (lifespan off here) until the block ends.
 
     uvicorn gets the production options of `settings` (`ingest_api.main.server_options`); the loop is
-    the test's own.
+    the test's own. `send_buffer` fixes the kernel's send buffer of every connection (a client that stops
+    reading then holds the response open, instead of the kernel taking up to 4 MiB of it).
     """
     port = free_port()
     options = {**server_options(settings), "loop": "asyncio"}
     config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", **options)
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    sockets = None
+    if send_buffer is not None:  # accepted connections inherit the size, and a set size is never grown
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        listener.bind(("127.0.0.1", port))
+        sockets = [listener]
+    task = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started:
         if task.done():
             task.result()

@@ -42,8 +42,9 @@ async def stored_task(api: Api, engine: InferenceEngine, unique_id: str) -> str:
 
 @contextlib.asynccontextmanager
 async def held_open(host: str, port: int, path: str, key: str) -> AsyncIterator[bytes]:
-    """A download that got its status line and then stops reading (a 4 KiB receive buffer, so the
-    server cannot finish into the kernel's buffers); yields the status line."""
+    """A download that got its status line and then stops reading (a 4 KiB receive buffer and, from the
+    server, a 4 KiB send buffer, so the server cannot finish into the kernel's buffers); yields the status
+    line."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
@@ -61,7 +62,8 @@ async def test_concurrent_downloads_are_bounded_per_credential(
     unique_id: str,
 ) -> None:
     settings = api_settings(kafka_settings, database_url, redis_url, downloads_per_principal=2)
-    async with running_api(settings, inference_engine) as api, serve(api.app, settings) as served:
+    async with running_api(settings, inference_engine) as api, \
+            serve(api.app, settings, send_buffer=4096) as served:
         task_id = await stored_task(api, inference_engine, unique_id)
         path = f"/api/v1/predict/batch/{task_id}/results"
         url = served.url + path
