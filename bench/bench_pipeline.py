@@ -324,7 +324,7 @@ class Stack:
             "STREAMSCORE_REDIS_URL": redis_url,
             "STREAMSCORE_INSTANCE_ID": f"bench{self.run}",
             "STREAMSCORE_LOG_LEVEL": "WARNING",
-            **({} if self.sample is None or not self.traced else {
+            **({} if not self.traced else {
                 "OTEL_TRACES_EXPORTER": "console",
                 "STREAMSCORE_TRACES_FILE": str(self.log_dir / f"traces-{self.run}-{{service}}.jsonl"),
                 "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
@@ -593,7 +593,8 @@ def parse_args() -> argparse.Namespace:
                         help="off, on (OTEL_* tracing in both services, events with sampled traceparents), "
                              "both (off then on), or a comma list in the order to run (on,off; off,off); "
                              "headers: the events carry on's traceparents, the services do not trace")
-    parser.add_argument("--sample", type=float, default=0.01, help="Head-sampling ratio with --tracing on.")
+    parser.add_argument("--sample", type=float, default=0.01,
+                        help="Sampled share of events' traceparents (on, headers), the services' ratio (on).")
     parser.add_argument("--feature-log", choices=["on", "off", "both"], default="on",
                         help="The scorer's STREAMSCORE_FEATURE_LOG; both: off, then on, side by side.")
     return parser.parse_args()
