@@ -37,7 +37,7 @@ from ingest_api.console.quality import figures
 from migrations.runner import upgrade_head
 from schemas.features import PRODUCT_IDS
 from store.outcome_join import VERSION, Source, _join, join_outcomes, join_parameters, join_source
-from store.outcome_links import PACKED, link_watermarks, refresh_links
+from store.outcome_links import PACKED, link_watermarks, plan_hash_joins, refresh_links
 from store.outcomes import OutcomeRow, store_outcomes
 from store.prediction_chunks import REFRESH_MIN_ROWS, read_chunks, refresh_chunks, watermarks
 from store.predictions import PredictionRow, store_predictions
@@ -164,8 +164,7 @@ async def vacuum(engine: Any) -> None:
 async def explain(sessions: Any) -> None:
     """Print the join statement's EXPLAIN ANALYZE with the current watermarks, as join_outcomes binds it."""
     async with sessions() as session, session.begin():
-        await session.execute(text("SET LOCAL work_mem = '64MB'"))
-        await session.execute(text("SET LOCAL enable_mergejoin = off"))
+        await plan_hash_joins(session)
         marks = await watermarks(session)
         plan = await session.execute(
             text("EXPLAIN (ANALYZE, COSTS OFF) " + _join(VERSION, packed=True).text),

@@ -2,7 +2,7 @@
 
 Models both services' record path as aiokafka runs it (record batch decode, the consumer's ConsumerRecord,
 the outputs' record batch encode; infra/consumer.py keeps FastStream's parser off the records) around what
-infra/tracing.py does per batch: BatchTrace, its stage spans, the predictions' headers, the sink's trace
+infra/batch_trace.py does per batch: BatchTrace, its stage spans, the predictions' headers, the sink's trace
 ids, and the export (console exporter into a file, as bench/bench_pipeline.py --tracing on). Process CPU
 time, not throughput, so other jobs on the host disturb it far less than a pipeline run; legs alternate.
 With PYTHONPATH at another checkout it measures that checkout's infra/tracing.py.
@@ -58,7 +58,7 @@ def leg(mode: str, batches: int, size: int, sample: float, out: Path) -> float:
                       STREAMSCORE_TRACES_FILE=str(out / "traces-{service}.jsonl"))
     import numpy as np
 
-    from infra import tracing
+    from infra import batch_trace, tracing
     from sink.handlers import with_trace_ids
 
     rng = np.random.default_rng(1)
@@ -73,7 +73,7 @@ def leg(mode: str, batches: int, size: int, sample: float, out: Path) -> float:
     started = time.process_time()
     for data in inputs:
         records = consume(data)
-        batch = tracing.BatchTrace(scorer, "scorer", records) if scorer is not None else None
+        batch = batch_trace.BatchTrace(scorer, "scorer", records) if scorer is not None else None
         heads: list[Any] = [None] * len(records)
         if batch is not None:
             for name in ("handle", "decode", "inference", "publish"):
@@ -85,17 +85,17 @@ def leg(mode: str, batches: int, size: int, sample: float, out: Path) -> float:
                 heads = [chosen.get(id(record)) for record in records]
         out_batch = encode([(r.key, b"p" * 400, h) for r, h in zip(records, heads, strict=True)])
         if batch is not None:
-            tracing.close(batch.begin("commit"))
+            batch_trace.close(batch.begin("commit"))
             batch.end()
         stored = consume(out_batch)
-        sunk = tracing.BatchTrace(sink, "sink", stored) if sink is not None else None
+        sunk = batch_trace.BatchTrace(sink, "sink", stored) if sink is not None else None
         rows = [(record, Row(i, None)) for i, record in enumerate(stored)]
         if sunk is not None:
             for name in ("handle", "parse", "postgres transaction", "redis write"):
                 with sunk.stage(name):
                     pass
             with_trace_ids(sunk, rows)  # type: ignore[arg-type]
-            tracing.close(sunk.begin("commit"))
+            batch_trace.close(sunk.begin("commit"))
             sunk.end()
     for tracer in (scorer, sink):  # the export thread's backlog counts too
         flush = getattr(getattr(tracer, "span_processor", None), "force_flush", None)

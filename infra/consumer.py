@@ -19,6 +19,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher.producer import AioKafkaFastProducerImpl
 from faststream.message import StreamMessage
 
+from infra.batch_trace import CURRENT_BATCH, BatchTrace
 from infra.kafka import TopicGuard, ensure_topics, producer_options, resolve_idempotence, topic_name
 from infra.kafka_connection import connection_options, faststream_security, parse_bootstrap
 from infra.kafka_diagnosis import preflight
@@ -27,7 +28,6 @@ from infra.pipeline import BatchPipeline, Finish
 from infra.process import cancel_tasks, serve
 from infra.settings import ConsumerSettings
 from infra.stats import PipelineStats, publish_stats_forever, track_lag_forever
-from infra.tracing import CURRENT_BATCH, BatchTrace
 from infra.tracing import setup as setup_tracing
 from infra.transactions import PartitionTransactions
 from schemas.topics import ConsumerContract

@@ -42,7 +42,7 @@ Finish = Callable[[], Awaitable[Any]]
 
 
 class Traced(Protocol):
-    """A batch's spans (infra/tracing.BatchTrace): the commit is one of its stages, and ends it."""
+    """A batch's spans (infra/batch_trace.BatchTrace): the commit is one of its stages, and ends it."""
 
     def stage(self, name: str) -> contextlib.AbstractContextManager[None]:
         """A span around one stage."""

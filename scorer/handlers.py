@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
+from infra.batch_trace import CURRENT_BATCH, BatchTrace, close, logged, stage
 from infra.consumer import Publish
 from infra.delivery import Backoff, Outgoing, Pending, enqueue, publish_isolated
 from infra.logging import dead_letter_fields
 from infra.pipeline import Finish
-from infra.tracing import CURRENT_BATCH, BatchTrace, Headers, close, logged, stage
+from infra.tracing import Headers
 from schemas.messages import DeadLetter
 from schemas.wire import dead_letter
 from scorer import drift, metrics, shadow

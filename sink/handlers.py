@@ -14,12 +14,12 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infra.batch_trace import CURRENT_BATCH, BatchTrace, logged, stage
 from infra.consumer import ConsumerRuntime, Publish
 from infra.delivery import isolate_failing
 from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
 from infra.pipeline import Finish
-from infra.tracing import CURRENT_BATCH, BatchTrace, logged, stage
 from schemas import topics
 from schemas.feature_log import unlogged
 from schemas.messages import DeadLetter

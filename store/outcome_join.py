@@ -33,7 +33,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.outcomes import CARAVAN
-from store.outcome_links import HIT, LINKED, PACKED, link_watermarks
+from store.outcome_links import HIT, LINKED, PACKED, link_watermarks, plan_hash_joins
 from store.prediction_chunks import Packed, read_chunks, unix_us, watermarks
 
 
@@ -191,11 +191,9 @@ async def join_source(
 ) -> Joined:
     """Label the source's window [since, until) as of `as_of` (one statement, after the packed rows of a
     chunked source; `params` bind its SQL)."""
-    # The outcomes are hashed and the predictions stream past once: the planner's merge join sorted all
-    # 1,000,000 predictions instead. Custom plans: the watermarks decide between a primary-key range scan
-    # and a sequential scan for the live rows.
-    await session.execute(text("SET LOCAL work_mem = '64MB'"))
-    await session.execute(text("SET LOCAL enable_mergejoin = off"))
+    await plan_hash_joins(session)
+    # Custom plans: the watermarks decide between a primary-key range scan and a sequential scan for the
+    # live rows.
     await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     packed = Packed(np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64))
     linked = False  # without packed links (a horizon never refreshed): every link by one hash join

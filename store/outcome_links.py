@@ -54,6 +54,13 @@ _APPENDS = {(tag, where): text(_PAIRS.format(tag=tag, table=table, hit=HIT, link
 _MARKS = "SELECT last_outcome, last0, last1 FROM outcome_link_watermarks WHERE horizon_us = :horizon_us"
 
 
+async def plan_hash_joins(session: AsyncSession) -> None:
+    """Plan this transaction's joins of outcomes and predictions as hash joins (the outcomes hashed, the
+    predictions streamed past once): the planner's merge join sorted all 1,000,000 predictions instead."""
+    await session.execute(text("SET LOCAL work_mem = '64MB'"))
+    await session.execute(text("SET LOCAL enable_mergejoin = off"))
+
+
 def horizon_us(horizon: timedelta) -> int:
     """The horizon in whole microseconds: the key of its packed links."""
     return horizon // timedelta(microseconds=1)
@@ -82,8 +89,7 @@ async def refresh_links(sessions: async_sessionmaker[AsyncSession], horizon: tim
     if upto is None:  # the sink or a vacuum holds a table: the question links more rows live
         return 0
     async with sessions() as session, session.begin():
-        await session.execute(text("SET LOCAL work_mem = '64MB'"))
-        await session.execute(text("SET LOCAL enable_mergejoin = off"))
+        await plan_hash_joins(session)
         key = horizon_us(horizon)
         await session.execute(text("INSERT INTO outcome_link_watermarks VALUES (:horizon_us, 0, 0, 0) "
                                    "ON CONFLICT DO NOTHING"), {"horizon_us": key})

@@ -54,16 +54,20 @@ async def serve(
         listener.bind(("127.0.0.1", port))
         sockets = [listener]
     task = asyncio.create_task(server.serve(sockets=sockets))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
     try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             yield Served("127.0.0.1", port, client)
     finally:
         server.should_exit = True
-        await task
+        try:
+            await task
+        finally:
+            for listener in sockets or ():  # ours: uvicorn closes it only once it has served
+                listener.close()
 
 
 @contextlib.asynccontextmanager

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.database import create_engine, create_sessionmaker
 from infra.settings import DatabaseSettings
@@ -37,6 +38,19 @@ def _canonical(joined: Joined) -> tuple[object, ...]:
     return rows, trials, joined.unmatched
 
 
+async def labelled_as_live(sessions: async_sessionmaker[AsyncSession], version: str, since: datetime,
+                           until: datetime, horizon: timedelta, as_of: datetime) -> Joined:
+    """The version's window as join_outcomes labels it (chunks, packed links, live rows beyond them), once
+    asserted equal to every row read live."""
+    async with sessions() as session, session.begin():
+        packed = await join_outcomes(session, version, since, until, horizon, as_of)
+    async with sessions() as session, session.begin():
+        live = await join_source(session, LIVE, since, until, horizon, as_of, version=version,
+                                 after0=0, after1=0)
+    assert _canonical(packed) == _canonical(live)
+    return packed
+
+
 async def test_chunks_label_as_rows_read_live_with_late_rows_and_a_racing_refresh(
     database_url: str, unique_id: str
 ) -> None:
@@ -55,12 +69,7 @@ async def test_chunks_label_as_rows_read_live_with_late_rows_and_a_racing_refres
             await store_predictions(session, rows)
 
     async def compare() -> None:
-        async with sessions() as session, session.begin():
-            chunked = await join_outcomes(session, version, since, until, HORIZON, as_of)
-        async with sessions() as session, session.begin():
-            live = await join_source(session, LIVE, since, until, HORIZON, as_of, version=version,
-                                     after0=0, after1=0)
-        assert _canonical(chunked) == _canonical(live)
+        await labelled_as_live(sessions, version, since, until, HORIZON, as_of)
 
     try:
         await store(_rows(version, tag, list(range(0, 3000, 97))))
@@ -105,12 +114,7 @@ async def test_packed_links_label_as_the_full_statement_with_late_rows_and_a_rac
 
     async def compare() -> None:
         for horizon in (HORIZON, OTHER_HORIZON):  # packed, and a horizon with no pack (every link live)
-            async with sessions() as session, session.begin():
-                packed = await join_outcomes(session, version, since, until, horizon, as_of)
-            async with sessions() as session, session.begin():
-                full = await join_source(session, LIVE, since, until, horizon, as_of, version=version,
-                                         after0=0, after1=0)
-            assert _canonical(packed) == _canonical(full)
+            packed = await labelled_as_live(sessions, version, since, until, horizon, as_of)
             assert int(np.sum(packed.status == POSITIVE)) and len(packed.trial_products)
 
     first = outcomes("a", [("caravan", 120), ("car", 300), ("caravan", 1560), ("fire", 3000),

@@ -11,15 +11,18 @@ from types import SimpleNamespace
 
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import Link, SpanContext, TraceFlags
+from opentelemetry.trace import Link, SpanContext, StatusCode, TraceFlags, get_current_span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from infra import tracing
+from infra import batch_trace, tracing
 from infra.logging import JsonFormatter
 from infra.span_json import span_line
 from streamscore.embedded import free_port
@@ -32,6 +35,29 @@ def test_off_unless_the_standard_variables_ask() -> None:
                                        "OTEL_SDK_DISABLED": "true"})
     assert tracing.enabled_by_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"})
     assert tracing.enabled_by_env({"OTEL_TRACES_EXPORTER": "console"})
+
+
+def by_propagator(text: str) -> SpanContext | None:
+    """What the SDK's W3C propagator makes of a traceparent header."""
+    extracted = TraceContextTextMapPropagator().extract({"traceparent": text})
+    context = get_current_span(extracted).get_span_context()
+    return context if context.is_valid else None
+
+
+HEXISH = "0123456789abcdefABCDEFgz- \t"
+
+
+@given(st.one_of(
+    st.text(HEXISH, min_size=55, max_size=55),
+    st.tuples(st.sampled_from(["00", "01", "fe", "ff", "0g", "F0"]), st.text("0123456789abcdefA", min_size=32,
+              max_size=32), st.text("0123456789abcdefA", min_size=16, max_size=16),
+              st.text("0123456789abcdef", min_size=2, max_size=2)).map("-".join),
+    st.just("00-" + "0" * 32 + "-" + "1" * 16 + "-01"), st.just("00-" + "1" * 32 + "-" + "0" * 16 + "-01"),
+    st.text(HEXISH, max_size=70),
+))
+def test_a_traceparent_is_parsed_as_the_sdk_s_propagator_parses_it(text: str) -> None:
+    assert tracing.parse_traceparent(text) == by_propagator(text)
+    assert tracing.parse_traceparent(text.encode("latin-1")) == by_propagator(text)
 
 
 def test_a_malformed_traceparent_is_no_context() -> None:
@@ -117,7 +143,7 @@ def test_log_lines_of_a_batch_carry_its_trace_id() -> None:
         sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         record = SimpleNamespace(topic="t", partition=0, offset=0, key=None, value=b"{}",
                                  headers=[("traceparent", sampled)])
-        batch = tracing.BatchTrace(tracer, "log-test", [record])
+        batch = batch_trace.BatchTrace(tracer, "log-test", [record])
         lines: list[str] = []
         handler = Collect(lines)
         logger = logging.getLogger("tests.tracing.batch")
@@ -150,7 +176,7 @@ def test_only_outputs_of_sampled_traces_carry_a_traceparent_into_a_record_batch(
         records = [SimpleNamespace(headers=(("traceparent", unsampled),)), SimpleNamespace(headers=()),
                    SimpleNamespace(headers=[("other", b"x"), ("traceparent", b"00-too-short-01")]),
                    SimpleNamespace(headers=(("traceparent", sampled),))]
-        batch = tracing.BatchTrace(tracer, "forward-test", records)
+        batch = batch_trace.BatchTrace(tracer, "forward-test", records)
         dropped, bare, malformed, carried = (batch.headers_for(record) for record in records)
         batch.end()
     finally:
@@ -176,7 +202,7 @@ def test_a_batch_not_recorded_passes_sampled_contexts_on_as_they_came() -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     records = [SimpleNamespace(headers=(("traceparent", sampled),)), SimpleNamespace(headers=())]
-    batch = tracing.BatchTrace(provider.get_tracer("t"), "quiet", records)
+    batch = batch_trace.BatchTrace(provider.get_tracer("t"), "quiet", records)
     batch.end()
     assert not batch.recording and not exporter.get_finished_spans()
     assert batch.output_headers == {id(records[0]): [("traceparent", sampled)]}
@@ -188,14 +214,32 @@ def test_a_span_line_holds_what_the_sdk_s_to_json_writes() -> None:
     assert tracer is not None
     try:
         sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        batch = tracing.BatchTrace(tracer, "line-test", [SimpleNamespace(headers=[("traceparent", sampled)])])
+        record = SimpleNamespace(headers=[("traceparent", sampled)])
+        batch = batch_trace.BatchTrace(tracer, "line-test", [record])
         with batch.stage("decode"):
             pass
+        with pytest.raises(KeyError), batch.stage("inference"):
+            raise KeyError("no model")
         batch.end(ValueError("bad batch"))
     finally:
         tracing.forget("line-test")
     spans = exporter.get_finished_spans()
-    assert {s.name for s in spans} == {"line-test batch", "line-test process", "decode"}
+    assert {s.name for s in spans} == {"line-test batch", "line-test process", "decode", "inference"}
+    by_name = {s.name: s for s in spans}
+    batch_span, failed = by_name["line-test batch"], by_name["inference"]
+    assert batch_span.context is not None and failed.context is not None
+    assert batch_span.start_time is not None and batch_span.end_time is not None
+    # The children built finished are the batch span's, in its trace, and carry their failure.
+    for child in (by_name["decode"], failed):
+        assert child.parent == batch_span.context and child.context.trace_id == batch_span.context.trace_id
+        assert child.start_time is not None and child.end_time is not None
+        assert batch_span.start_time <= child.start_time <= child.end_time <= batch_span.end_time
+    assert by_name["decode"].status.status_code is StatusCode.UNSET
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.status.description == "KeyError: 'no model'"
+    assert [(e.name, dict(e.attributes or {})) for e in failed.events] == [
+        ("exception", {"exception.type": "KeyError", "exception.message": "'no model'"})]
+    assert by_name["line-test process"].status.status_code is StatusCode.ERROR  # the batch failed
     for span in spans:
         line = span_line(span)
         assert line.endswith("\n") and "\n" not in line[:-1]
