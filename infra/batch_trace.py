@@ -71,8 +71,6 @@ class BatchTrace:
         trace_ids = {value: f"{context.trace_id:032x}" for value, context in parents.items()}
         self.trace_ids = {key: trace_ids[value] for key, value in sampled.items() if value in trace_ids}
         """The trace id (32 hex) of each record with a sampled, valid traceparent, by id(record)."""
-        self.any_sampled = bool(parents)
-        """Some record of the batch carries a sampled, valid traceparent."""
         links = [Link(context, {"streamscore.records": counts[value]}) for value, context in parents.items()]
         self.span = tracer.start_span(
             f"{service} batch", kind=SpanKind.CONSUMER, start_time=self._started, links=links,
