@@ -191,13 +191,10 @@ class TopicGuard:
             await asyncio.sleep(interval_s)
 
     async def _failed(self, error: Exception) -> None:
-        from aiokafka.errors import KafkaConnectionError
-
-        reason = repr(error)[:300]
-        if isinstance(error, KafkaConnectionError):
-            diagnosis = await diagnose(self._settings)  # names a refused setting, or each address's error
-            reason = diagnosis.message if diagnosis.verdict != "ok" else reason
-        self.connection.failed(reason)
+        # Probed on every kind of failure: a dying broker surfaces as KafkaConnectionError or as a bare
+        # KafkaError("Unable to get cluster metadata ..."), depending on when the check met it.
+        diagnosis = await diagnose(self._settings)  # names a refused setting, or each address's error
+        self.connection.failed(diagnosis.message if diagnosis.verdict != "ok" else repr(error)[:300])
 
 
 IDEMPOTENCE_SETTING = "STREAMSCORE_KAFKA_IDEMPOTENT"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -15,9 +16,11 @@ from pydantic import ValidationError
 from infra.asyncapi import asyncapi_document
 from infra.connection_state import ConnectionState
 from infra.consumer import build_broker
+from infra.kafka import TopicGuard
 from infra.kafka_connection import connection_options, faststream_security, parse_bootstrap
 from infra.logging import RepeatFilter
 from infra.settings import ConsumerSettings, KafkaSettings
+from streamscore.embedded import free_port
 from streamscore.failures import explain
 from tests.helpers.tls import make_ca
 
@@ -187,3 +190,19 @@ def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
         ("ERROR", "Kafka unavailable: no Kafka broker answers at h:1"), ("INFO", "Kafka available again")]
     assert caplog.records[1].failures == 500  # type: ignore[attr-defined]
     assert state.up and state.failures == 0
+
+
+@pytest.mark.parametrize("error", [KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]"),
+                                   KafkaError("Unable to get cluster metadata over all known brokers")])
+async def test_the_topic_guard_names_the_unanswering_addresses_whichever_error_the_check_met(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    guard = TopicGuard(KafkaSettings(kafka_bootstrap=addresses))
+    with caplog.at_level(logging.ERROR, "infra.kafka"):
+        await guard._failed(error)
+    assert not guard.connection.up
+    [logged] = [r.getMessage() for r in caplog.records if getattr(r, "dependency", None) == "Kafka"]
+    assert logged.startswith(f"Kafka unavailable: no Kafka broker answers at {addresses} "
+                             "(STREAMSCORE_KAFKA_BOOTSTRAP): "), logged
+    assert all(f"{address}: Connect call failed" in logged for address in addresses.split(",")), logged
