@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from itertools import filterfalse
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, Tracer
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.sdk.trace import Tracer as SdkTracer
 
+HEADERS = attrgetter("headers")
+"""A consumed record's headers (aiokafka's records always have the attribute, empty when none came)."""
+
 CURRENT_BATCH: ContextVar[BatchTrace | None] = ContextVar("streamscore_batch_trace", default=None)
 """The batch being handled in this task (set by infra/consumer.py around the service's handler)."""
 
@@ -50,23 +55,26 @@ class BatchTrace:
 
     def __init__(self, tracer: Tracer, service: str, records: Sequence[Any]) -> None:
         self._started = time.time_ns()
-        # One inlined pass over the batch (it runs for every record while tracing is on) that keeps, by
-        # record identity, only what an output needs: the sampled traceparents and the records without a
-        # usable one. An unsampled record, the common case at 1 %, leaves nothing behind (module doc).
+        # One inlined pass over the records with headers (it runs for each of them while tracing is on)
+        # that keeps, by record identity, only what an output needs: the sampled traceparents and the
+        # records without a usable one. An unsampled record, the common case at 1 %, leaves nothing behind
+        # (module doc); one without any header (in the sink, 99 % of the predictions) is skipped in C, and
+        # `output_headers` finds it again only in a recorded batch that had some.
         sampled: dict[int, bytes] = {}
-        bare: list[int] = []
+        unusable: list[int] = []  # with headers, but no usable traceparent among them
         counts: dict[bytes, int] = {}
-        for record in records:
-            for name, found in getattr(record, "headers", None) or ():
+        carrying = list(filter(HEADERS, records))
+        for record in carrying:
+            for name, found in record.headers:
                 if name == TRACEPARENT:
                     if len(found) != TRACEPARENT_LENGTH:  # malformed: as if absent
-                        bare.append(id(record))
+                        unusable.append(id(record))
                     elif found[-1] in SAMPLED_LAST_DIGITS:  # is_sampled(), inlined
                         sampled[id(record)] = found
                         counts[found] = counts.get(found, 0) + 1
                     break
             else:
-                bare.append(id(record))
+                unusable.append(id(record))
         parents = {value: context for value in counts if (context := parse_traceparent(value)) is not None}
         trace_ids = {value: f"{context.trace_id:032x}" for value, context in parents.items()}
         self.trace_ids = {key: trace_ids[value] for key, value in sampled.items() if value in trace_ids}
@@ -92,7 +100,8 @@ class BatchTrace:
                 self._process.append((parent, own, counts[value]))
                 outgoing[value] = [(TRACEPARENT, traceparent(own))]
         self._service = service
-        self._sampled, self._bare, self._outgoing = sampled, bare, outgoing
+        self._records, self._sampled, self._unusable, self._outgoing = records, sampled, unusable, outgoing
+        self._headerless = len(carrying) != len(records)
         self._headers: dict[int, Headers] | None = None
         self._ended = False
 
@@ -107,7 +116,11 @@ class BatchTrace:
         """
         if self._headers is None:
             own, outgoing = self._own, self._outgoing
-            chosen: dict[int, Headers] = {} if own is None else dict.fromkeys(self._bare, own)
+            chosen: dict[int, Headers] = {}
+            if own is not None:  # the records without a usable traceparent: with or without other headers
+                chosen = dict.fromkeys(self._unusable, own)
+                if self._headerless:
+                    chosen.update(dict.fromkeys(map(id, filterfalse(HEADERS, self._records)), own))
             for key, value in self._sampled.items():
                 headers = outgoing.get(value)
                 if headers is None and key in self.trace_ids:  # valid, in a batch not recorded: as it came

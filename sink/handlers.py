@@ -154,8 +154,8 @@ def with_trace_ids(batch: BatchTrace, items: list[PredictionItem]) -> list[Predi
     the sink traces, so an untraced sink does no work per row for it."""
     if not (trace_ids := batch.trace_ids):
         return items
-    return [(record, row._replace(trace_id=trace_id)) if (trace_id := trace_ids.get(id(record))) else
-            (record, row) for record, row in items]
+    return [(item[0], item[1]._replace(trace_id=trace_id)) if (trace_id := trace_ids.get(id(item[0]))) else
+            item for item in items]  # an untouched row keeps its tuple: no new one per row
 
 
 def is_rejected_row(error: BaseException) -> bool:

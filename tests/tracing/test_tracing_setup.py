@@ -175,9 +175,10 @@ def test_only_outputs_of_sampled_traces_carry_a_traceparent_into_a_record_batch(
         sampled = b"00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         records = [SimpleNamespace(headers=(("traceparent", unsampled),)), SimpleNamespace(headers=()),
                    SimpleNamespace(headers=[("other", b"x"), ("traceparent", b"00-too-short-01")]),
-                   SimpleNamespace(headers=(("traceparent", sampled),))]
+                   SimpleNamespace(headers=(("traceparent", sampled),)),
+                   SimpleNamespace(headers=[("other", b"y")])]
         batch = batch_trace.BatchTrace(tracer, "forward-test", records)
-        dropped, bare, malformed, carried = (batch.headers_for(record) for record in records)
+        dropped, bare, malformed, carried, other = (batch.headers_for(record) for record in records)
         batch.end()
     finally:
         tracing.forget("forward-test")
@@ -187,11 +188,11 @@ def test_only_outputs_of_sampled_traces_carry_a_traceparent_into_a_record_batch(
     assert batch_span.context is not None and process.context is not None
     assert [link.context.trace_id for link in batch_span.links] == [0x5BF92F3577B34DA6A3CE929D0E0E4736]
     own = [("traceparent", tracing.traceparent(batch_span.context))]
-    assert bare == malformed == own  # no usable context of their own: the batch span's
+    assert bare == malformed == other == own  # no usable context of their own: the batch span's
     assert carried == [("traceparent", tracing.traceparent(process.context))]
     assert process.context.trace_id == 0x5BF92F3577B34DA6A3CE929D0E0E4736
     assert batch.trace_id_of(records[3]) == "5bf92f3577b34da6a3ce929d0e0e4736"
-    assert [batch.trace_id_of(record) for record in records[:3]] == [None, None, None]
+    assert [batch.trace_id_of(record) for record in records[:3] + records[4:]] == [None, None, None, None]
     builder = DefaultRecordBatchBuilder(2, 0, -1, -1, -1, False, 1 << 20)  # what the scorer's sender fills
     assert builder.append(0, timestamp=None, key=b"k", value=b"v", headers=carried) is not None
 
