@@ -19,12 +19,13 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.util import ns_to_iso_str
 from opentelemetry.trace import Link, SpanContext, StatusCode, TraceFlags, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from infra import batch_trace, tracing
 from infra.logging import JsonFormatter
-from infra.span_json import span_line
+from infra.span_json import iso_time, span_line
 from streamscore.embedded import free_port
 
 
@@ -245,3 +246,12 @@ def test_a_span_line_holds_what_the_sdk_s_to_json_writes() -> None:
         line = span_line(span)
         assert line.endswith("\n") and "\n" not in line[:-1]
         assert json.loads(line) == json.loads(span.to_json(indent=None))
+
+
+@given(st.one_of(
+    st.integers(0, 2**63 - 1),  # every time_ns a span can have (up to 2262)
+    st.integers(1_600_000_000 * 10**6, 2_000_000_000 * 10**6).map(lambda us: us * 1000 + 500),  # half a µs
+    st.integers(1_600_000_000, 2_000_000_000).map(lambda s: s * 10**9 - 1),  # just below a whole second
+))
+def test_a_span_line_timestamp_is_the_sdk_s(nanoseconds: int) -> None:
+    assert iso_time(nanoseconds) == ns_to_iso_str(nanoseconds)
