@@ -53,7 +53,7 @@ async def run_design(name: str, args: argparse.Namespace) -> tuple[Throughput, t
         for role, command in zip(("scorer", "sink"), DESIGNS[name], strict=True):
             stack.processes.append(start_process(command, env, log_dir / f"{name}-{role}-{stack.run}.log"))
         warmup = feature_payloads(args.warmup, seed=1, prefix=stack.customer_prefix)
-        await produce_fast(stack.bootstrap, stack.topic, warmup)
+        await produce_fast(stack, warmup)
         await wait_rows(stack.dsn, len(warmup), 180, stack.processes)
         pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid,
                 "redis": await redis_pid(args.redis_url)}

@@ -45,7 +45,7 @@ import redis.asyncio as redis
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import make_url
 
-from infra.kafka import ensure_topics, topic_name
+from infra.kafka import ensure_topics, producer_options, topic_name
 from infra.settings import KafkaSettings
 from migrations.runner import upgrade_head
 from schemas import topics
@@ -99,16 +99,17 @@ def trace_headers(count: int, sample: float | None, seed: int = 0) -> list[list[
 
 
 async def produce_fast(
-    bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]],
-    headers: list[list[tuple[str, bytes]]] | None = None,
+    stack: Stack, payloads: list[tuple[bytes, bytes]], headers: list[list[tuple[str, bytes]]] | None = None,
 ) -> float:
-    """Keyed produce with the scorer's per-partition batch sender (acks=all); returns seconds taken."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    """Keyed produce to the features topic with the scorer's per-partition batch sender, configured as the
+    services' producers are (infra/kafka.producer_options; not aiokafka's 16 KB batches: docs/performance.md,
+    "The load generator"); returns seconds taken."""
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, **producer_options(stack.settings))
     await producer.start()
     started = time.perf_counter()
     try:
         indexed = [(i, key, value) for i, (key, value) in enumerate(payloads)]
-        sent = await send_keyed_batches(producer, topic, indexed, headers)
+        sent = await send_keyed_batches(producer, stack.topic, indexed, headers)
         await asyncio.gather(*(ack for ack, _ in sent))
     finally:
         await producer.stop()
@@ -436,7 +437,7 @@ async def measure_throughput(stack: Stack, pids: dict[str, int], events: int, al
     pg_before = sum(cpu_seconds(pid) for pid in pg_pids)
     started = time.perf_counter()
     memory = MemoryTrace({name: pids[name] for name in ("scorer", "sink")}, already, events)
-    produce = asyncio.create_task(produce_fast(stack.bootstrap, stack.topic, payloads, headers))
+    produce = asyncio.create_task(produce_fast(stack, payloads, headers))
     finished = await wait_rows(stack.dsn, already + events, 1800, stack.processes, memory.poll)
     produce_s = await produce
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
@@ -528,7 +529,7 @@ async def bench_run(args: argparse.Namespace, guarantee: str, tracing: str = "of
         for service in ("scorer", "sink"):
             stack.processes.append(start_service(service, env, log_dir / f"{service}-{stack.run}.log"))
         warmup = feature_payloads(args.warmup, seed=1, prefix=stack.customer_prefix)
-        await produce_fast(stack.bootstrap, stack.topic, warmup, trace_headers(len(warmup), stack.sample))
+        await produce_fast(stack, warmup, trace_headers(len(warmup), stack.sample))
         await wait_rows(stack.dsn, len(warmup), 120, stack.processes)
         print(f"services ready (warm-up of {len(warmup)} events stored)")
         pids = {"scorer": stack.processes[0].pid, "sink": stack.processes[1].pid,
