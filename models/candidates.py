@@ -183,6 +183,10 @@ def blend(members: list[Fitted], x: np.ndarray) -> Fitted:
     return Fitted(configs(["ensemble"])[0], members=members, grids=grids)
 
 
+PINV_RCOND = 1e-10
+"""Eigenvalues below this share of the largest count as zero in the stepwise score test."""
+
+
 def stepwise_terms(x: np.ndarray, y: np.ndarray, k: int = 8) -> list[P.Term]:
     """k terms chosen by forward stepwise logistic regression on the rows given (binned_terms' pool).
 
@@ -202,14 +206,17 @@ def stepwise_terms(x: np.ndarray, y: np.ndarray, k: int = 8) -> list[P.Term]:
         if chosen:
             p = LogisticRegression(C=1e4, max_iter=1000).fit(z[:, 1:], target).predict_proba(z[:, 1:])[:, 1]
         w = p * (1 - p)
-        zwz_inv = np.linalg.pinv((z * w[:, None]).T @ z)
+        # Symmetric and singular by design (a one-hot block's columns sum to the intercept): on some CPUs
+        # the SVD's rounding left a null direction above pinv's default cut-off, and its inverse scored a
+        # term at 1e8-1e10 against ~300. A relative cut-off on the eigenvalues drops it everywhere.
+        zwz_inv = np.linalg.pinv((z * w[:, None]).T @ z, rcond=PINV_RCOND, hermitian=True)
         best: tuple[float, int] | None = None
         for i in (i for i in range(len(pool)) if i not in chosen):
             c = blocks[i]
             u = c.T @ (target - p)
             cwz = (c * w[:, None]).T @ z
             info = (c * w[:, None]).T @ c - cwz @ zwz_inv @ cwz.T
-            stat = float(u @ np.linalg.pinv(info) @ u) - 2.0 * c.shape[1]
+            stat = float(u @ np.linalg.pinv(info, rcond=PINV_RCOND, hermitian=True) @ u) - 2.0 * c.shape[1]
             if best is None or stat > best[0]:
                 best = (stat, i)
         assert best is not None

@@ -125,9 +125,10 @@ async def test_a_replay_through_another_version_matches_streamscore_predict(
         assert propensity == expected["propensity"]
         assert (label, score) == (expected["segment"]["label"], expected["segment"]["score"])
         # float32 Q-value sums depend on the rows scored alongside (predict: 2,000 a call; the replay: the
-        # served micro-batch), so calibrated probabilities agree to float32 rounding, not to the bit.
+        # served micro-batch), so calibrated probabilities agree to float32 rounding, not to the bit; the
+        # isotonic map's steep segments magnify that rounding (1.2e-5 on one CPU), hence 1e-4.
         np.testing.assert_allclose([r["probability"] for r in recommendations],
-                                   [r["probability"] for r in expected["recommendations"]], rtol=0, atol=1e-5)
+                                   [r["probability"] for r in expected["recommendations"]], rtol=0, atol=1e-4)
 
 
 OUTCOME_ROWS = 600
