@@ -15,6 +15,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from infra.connection_state import ConnectionState
 from infra.kafka_connection import connection_options
 from infra.kafka_diagnosis import diagnose
+from infra.rounds import sleep_or_stop
 from infra.settings import KafkaSettings
 from schemas import topics
 
@@ -188,7 +189,7 @@ class TopicGuard:
                 await self._failed(error)
             else:
                 self.connection.succeeded()
-            await asyncio.sleep(interval_s)
+            await sleep_or_stop(interval_s)
 
     async def _failed(self, error: Exception) -> None:
         # Probed on every kind of failure: a dying broker surfaces as KafkaConnectionError or as a bare

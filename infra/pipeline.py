@@ -35,6 +35,8 @@ from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
+from infra.rounds import stop_if_cancelled
+
 log = logging.getLogger(__name__)
 
 Finish = Callable[[], Awaitable[Any]]
@@ -283,6 +285,7 @@ class BatchPipeline:
 
     async def _stage_forever(self, level: int) -> None:
         while True:
+            stop_if_cancelled()  # reset's cancellation, if a stage swallowed it: get() would wait forever
             item = await self._stages[level].get()
             if self._failure is None:
                 try:
@@ -293,6 +296,7 @@ class BatchPipeline:
 
     async def _commit_forever(self) -> None:
         while True:
+            stop_if_cancelled()
             item = await self._commits.get()
             try:
                 await asyncio.shield(item.staged)

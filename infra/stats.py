@@ -17,6 +17,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.redis_client import redis_client
+from infra.rounds import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ async def publish_stats_forever(
                 if not failing:
                     log.warning("stats write to Redis failed", extra={"key": key, "error": str(error)})
                 failing = True
-            await asyncio.sleep(interval_s)
+            await sleep_or_stop(interval_s)
     finally:
         # Bounded: a connection cut mid-command by the cancellation must not hold up the service's stop.
         with contextlib.suppress(Exception):
@@ -221,6 +222,6 @@ async def track_lag_forever(
                     log.warning("consumer lag unknown", extra={"error": str(error)})
                 failing = True
                 stats.lag = -1
-            await asyncio.sleep(interval_s)
+            await sleep_or_stop(interval_s)
     finally:
         await probe.stop()

@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 from infra.kafka import producer_options
 from infra.pipeline import BatchPipeline
 from infra.process import StartupRefused
+from infra.rounds import sleep_or_stop
 from infra.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ class PartitionTransactions:
         """Every interval, with the pipeline paused, commit what settled; a failure rewinds the pipeline."""
         assert self._pipeline is not None
         while not self._closed:
-            await asyncio.sleep(self._interval_s)
+            await sleep_or_stop(self._interval_s)
             if not self._dirty():
                 continue
             async with self._pipeline.paused() as settled:

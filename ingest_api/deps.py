@@ -32,6 +32,7 @@ class Services:
     db_engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis
+    redis_probe: Redis  # /ready's own client: its ping may take the readiness deadline, not a read's budget
     producer: AIOKafkaProducer
     engine: InferenceEngine
     sync_scorer: DirectScorer | DynamicBatcher
@@ -49,13 +50,10 @@ class Services:
         self.redis_paused_until = time.monotonic() + self.settings.redis_pause_seconds
 
 
-def build_redis(settings: ApiSettings) -> Redis:
-    """The API's Redis client: every call (connect, read) gives up after redis_timeout_seconds."""
-    return redis_client(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        socket_timeout=settings.redis_timeout_seconds,
-    )
+def build_redis(settings: ApiSettings, timeout_s: float | None = None) -> Redis:
+    """A Redis client whose every call (connect, read) gives up after `timeout_s` (redis_timeout_seconds)."""
+    timeout_s = settings.redis_timeout_seconds if timeout_s is None else timeout_s
+    return redis_client(settings.redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
 
 
 async def get_services(request: Request) -> Services:

@@ -160,6 +160,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(bounded(db_engine.dispose, "postgres pool"))
         redis = build_redis(settings)
         stack.push_async_callback(bounded(redis.aclose, "redis client"))
+        redis_probe = build_redis(settings, timeout_s=health.READY_DEADLINE_S)
+        stack.push_async_callback(bounded(redis_probe.aclose, "redis readiness client"))
         sessionmaker = create_sessionmaker(db_engine)
         # Before any connection: bad security settings stop start-up at once.
         security = build_security(settings, redis, sessionmaker, key_cache_ttl_s=settings.key_cache_ttl_s)
@@ -195,6 +197,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             db_engine=db_engine,
             sessionmaker=sessionmaker,
             redis=redis,
+            redis_probe=redis_probe,
             producer=producer,
             engine=engine,
             sync_scorer=sync_scorer,

@@ -20,6 +20,7 @@ from infra.delivery import isolate_failing
 from infra.kafka import topic_name
 from infra.logging import dead_letter_fields
 from infra.pipeline import Finish
+from infra.rounds import sleep_or_stop
 from schemas import topics
 from schemas.feature_log import unlogged
 from schemas.messages import DeadLetter
@@ -277,7 +278,7 @@ async def repair_cache_forever(runtime: SinkRuntime) -> None:
                 pass
         except Exception as error:  # Postgres down: the next round tries again
             log.warning("cache repair failed", extra={"error": repr(error)[:300]})
-        await asyncio.sleep(runtime.settings.cache_repair_interval_seconds)
+        await sleep_or_stop(runtime.settings.cache_repair_interval_seconds)
 
 
 async def store_batch(runtime: SinkRuntime, publish: Publish, records: Sequence[SourceRecord]) -> Finish:

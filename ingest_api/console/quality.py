@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infra.rounds import sleep_or_stop
 from models import live_quality
 from store.outcome_join import Joined, join_outcomes
 from store.outcome_links import refresh_links
@@ -172,4 +173,4 @@ async def monitor_forever(services: Any, registry: CollectorRegistry) -> None:
             await refresh(services.sessionmaker, versions, settings, gauges)
         except Exception as error:  # Postgres down: /ready says so; the next round tries again
             log.warning("model quality refresh failed", extra={"error": repr(error)[:300]})
-        await asyncio.sleep(settings.quality_interval_seconds)
+        await sleep_or_stop(settings.quality_interval_seconds)

@@ -102,7 +102,7 @@ async def ready(request: Request, services: ServicesDep, response: Response) -> 
         _timed(lambda: _broker(services)),
         _timed(lambda: _topics(services)),
         _timed(lambda: _database(services)),
-        _timed(services.redis.ping),
+        _timed(services.redis_probe.ping),
         _with_credentials(request),
     )
     dependencies = {"broker": broker, "topics": topic_status, "database": database, "redis": redis}

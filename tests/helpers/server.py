@@ -20,12 +20,17 @@ from streamscore.embedded import free_port
 
 @dataclass
 class Served:
-    """Where the server listens, and the /health latencies a prober measured meanwhile."""
+    """Where the server listens, and the /health latencies a prober measured meanwhile.
+
+    `loop_cpu_s` is what the loop's thread ran during each probe: its wait minus the time the host did not
+    run this process at all (a noisy machine), so it is the part the server's own work can cause.
+    """
 
     host: str
     port: int
     client: httpx.AsyncClient
     latencies_s: list[float] = field(default_factory=list)
+    loop_cpu_s: list[float] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -83,9 +88,10 @@ async def probing_health(served: Served, every_s: float = 0.02, tail_s: float = 
 
         async def probe() -> None:
             while not stop.is_set():
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.thread_time()
                 response = await client.get("/health")
                 served.latencies_s.append(time.perf_counter() - started)
+                served.loop_cpu_s.append(time.thread_time() - cpu_started)
                 assert response.status_code == 200
                 await asyncio.sleep(every_s)
 

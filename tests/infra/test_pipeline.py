@@ -224,6 +224,26 @@ async def test_a_stage_whose_future_was_cancelled_fails_the_pipeline_instead_of_
     assert any(offset is not None for offset in (await committed(consumer, topic)).values())
 
 
+async def test_reset_stops_a_stage_that_swallowed_its_cancellation(pipelined: Pipelined) -> None:
+    consumer, pipeline, _ = pipelined
+    ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiting = asyncio.Event()
+
+    async def awaits_its_ack() -> Finish:
+        async def finish() -> None:
+            waiting.set()
+            await asyncio.wait_for(ack, 10)  # as a client's request does
+
+        return finish
+
+    first = [r for rs in (await consumer.getmany(timeout_ms=1000)).values() for r in rs]
+    await pipeline.handle(first, awaits_its_ack)
+    await waiting.wait()
+    ack.set_result(None)  # the ack lands in the loop iteration reset cancels the stage (Python 3.11 then
+    async with asyncio.timeout(5):  # returns it from wait_for and drops the cancellation: infra/rounds.py)
+        await pipeline.reset()
+
+
 async def test_settling_before_a_revoke_and_closing_give_up_after_the_settle_timeout(
     kafka_settings: KafkaSettings, topic: str
 ) -> None:

@@ -91,6 +91,19 @@ async def test_ready_is_503_naming_the_dependency_that_is_down(
     assert body["dependencies"]["database"]["ok"] and body["dependencies"]["broker"]["ok"]
 
 
+async def test_ready_gives_redis_the_readiness_deadline_not_the_budget_of_a_read(
+    kafka_settings: KafkaSettings, database_url: str, redis_url: str, inference_engine: InferenceEngine
+) -> None:
+    settings = api_settings(kafka_settings, database_url, redis_url, redis_timeout_seconds=1e-6)
+    async with running_api(settings, inference_engine) as api:
+        with pytest.raises(Exception, match="Timeout"):  # a read's budget: no Redis call fits in it
+            await api.services.redis.ping()
+        response = await api.client.get("/ready")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["dependencies"]["redis"]["ok"] is True
+
+
 async def test_random_keys_on_ready_from_one_client_hide_nothing_from_another(api: Api) -> None:
     def client_from(address: str) -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=api.app, client=(address, 40000))
