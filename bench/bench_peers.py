@@ -14,7 +14,6 @@ Needs the `bench` extra (`pip install 'bytewax[kafka]==0.21.*'`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
@@ -22,18 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pipeline import (
-    STREAMSCORE,
-    Throughput,
-    bench_stack,
-    feature_payloads,
-    measure_latency,
-    measure_throughput,
-    produce_fast,
-    redis_pid,
-    start_process,
-    wait_rows,
-)
+from bench_pipeline import Throughput, feature_payloads, measure_latency, measure_throughput, produce_fast
+from pipeline_probes import redis_pid, wait_rows
+from pipeline_stack import STREAMSCORE, bench_stack, run_terminable, start_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DESIGNS: dict[str, list[list[str]]] = {
@@ -110,4 +100,4 @@ def parse_args() -> argparse.Namespace:
 if __name__ == "__main__":
     options = parse_args()
     Path(options.log_dir).mkdir(parents=True, exist_ok=True)
-    asyncio.run(main(options))
+    run_terminable(main(options))

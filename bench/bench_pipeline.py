@@ -26,40 +26,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import numpy as np
 import orjson
-import redis.asyncio as redis
 from aiokafka import AIOKafkaProducer
-from sqlalchemy.engine import make_url
+from pipeline_probes import (
+    MemoryTrace,
+    backend_pids,
+    cpu_seconds,
+    redis_pid,
+    service_stats,
+    table_bytes_per_row,
+    wait_rows,
+)
+from pipeline_stack import Stack, bench_stack, run_terminable, start_service
 
-from infra.kafka import ensure_topics, producer_options, topic_name
-from infra.settings import KafkaSettings
-from migrations.runner import upgrade_head
-from schemas import topics
+from infra.kafka import producer_options
 from schemas.features import FEATURE_RANGES
 from scorer.handlers import send_keyed_batches
-from streamscore.embedded import TansuBroker
-from streamscore.kafka_server import KafkaCluster
-
-ADMIN_URL = make_url(
-    os.environ.get("STREAMSCORE_BENCH_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
-)
-"""The server the scratch databases are made on (bench_sink_store reads the same variable)."""
-ADMIN_DSN = ADMIN_URL.set(drivername="postgresql").render_as_string(hide_password=False)
-STREAMSCORE = Path(sys.executable).with_name("streamscore")
 
 
 def feature_payloads(count: int, seed: int = 0, prefix: str = "bench") -> list[tuple[bytes, bytes]]:
@@ -114,295 +104,6 @@ async def produce_fast(
     finally:
         await producer.stop()
     return time.perf_counter() - started
-
-
-async def stored_rows(dsn: str) -> int:
-    """Rows in predictions."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        return int(await connection.fetchval("SELECT count(*) FROM predictions"))
-    finally:
-        await connection.close()
-
-
-def start_service(service: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`streamscore <service>` as a child process logging to a file."""
-    return start_process([str(STREAMSCORE), service], env, log_path)
-
-
-def start_process(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """A child process logging to a file."""
-    with log_path.open("wb") as log:
-        return subprocess.Popen(command, env=env, stdout=log, stderr=log)
-
-
-class RowCounter:
-    """Rows in predictions, counted by id ranges: a full count(*) scans the whole table every poll.
-
-    The count grew with the table (up to 16 % of a core by the end of a 300 k run), loading the machine
-    the benchmark measures. A writer committing a lower id after a higher one was seen is caught by the
-    full count that confirms the target, and by a full recount whenever progress stalls.
-    """
-
-    def __init__(self, connection: asyncpg.Connection) -> None:
-        self.connection = connection
-        self.rows = 0
-        self.last_id = 0
-
-    async def recount(self) -> int:
-        """Full count (exact whatever the commit order)."""
-        row = await self.connection.fetchrow("SELECT count(*), coalesce(max(id), 0) FROM predictions")
-        self.rows, self.last_id = int(row[0]), int(row[1])
-        return self.rows
-
-    async def count(self) -> int:
-        """Rows seen so far: the earlier count plus the rows above the greatest id seen."""
-        row = await self.connection.fetchrow(
-            "SELECT count(*), max(id) FROM predictions WHERE id > $1", self.last_id
-        )
-        if row[0]:
-            self.rows += int(row[0])
-            self.last_id = int(row[1])
-        return self.rows
-
-
-async def wait_rows(
-    dsn: str,
-    target: int,
-    timeout_s: float,
-    processes: list[subprocess.Popen[bytes]],
-    on_poll: Callable[[int], None] | None = None,
-) -> float:
-    """Poll (one connection, every 0.1 s) until predictions holds `target` rows; the perf_counter then."""
-    deadline = time.monotonic() + timeout_s
-    connection = await asyncpg.connect(dsn)  # one backend: forking one per poll would cost Postgres CPU
-    counter = RowCounter(connection)
-    try:
-        rows = await counter.recount()
-        stalled_since = time.monotonic()
-        while time.monotonic() < deadline:
-            seen, rows = rows, await counter.count()
-            if on_poll is not None:
-                on_poll(rows)
-            if rows >= target and await counter.recount() >= target:
-                return time.perf_counter()
-            if rows > seen:
-                stalled_since = time.monotonic()
-            elif time.monotonic() - stalled_since > 2.0:
-                rows = await counter.recount()
-                stalled_since = time.monotonic()
-            if any(p.poll() is not None for p in processes):
-                raise RuntimeError("a service exited; see its log")
-            await asyncio.sleep(0.1)
-    finally:
-        await connection.close()
-    raise TimeoutError(f"only {await stored_rows(dsn)} of {target} rows after {timeout_s:.0f}s")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of a process in MB (0 when it is gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), "VmRSS: 0 kB")
-    return int(line.split()[1]) / 1024
-
-
-@dataclass
-class MemoryTrace:
-    """RSS of each service each time another tenth of the run's events was stored."""
-
-    pids: dict[str, int]
-    start: int
-    events: int
-    samples: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-
-    def poll(self, rows: int) -> None:
-        """Sample at every crossed tenth of the run."""
-        done = rows - self.start
-        while len(self.samples) < 10 and done >= self.events * (len(self.samples) + 1) // 10:
-            self.samples.append((done, {name: rss_mb(pid) for name, pid in self.pids.items()}))
-
-    def report(self) -> str:
-        """Per service: RSS at each tenth, its growth (second half's mean over the first's) and its swing.
-
-        Growth is the trend a leak would show. A single sample against the largest of the nine after it
-        measures how far RSS swings with the batches in flight (a sink's parsed batches, asyncpg's and
-        Redis's buffers), which it also prints: from the first tenth to the largest later sample.
-        """
-        lines = []
-        for name in self.pids:
-            series = [sample[name] for _, sample in self.samples]
-            if len(series) < 4:
-                continue
-            half = len(series) // 2
-            first, second = sum(series[:half]) / half, sum(series[half:]) / (len(series) - half)
-            growth = (second - first) / first * 100
-            swing = (max(series[1:]) - series[0]) / series[0] * 100
-            lines.append(f"rss {name:<6} MB at each tenth: {' '.join(f'{v:.0f}' for v in series)}  "
-                         f"growth {growth:+.1f}% (second half's mean over the first's; target < 10%), "
-                         f"first tenth to the largest later {swing:+.1f}%")
-        return "\n".join(lines)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process (all its threads) has used so far; 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def redis_pid(url: str) -> int:
-    """The Redis server's pid (its CPU is part of every design's cost)."""
-    client = redis.from_url(url)
-    try:
-        return int((await client.info("server"))["process_id"])
-    finally:
-        await client.aclose()
-
-
-async def backend_pids(dsn: str, database: str) -> list[int]:
-    """Postgres backends connected to the bench database (the sink's pool), but for this query's own."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        rows = await connection.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", database
-        )
-        return [int(row["pid"]) for row in rows]
-    finally:
-        await connection.close()
-
-
-async def service_stats(redis_url: str, prefix: str) -> dict[str, dict[Any, Any]]:
-    """The stats hashes the services wrote (stats:scorer:* and stats:sink:*) for this run."""
-    client = redis.from_url(redis_url, decode_responses=True)
-    try:
-        return {key: await client.hgetall(key) async for key in client.scan_iter(match=f"stats:*:{prefix}*")}
-    finally:
-        await client.aclose()
-
-
-@dataclass
-class Stack:
-    """A scratch database, a broker and topics of one bench run, plus the service processes."""
-
-    run: str
-    database: str
-    dsn: str
-    database_url: str
-    bootstrap: str
-    broker_pid: int | None  # the broker of the run's own (its CPU counts); None on an existing broker
-    settings: KafkaSettings
-    guarantee: str = "at-least-once"
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    sample: float | None = None  # events carry traceparents sampled at this ratio; None: none
-    traced: bool = False  # the services trace (OTEL_* set), at `sample`
-    log_dir: Path = Path(".")
-
-    @property
-    def customer_prefix(self) -> str:
-        """Prefix of this run's customer ids (and so of its Redis keys)."""
-        return f"bench{self.run}"
-
-    @property
-    def topic(self) -> str:
-        """The concrete customer-features topic."""
-        return topic_name(self.settings, topics.CUSTOMER_FEATURES)
-
-    def env(self, redis_url: str) -> dict[str, str]:
-        """The STREAMSCORE_* environment of the services of this run."""
-        return {
-            **os.environ,
-            "STREAMSCORE_KAFKA_BOOTSTRAP": self.bootstrap,
-            "STREAMSCORE_KAFKA_PARTITIONS": str(self.settings.kafka_partitions),
-            "STREAMSCORE_KAFKA_IDEMPOTENT": str(self.settings.kafka_idempotent).lower(),
-            "STREAMSCORE_PROCESSING_GUARANTEE": self.guarantee,
-            "STREAMSCORE_TOPIC_PREFIX": self.settings.topic_prefix,
-            "STREAMSCORE_DATABASE_URL": self.database_url,
-            "STREAMSCORE_REDIS_URL": redis_url,
-            "STREAMSCORE_INSTANCE_ID": f"bench{self.run}",
-            "STREAMSCORE_LOG_LEVEL": "WARNING",
-            **({} if not self.traced else {
-                "OTEL_TRACES_EXPORTER": "console",
-                "STREAMSCORE_TRACES_FILE": str(self.log_dir / f"traces-{self.run}-{{service}}.jsonl"),
-                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                "OTEL_TRACES_SAMPLER_ARG": str(self.sample),
-            }),
-        }
-
-
-@contextlib.asynccontextmanager
-async def bench_stack(
-    partitions: int, log_dir: Path, redis_url: str, keep_db: bool = False, broker_kind: str = "tansu",
-    bootstrap: str = "", guarantee: str = "at-least-once", broker_pid: int | None = None,
-) -> AsyncIterator[Stack]:
-    """A migrated scratch database and a broker (Tansu, one Apache Kafka node, or an existing one at
-    `bootstrap`) with fresh contract topics; torn down afterwards."""
-    run = uuid.uuid4().hex[:8]
-    database = f"ss_bench_{run}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
-    database_url = ADMIN_URL.set(database=database).render_as_string(hide_password=False)
-    await asyncio.to_thread(upgrade_head, database_url)
-    broker: TansuBroker | KafkaCluster | None = None
-    if bootstrap:
-        pass
-    elif broker_kind == "kafka":  # data in a temp dir, removed at the end
-        broker = await asyncio.to_thread(KafkaCluster(nodes=1).start)
-    else:
-        broker = TansuBroker(log_path=log_dir / f"tansu-{run}.log").start()
-    settings = KafkaSettings(
-        kafka_bootstrap=bootstrap if broker is None else broker.bootstrap, kafka_partitions=partitions,
-        kafka_idempotent=bootstrap != "" or broker_kind == "kafka", topic_prefix=f"bench{run}.",
-    )
-    dsn = ADMIN_URL.set(drivername="postgresql", database=database).render_as_string(hide_password=False)
-    node = broker.members[0] if isinstance(broker, KafkaCluster) else broker
-    process = node.process if node is not None else None
-    pid = process.pid if process is not None else broker_pid
-    stack = Stack(run, database, dsn, database_url, settings.kafka_bootstrap, pid, settings, guarantee)
-    try:
-        await ensure_topics(settings)
-        yield stack
-    finally:
-        stop_processes(stack.processes)
-        if broker is not None:
-            broker.stop()
-        await drop_cached(redis_url, stack.customer_prefix)
-        if not keep_db:
-            admin = await asyncpg.connect(ADMIN_DSN)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            await admin.close()
-
-
-async def drop_cached(url: str, prefix: str) -> None:
-    """Delete the run's prediction keys from Redis (a run leaves ~300 MB per million events otherwise)."""
-    client = redis.from_url(url)
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"predict:{prefix}-*", count=10_000):
-            batch.append(key)
-            if len(batch) >= 10_000:
-                await client.unlink(*batch)
-                batch = []
-        if batch:
-            await client.unlink(*batch)
-    finally:
-        await client.aclose()
-
-
-def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every process, then kill the ones still running after 15 s."""
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @dataclass
@@ -484,17 +185,6 @@ async def measure_latency(
     latency = np.array([(float(r["at"]) - sent[r["id"]]) * 1000.0 for r in rows])
     p50, p99 = np.percentile(latency, [50, 99])
     return float(p50), float(p99), float(latency.max())
-
-
-async def table_bytes_per_row(dsn: str) -> float:
-    """Bytes of the predictions table with its indexes and TOAST per stored row."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        size, rows = await connection.fetchrow(
-            "SELECT pg_total_relation_size('predictions'), (SELECT count(*) FROM predictions)")
-    finally:
-        await connection.close()
-    return float(size) / max(int(rows), 1)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -604,4 +294,4 @@ def parse_args() -> argparse.Namespace:
 if __name__ == "__main__":
     options = parse_args()
     Path(options.log_dir).mkdir(parents=True, exist_ok=True)
-    asyncio.run(main(options))
+    run_terminable(main(options))

@@ -31,7 +31,9 @@ from streamscore.kafka_server import KafkaCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pipeline import cpu_seconds, feature_payloads, trace_headers
+from bench_pipeline import feature_payloads, trace_headers
+from pipeline_probes import cpu_seconds
+from pipeline_stack import run_terminable
 
 CONFIGS = ("aiokafka defaults", "services' options")
 
@@ -103,4 +105,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_terminable(main(parse_args()))

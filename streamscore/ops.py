@@ -15,21 +15,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import typer
-from rich import filesize
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    Task,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
 from streamscore.client import (
     API_KEY_ENV,
@@ -41,6 +29,7 @@ from streamscore.client import (
     resolve_api_key,
     resolve_api_url,
 )
+from streamscore.progress import progress_bar
 from streamscore.text import counted
 
 P = ParamSpec("P")
@@ -140,7 +129,7 @@ def batch_submit(
     if not file.is_file():
         raise CliError(f"no such file: {file}", EXIT_USAGE)
     with _client(api_url, api_key) as client, file.open("rb") as stream:
-        with _progress(download=True) as progress:
+        with progress_bar(errors, download=True) as progress:
             upload = progress.add_task(f"upload {file.name}", total=file.stat().st_size)
             task = client.submit_batch(stream, file.name, lambda n: progress.advance(upload, n))
         task_id = str(task["task_id"])
@@ -166,7 +155,7 @@ def _check_batch(task_id: str, status: dict[str, Any]) -> None:
 
 
 def _wait(client: ApiClient, task_id: str, rows: int) -> dict[str, Any]:
-    with _progress() as progress:
+    with progress_bar(errors) as progress:
         scoring = progress.add_task("scoring", total=max(rows, 1))
 
         def on_status(status: dict[str, Any]) -> None:
@@ -244,7 +233,7 @@ def batch_results(
                 lines += chunk.count(b"\n")
             stdout.flush()
         else:
-            with _progress(download=True) as progress:
+            with progress_bar(errors, download=True) as progress:
                 download = progress.add_task(f"download {target.name}", total=None)
                 partial = target.with_name(target.name + ".part")
                 with partial.open("wb") as sink:
@@ -303,7 +292,7 @@ def events_send(
     """
     events = _read_jsonl(file)
     sent = 0
-    with _client(api_url, api_key) as client, _progress() as progress:
+    with _client(api_url, api_key) as client, progress_bar(errors) as progress:
         task = progress.add_task(f"send {file.name}", total=len(events))
         for start in range(0, len(events), chunk):
             part = events[start:start + chunk]
@@ -367,31 +356,6 @@ def docs_asyncapi(
     output.write_text(text, encoding="utf-8")
     channels = document.get("channels") or {}
     errors.print(f"wrote {output} ({len(channels)} channels)")
-
-
-class AverageSpeedColumn(TransferSpeedColumn):
-    """Bytes per second, averaged over the whole transfer once done; blank while it cannot tell yet.
-
-    rich's column shows its recent-sample speed, "0 bytes/s" for a file sent within one refresh.
-    """
-
-    def render(self, task: Task) -> Text:
-        """The speed, or nothing."""
-        elapsed = task.finished_time if task.finished else task.elapsed
-        if task.finished and elapsed:
-            return Text(f"{filesize.decimal(int(task.completed / elapsed))}/s", style="progress.data.speed")
-        if task.speed:
-            return super().render(task)
-        return Text("")
-
-
-def _progress(download: bool = False) -> Progress:
-    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn()]
-    if download:
-        columns += [DownloadColumn(), AverageSpeedColumn()]
-    else:
-        columns += [TextColumn("{task.completed:,.0f}/{task.total:,.0f}")]
-    return Progress(*columns, TimeElapsedColumn(), console=errors, transient=False)
 
 
 EXIT_CODES = "Exit codes: 0 all good, 1 partly failed, 2 usage or input error."

@@ -7,20 +7,16 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 from sqlalchemy import update
 
 from ingest_api.auth.credentials import create_api_key
-from ingest_api.auth.tokens import SecurityConfigError, build_jwt_config, resolve_jwt_secret
 from ingest_api.settings import ApiSettings
 from store import users
 from store.tables import User
@@ -34,6 +30,7 @@ from tests.helpers.security import (
     close_app,
     login,
     open_app,
+    rsa_pems,
     wait_for_fresh_window,
 )
 
@@ -71,20 +68,6 @@ def good_claims(settings: ApiSettings, subject: str, role: str = "client", **cha
         else:
             claims[name] = value
     return claims
-
-
-def rsa_pems() -> tuple[str, str]:
-    """A fresh RSA key pair as PEM (private, public)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
 
 
 @pytest.fixture
@@ -344,40 +327,7 @@ async def test_create_api_key_rejects_unknown_scopes(secure: SecureApp) -> None:
             await create_api_key(session, "bad", ["predict", "root"])
 
 
-# --- configuration ------------------------------------------------------------------------------
-
-
-def test_missing_or_short_secret_refuses_to_start() -> None:
-    with pytest.raises(SecurityConfigError, match="missing"):
-        resolve_jwt_secret(ApiSettings(jwt_secret=None, dev_mode=False))
-    with pytest.raises(SecurityConfigError, match="too short"):
-        resolve_jwt_secret(ApiSettings(jwt_secret="x" * 31, dev_mode=False))
-    assert resolve_jwt_secret(ApiSettings(jwt_secret="x" * 32)) == "x" * 32
-
-
-def test_a_token_lifetime_past_the_maximum_age_refuses_to_start() -> None:
-    with pytest.raises(SecurityConfigError, match="MAX_AGE"):
-        build_jwt_config(ApiSettings(jwt_secret="x" * 32, jwt_ttl_seconds=7200, jwt_max_age_seconds=3600))
-    assert build_jwt_config(ApiSettings(jwt_secret="x" * 32)).max_age_seconds == 86_400
-
-
-def test_dev_mode_generates_a_secret_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ingest_api.auth.tokens"):
-        first = resolve_jwt_secret(ApiSettings(jwt_secret=None, dev_mode=True))
-        second = resolve_jwt_secret(ApiSettings(jwt_secret="short", dev_mode=True))
-    assert len(first.encode()) >= 32 and first != second
-    assert sum("generated a random one" in record.getMessage() for record in caplog.records) == 2
-
-
-def test_rs256_rejects_mismatched_or_missing_keys() -> None:
-    private, _ = rsa_pems()
-    _, other_public = rsa_pems()
-    with pytest.raises(SecurityConfigError, match="does not match"):
-        build_jwt_config(
-            ApiSettings(jwt_algorithm="RS256", jwt_private_key=private, jwt_public_key=other_public)
-        )
-    with pytest.raises(SecurityConfigError, match="PRIVATE_KEY"):
-        build_jwt_config(ApiSettings(jwt_algorithm="RS256", dev_mode=False))
+# --- API contract and key lookups -------------------------------------------------------------
 
 
 async def test_openapi_declares_both_security_schemes(secure: SecureApp) -> None:

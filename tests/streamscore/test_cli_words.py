@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from streamscore.dev import Endpoints, print_banner
-from streamscore.ops import AverageSpeedColumn
+from streamscore.progress import AverageSpeedColumn
 from streamscore.text import counted
 
 

@@ -87,6 +87,16 @@ async def test_a_replay_through_the_active_version_reproduces_the_served_predict
     assert status == [("completed", ROWS)]
 
 
+def rounding_reach(calibrator: dict[str, list[float]], probability: float, steps: int = 4) -> float:
+    """How far `probability` moves when its Q-value moves `steps` float32 steps: the steepest segment of the
+    calibrator (models/dqn.calibrate, linear between knots) that reaches it. 0 on a flat one."""
+    x, y = np.asarray(calibrator["x"]), np.asarray(calibrator["y"])
+    reaching = (np.minimum(y[:-1], y[1:]) <= probability) & (probability <= np.maximum(y[:-1], y[1:]))
+    slopes = np.diff(y)[reaching] / np.diff(x)[reaching]
+    q_step = np.spacing(np.float32(np.abs(x[1:][reaching]).max())) if reaching.any() else 0.0
+    return float(slopes.max(initial=0.0) * q_step * steps)
+
+
 async def test_a_replay_through_another_version_matches_streamscore_predict(
     served: Served, inference_engine: InferenceEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,6 +122,8 @@ async def test_a_replay_through_another_version_matches_streamscore_predict(
     assert result.exit_code == 0, result.output
     lines = (tmp_path / "out.jsonl").read_bytes().splitlines()
     predicted = {r["customer_id"]: r for r in map(orjson.loads, lines)}
+    artifact = Registry().manifest(other)["artifacts"]["dqn_calibration"]
+    calibrator = orjson.loads((Registry().path(other) / artifact).read_bytes())
 
     replayed = await _table(sessionmaker, f"""
         SELECT customer_id, model_version, recommendations, propensity, segment_label, segment_score
@@ -125,10 +137,11 @@ async def test_a_replay_through_another_version_matches_streamscore_predict(
         assert propensity == expected["propensity"]
         assert (label, score) == (expected["segment"]["label"], expected["segment"]["score"])
         # float32 Q-value sums depend on the rows scored alongside (predict: 2,000 a call; the replay: the
-        # served micro-batch), so calibrated probabilities agree to float32 rounding, not to the bit; the
-        # isotonic map's steep segments magnify that rounding (1.2e-5 on one CPU), hence 1e-4.
-        np.testing.assert_allclose([r["probability"] for r in recommendations],
-                                   [r["probability"] for r in expected["recommendations"]], rtol=0, atol=1e-4)
+        # served micro-batch), so calibrated probabilities agree to a few float32 steps of the Q-value
+        # through the calibrator's slope there (1.2e-5 seen on one CPU, steepest segment), not to the bit.
+        for got, want in zip(recommendations, expected["recommendations"], strict=True):
+            reach = rounding_reach(calibrator, want["probability"])
+            assert abs(got["probability"] - want["probability"]) <= reach, (customer, got, want, reach)
 
 
 OUTCOME_ROWS = 600
