@@ -45,7 +45,9 @@ async def pipeline(
     sink: FastStream = build_sink(
         SinkSettings(**kafka.model_dump(), database_url=database_url, redis_url=redis_url)
     )
-    async with running_api(api_settings(kafka, database_url, redis_url), engine) as api:
+    # Its cache checks read Redis through the API: 1 s, not the production 50 ms (see api_fixtures.py).
+    settings = api_settings(kafka, database_url, redis_url, redis_timeout_seconds=1.0)
+    async with running_api(settings, engine) as api:
         await scorer.start()
         await sink.start()
         try:
